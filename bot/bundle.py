@@ -1,0 +1,367 @@
+"""The bundle format and the vocabulary: the one place that reads and writes them.
+
+A bundle is `models/<style>/<version>/` holding `model.onnx` (one step of the network),
+`vocab.json`, `card.json` and optionally `model.int8.onnx`; `models/<style>/ACTIVE` names the
+live version. Training, export and the bot all go through this module. numpy only: no
+TensorFlow, no onnxruntime.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODEL_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+VOCAB_FILE = "vocab.json"
+CARD_FILE = "card.json"
+ACTIVE_FILE = "ACTIVE"
+VOCAB_FORMAT = 1
+UNKNOWN = "\ufffd"
+CELLS = ("lstm", "gru")
+
+# Style and version names become folder names: lowercase ASCII only, so no name can climb out
+# of the models folder ('..', '/', NUL) or hide behind a Unicode look-alike.
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+CARD_REQUIRED = (
+    "style",
+    "display_name",
+    "language",
+    "version",
+    "cell",
+    "layers",
+    "units",
+    "embedding",
+    "vocab_size",
+    "corpus",
+    "split",
+    "metrics",
+)
+
+
+class BundleError(Exception):
+    """A bundle that cannot be served; the message names the file and what is wrong."""
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return `name` if it is a valid style or version name, else raise ValueError saying why."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"{what} {name!r} is not valid: use 1-32 characters from a-z, 0-9, '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Characters (Unicode code points) in id order, and the id that stands for unknown input."""
+
+    chars: tuple[str, ...]
+    unk_id: int
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if any(len(c) != 1 for c in self.chars):
+            raise ValueError("every vocabulary entry must be exactly one code point")
+        if len(set(self.chars)) != len(self.chars):
+            raise ValueError("the vocabulary repeats a character")
+        if not 0 <= self.unk_id < len(self.chars):
+            raise ValueError(f"unknown id {self.unk_id} is outside the vocabulary")
+        object.__setattr__(self, "index", {c: i for i, c in enumerate(self.chars)})
+
+    @classmethod
+    def build(cls, text: str, min_count: int = 1) -> Vocab:
+        """The vocabulary of `text`: id 0 is unknown, then characters in code-point order.
+
+        Characters seen fewer than `min_count` times are left out and read as unknown.
+        """
+        counts = collections.Counter(text)
+        counts.pop(UNKNOWN, None)
+        kept = sorted(c for c, n in counts.items() if n >= min_count)
+        return cls(chars=(UNKNOWN, *kept), unk_id=0)
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> tuple[np.ndarray, list[str]]:
+        """Ids of `text` (unknown characters map to the unknown id) and the unknown characters."""
+        unknown: list[str] = []
+        ids = np.empty(len(text), dtype=np.int32)
+        for i, c in enumerate(text):
+            j = self.index.get(c)
+            if j is None or j == self.unk_id:
+                unknown.append(c)
+                j = self.unk_id
+            ids[i] = j
+        return ids, list(dict.fromkeys(unknown))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+    @property
+    def start_id(self) -> int:
+        """What the model is fed before text with no prompt: a newline, where the corpus has one."""
+        return self.index.get("\n", self.unk_id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": VOCAB_FORMAT, "chars": list(self.chars), "unk_id": self.unk_id}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Vocab:
+        if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT:
+            raise ValueError(f"not a version-{VOCAB_FORMAT} vocabulary")
+        chars, unk = data.get("chars"), data.get("unk_id")
+        if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
+            raise ValueError("'chars' must be a list of one-character strings")
+        if not isinstance(unk, int):
+            raise ValueError("'unk_id' must be an integer")
+        return cls(chars=tuple(chars), unk_id=unk)
+
+    def save(self, path: Path) -> None:
+        _write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> Vocab:
+        return cls.from_json(_read_json(path))
+
+
+def state_names(cell: str, layers: int) -> list[str]:
+    """The recurrent state tensors in contract order: h then c per LSTM layer, h per GRU layer."""
+    parts = ("h", "c") if cell == "lstm" else ("h",)
+    return [f"{p}{i}" for i in range(layers) for p in parts]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle on disk whose files were read and checked against each other."""
+
+    path: Path
+    vocab: Vocab
+    card: dict[str, Any]
+
+    @property
+    def style(self) -> str:
+        return self.card["style"]
+
+    @property
+    def version(self) -> str:
+        return self.card["version"]
+
+    @property
+    def state_names(self) -> list[str]:
+        return state_names(self.card["cell"], self.card["layers"])
+
+    @property
+    def units(self) -> int:
+        return int(self.card["units"])
+
+    def model_path(self, int8: bool = False) -> Path:
+        return self.path / (INT8_FILE if int8 else MODEL_FILE)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path.name} is not readable JSON ({err})") from err
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read a bundle folder and check that its files agree; raise BundleError saying what is off.
+
+    The ONNX graph's inputs and outputs are checked by `check_signature` once a session exists.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    for name in (MODEL_FILE, VOCAB_FILE, CARD_FILE):
+        if not (path / name).is_file():
+            raise BundleError(f"{path}: {name} is missing")
+    try:
+        vocab = Vocab.load(path / VOCAB_FILE)
+    except ValueError as err:
+        raise BundleError(f"{path}: {VOCAB_FILE}: {err}") from err
+    try:
+        card = _read_json(path / CARD_FILE)
+    except ValueError as err:
+        raise BundleError(f"{path}: {err}") from err
+    if not isinstance(card, dict):
+        raise BundleError(f"{path}: {CARD_FILE} must hold a JSON object")
+    missing = [k for k in CARD_REQUIRED if k not in card]
+    if missing:
+        raise BundleError(f"{path}: {CARD_FILE} lacks {', '.join(missing)}")
+    if card["cell"] not in CELLS:
+        raise BundleError(f"{path}: cell {card['cell']!r} is not one of {CELLS}")
+    for key in ("layers", "units", "vocab_size"):
+        if not isinstance(card[key], int) or card[key] < 1:
+            raise BundleError(f"{path}: {CARD_FILE} {key} must be a positive integer")
+    if card["vocab_size"] != len(vocab):
+        raise BundleError(
+            f"{path}: {CARD_FILE} says vocab_size {card['vocab_size']} but {VOCAB_FILE} "
+            f"holds {len(vocab)} characters"
+        )
+    try:
+        check_name(card["style"], "style")
+        check_name(card["version"], "version")
+    except ValueError as err:
+        raise BundleError(f"{path}: {CARD_FILE}: {err}") from err
+    if (path.parent.name, path.name) != (card["style"], card["version"]):
+        raise BundleError(
+            f"{path}: the card names {card['style']}/{card['version']}, "
+            f"but the bundle sits at {path.parent.name}/{path.name}"
+        )
+    return Bundle(path=path, vocab=vocab, card=card)
+
+
+def check_signature(
+    bundle: Bundle,
+    inputs: Sequence[tuple[str, Sequence[Any], str]],
+    outputs: Sequence[tuple[str, Sequence[Any], str]],
+) -> None:
+    """Check a graph's (name, shape, type) inputs and outputs against the contract for `bundle`.
+
+    Inputs: ids [batch] int32/int64, then state tensors [batch, units] float32. Outputs: logits
+    [batch, vocab] float32, then the new states in input order.
+    """
+    n_state = len(bundle.state_names)
+    where = f"{bundle.path}/{MODEL_FILE}"
+    if len(inputs) != 1 + n_state or len(outputs) != 1 + n_state:
+        raise BundleError(
+            f"{where}: expected {1 + n_state} inputs and outputs for a {bundle.card['layers']}"
+            f"-layer {bundle.card['cell']}, found {len(inputs)} inputs and {len(outputs)} outputs"
+        )
+
+    def fixed(dim: Any) -> int | None:
+        return dim if isinstance(dim, int) else None
+
+    def expect(kind: str, item: tuple[str, Sequence[Any], str], dims: list[int | None], types):
+        name, shape, dtype = item
+        got = [fixed(d) for d in shape]
+        if len(shape) != len(dims) or any(
+            w is not None and g != w for g, w in zip(got, dims, strict=True)
+        ):
+            raise BundleError(f"{where}: {kind} {name!r} has shape {list(shape)}, expected {dims}")
+        if got[0] not in (None, -1) and len(shape) > 0:
+            raise BundleError(f"{where}: {kind} {name!r} must have a dynamic batch dimension")
+        if dtype not in types:
+            raise BundleError(f"{where}: {kind} {name!r} is {dtype}, expected {' or '.join(types)}")
+
+    float_type = ("tensor(float)",)
+    expect("input", inputs[0], [None], ("tensor(int32)", "tensor(int64)"))
+    expect("output", outputs[0], [None, len(bundle.vocab)], float_type)
+    for item in (*inputs[1:], *outputs[1:]):
+        expect("state", item, [None, bundle.units], float_type)
+
+
+def write_bundle(
+    models_dir: Path,
+    vocab: Vocab,
+    card: dict[str, Any],
+    files: dict[str, Path],
+) -> Path:
+    """Write a bundle into models_dir/<style>/<version>/ whole: a temporary folder renamed into
+    place, so a reader never sees half a bundle. `files` maps bundle file names to sources."""
+    style = check_name(card["style"], "style")
+    version = check_name(card["version"], "version")
+    style_dir = Path(models_dir) / style
+    style_dir.mkdir(parents=True, exist_ok=True)
+    target = style_dir / version
+    if target.exists():
+        raise BundleError(f"{target} already exists; choose another version")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=style_dir))
+    try:
+        for name, source in files.items():
+            shutil.copyfile(source, tmp / name)
+        vocab.save(tmp / VOCAB_FILE)
+        _write_json(tmp / CARD_FILE, card)
+        for p in tmp.iterdir():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def update_card(bundle_path: Path, **fields: Any) -> None:
+    """Add fields to a bundle's card in place (atomically)."""
+    path = Path(bundle_path) / CARD_FILE
+    card = _read_json(path)
+    card.update(fields)
+    tmp = path.with_name(f".{CARD_FILE}.tmp")
+    _write_json(tmp, card)
+    os.replace(tmp, path)
+
+
+def styles(models_dir: Path) -> list[str]:
+    """Styles with at least one version folder, sorted."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+
+def versions(models_dir: Path, style: str) -> list[str]:
+    """Version folders of a style, oldest first (natural order: v2 before v10)."""
+    style_dir = Path(models_dir) / check_name(style, "style")
+    if not style_dir.is_dir():
+        return []
+    names = [p.name for p in style_dir.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def next_version(models_dir: Path, style: str) -> str:
+    """`v<N+1>` where N is the highest number among the style's `v<N>` versions."""
+    numbers = [int(v[1:]) for v in versions(models_dir, style) if re.fullmatch(r"v\d+", v)]
+    return f"v{max(numbers, default=0) + 1}"
+
+
+def active_version(models_dir: Path, style: str) -> str | None:
+    """The version `ACTIVE` names, or the newest version when there is no ACTIVE file."""
+    path = Path(models_dir) / check_name(style, "style") / ACTIVE_FILE
+    try:
+        name = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        found = versions(models_dir, style)
+        return found[-1] if found else None
+    return check_name(name, "version")
+
+
+def set_active(models_dir: Path, style: str, version: str) -> None:
+    """Point ACTIVE at `version`, atomically (temporary file, fsync, os.replace)."""
+    style_dir = Path(models_dir) / check_name(style, "style")
+    if not (style_dir / check_name(version, "version")).is_dir():
+        raise BundleError(f"{style}/{version} does not exist")
+    tmp = style_dir / f".{ACTIVE_FILE}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(version + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, style_dir / ACTIVE_FILE)

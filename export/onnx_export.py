@@ -1,0 +1,304 @@
+"""A finished training run -> a verified bundle: tf2onnx one-step graph, parity, optional int8.
+
+The one-step graph is built from the trained weights with tf_keras recurrent layers, whose
+TensorFlow graphs tf2onnx rewrites into single ONNX LSTM/GRU operators (Keras 3's GRU graph
+would become an ONNX Loop). Parity is measured against the trained Keras model itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.bundle import (
+    INT8_FILE,
+    MODEL_FILE,
+    Bundle,
+    Vocab,
+    check_name,
+    load_bundle,
+    next_version,
+    set_active,
+    write_bundle,
+)
+from bot.engine import Request, StepModel, generate_once
+from training.corpus import KNOWN_CORPORA, load_corpus, split
+
+OPSET = 17
+PARITY_STEPS = 200
+PARITY_TOLERANCE = 1e-4
+RECURRENT_OPS = {"lstm": "LSTM", "gru": "GRU"}
+
+
+class ExportError(Exception):
+    """The run cannot become a bundle; the message says why."""
+
+
+def read_run(run: Path) -> dict[str, Any]:
+    for name in ("config.json", "vocab.json", "best.weights.h5", "metrics.json"):
+        if not (run / name).exists():
+            raise ExportError(
+                f"{run}/{name} is missing: is this a finished `python -m training` run folder?"
+            )
+    return {
+        "config": json.loads((run / "config.json").read_text(encoding="utf-8")),
+        "metrics": json.loads((run / "metrics.json").read_text(encoding="utf-8")),
+        "vocab": Vocab.load(run / "vocab.json"),
+    }
+
+
+def load_trained(run: Path, model_cfg_json: dict[str, Any]):
+    from training.model import ModelConfig, build_model
+
+    model_cfg = ModelConfig(**model_cfg_json)
+    model = build_model(model_cfg)
+    model.load_weights(run / "best.weights.h5")
+    return model, model_cfg
+
+
+def step_function(model, model_cfg):
+    """A tf.function of one step (ids [batch], *states) -> (logits, *states) on the trained
+    weights, with tf_keras LSTM/GRU layers that tf2onnx turns into ONNX LSTM/GRU operators."""
+    import tensorflow as tf
+    import tf_keras
+
+    units = model_cfg.units
+    # Kept as numpy and made constants inside the function: an eager tensor captured from
+    # outside would become an extra graph input.
+    embedding = model.get_layer("embedding").get_weights()[0]
+    dense_w, dense_b = model.get_layer("logits").get_weights()
+    cell = tf_keras.layers.LSTM if model_cfg.cell == "lstm" else tf_keras.layers.GRU
+    per_layer = 2 if model_cfg.cell == "lstm" else 1
+    layers = []
+    width = model_cfg.embedding
+    for i in range(model_cfg.layers):
+        layer = cell(units, return_sequences=True, return_state=True, name=f"rnn_{i}")
+        layer.build((None, 1, width))
+        layer.set_weights(model.get_layer(f"rnn_{i}").get_weights())
+        layers.append(layer)
+        width = units
+    specs = [tf.TensorSpec([None], tf.int32, name="ids")] + [
+        tf.TensorSpec([None, units], tf.float32, name=name) for name in model_cfg.state_names
+    ]
+
+    @tf.function(input_signature=specs)
+    def step(ids, *states):
+        x = tf.gather(tf.constant(embedding), ids)[:, None, :]
+        new_states = []
+        for i, layer in enumerate(layers):
+            out = layer(x, initial_state=list(states[i * per_layer : (i + 1) * per_layer]))
+            x = out[0]
+            new_states.extend(out[1:])
+        logits = tf.matmul(x[:, 0, :], tf.constant(dense_w)) + tf.constant(dense_b)
+        return [logits, *new_states]
+
+    return step, specs
+
+
+def convert(step, specs, model_cfg, path: Path) -> None:
+    """tf2onnx from_function with explicit specs; refuse a graph whose RNN is not one op."""
+    import tf2onnx
+
+    onnx_model, _ = tf2onnx.convert.from_function(
+        step, input_signature=specs, opset=OPSET, output_path=str(path)
+    )
+    ops = [node.op_type for node in onnx_model.graph.node]
+    want = RECURRENT_OPS[model_cfg.cell]
+    if ops.count(want) != model_cfg.layers or "Loop" in ops or "Scan" in ops:
+        raise ExportError(
+            f"tf2onnx produced {ops.count(want)} {want} operators for {model_cfg.layers} layers "
+            f"(and {ops.count('Loop')} Loop); the bundle contract needs one {want} per layer"
+        )
+
+
+def parity(model, model_cfg, session: StepModel, ids: np.ndarray) -> float:
+    """Max |logit difference| between the trained Keras model and onnxruntime, stepping
+    `ids` [batch, steps] with the state carried on both sides."""
+    import tensorflow as tf
+
+    from training.model import forward, zero_states
+
+    tf_states = zero_states(model_cfg, ids.shape[0])
+    ort_states = session.zero_states(ids.shape[0])
+    worst = 0.0
+    for t in range(ids.shape[1]):
+        tf_logits, tf_states = forward(model, model_cfg, tf.constant(ids[:, t : t + 1]), tf_states)
+        ort_logits, ort_states = session.step(ids[:, t], ort_states)
+        worst = max(worst, float(np.abs(tf_logits.numpy()[:, 0] - ort_logits).max()))
+    return worst
+
+
+def onnx_loss(session: StepModel, ids: np.ndarray, streams: int = 32) -> float:
+    """nats/char of a session over `ids`, read in parallel contiguous streams with the state
+    carried (the same protocol as training's evaluate_stream)."""
+    n = (len(ids) - 1) // streams
+    x = np.stack([ids[s * n : s * n + n] for s in range(streams)])
+    y = np.stack([ids[s * n + 1 : s * n + n + 1] for s in range(streams)])
+    states = session.zero_states(streams)
+    total = 0.0
+    rows = np.arange(streams)
+    for t in range(n):
+        logits, states = session.step(x[:, t], states)
+        z = logits.astype(np.float64)
+        m = z.max(axis=1)
+        log_norm = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+        total += float((log_norm - z[rows, y[:, t]]).sum())
+    return total / (streams * n)
+
+
+def quantize(fp32: Path, int8: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+
+
+def tool_versions() -> dict[str, str]:
+    import keras
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def export_run(
+    run: Path,
+    models_dir: Path,
+    version: str | None = None,
+    activate: bool = False,
+    int8: bool = False,
+    display_name: str | None = None,
+    language: str | None = None,
+    log=print,
+) -> Bundle:
+    """Export a finished run into models_dir/<style>/<version>/ and verify it; returns it."""
+    run, models_dir = Path(run), Path(models_dir)
+    info = read_run(run)
+    config, metrics, vocab = info["config"], info["metrics"], info["vocab"]
+    style = check_name(config["train"]["style"], "style")
+    version = check_name(version, "version") if version else next_version(models_dir, style)
+    model, model_cfg = load_trained(run, config["model"])
+    if model_cfg.vocab_size != len(vocab):
+        raise ExportError(
+            f"{run}: the model has {model_cfg.vocab_size} outputs, vocab {len(vocab)}"
+        )
+
+    corpus = load_corpus(config["train"]["corpus"])
+    if corpus.sha256 != config["corpus"]["sha256"]:
+        raise ExportError(f"{config['train']['corpus']} changed since training; cannot verify")
+    val_ids, _ = vocab.encode(split(corpus.text)[1])
+    known = KNOWN_CORPORA.get(corpus.name)
+
+    with tempfile.TemporaryDirectory(prefix="poembot-export-") as tmp_name:
+        tmp = Path(tmp_name)
+        step, specs = step_function(model, model_cfg)
+        convert(step, specs, model_cfg, tmp / MODEL_FILE)
+        log(f"converted with tf2onnx (opset {OPSET})")
+        card: dict[str, Any] = {
+            "style": style,
+            "display_name": display_name or (known.display_name if known else style),
+            "language": language or (known.language if known else "und"),
+            "version": version,
+            "cell": model_cfg.cell,
+            "layers": model_cfg.layers,
+            "units": model_cfg.units,
+            "embedding": model_cfg.embedding,
+            "dropout": model_cfg.dropout,
+            "vocab_size": len(vocab),
+            "parameters": metrics["parameters"],
+            "corpus": {
+                "name": corpus.name,
+                "source": known.url if known else Path(corpus.source).name,
+                "sha256": corpus.sha256,
+                "characters": len(corpus.text),
+                "cleaning": known.cleaning if known else "newlines normalised",
+            },
+            "split": {
+                "validation": "the last 10% of the cleaned corpus, one contiguous tail",
+                "train_characters": config["corpus"]["train_characters"],
+                "validation_characters": config["corpus"]["validation_characters"],
+            },
+            "metrics": {
+                "val_loss": metrics["val_loss"],
+                "val_bpc": metrics["val_bpc"],
+                "val_loss_windowed": metrics["val_loss_windowed"],
+                "train_loss": metrics["train_loss"],
+                "epochs": metrics["epochs"],
+                "best_epoch": metrics["best_epoch"],
+                "training_seconds": metrics["training_seconds"],
+                "chars_per_second": metrics["chars_per_second"],
+            },
+            "training": {
+                "command": config.get("command"),
+                "config": config["train"],
+            },
+            "opset": OPSET,
+            "tools": tool_versions(),
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        files = {MODEL_FILE: tmp / MODEL_FILE}
+        if (run / "loss.png").exists():
+            files["loss.png"] = run / "loss.png"
+        # Check the converted graph before anything lands in models/: a staging bundle in tmp
+        # read by the bot's own loader and engine.
+        staged = write_bundle(tmp / "stage", vocab, card, files)
+        session = StepModel(load_bundle(staged), providers="cpu")
+        rng = np.random.default_rng(0)
+        random_ids = rng.integers(0, len(vocab), size=(8, PARITY_STEPS), dtype=np.int32)
+        real = val_ids[: 4 * PARITY_STEPS].reshape(4, PARITY_STEPS).astype(np.int32)
+        worst = max(
+            parity(model, model_cfg, session, random_ids),
+            parity(model, model_cfg, session, real),
+        )
+        card["parity"] = {
+            "max_abs_logit_diff": worst,
+            "steps": PARITY_STEPS,
+            "inputs": "8 random and 4 validation-text sequences",
+            "tolerance": PARITY_TOLERANCE,
+        }
+        log(f"parity: max |logit difference| {worst:.2e} over {PARITY_STEPS} steps")
+        if not worst <= PARITY_TOLERANCE:
+            raise ExportError(f"parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}; not exported")
+        card["metrics"]["val_loss_onnx"] = onnx_loss(session, val_ids)
+        if int8:
+            quantize(tmp / MODEL_FILE, tmp / INT8_FILE)
+            files[INT8_FILE] = tmp / INT8_FILE
+            shutil.copyfile(tmp / INT8_FILE, staged / INT8_FILE)
+            int8_session = StepModel(load_bundle(staged), providers="cpu", int8=True)
+            card["metrics"]["val_loss_int8"] = onnx_loss(int8_session, val_ids)
+            log(f"int8 validation loss {card['metrics']['val_loss_int8']:.4f} nats/char")
+        bundle_path = write_bundle(models_dir, vocab, card, files)
+
+    bundle = load_bundle(bundle_path)
+    sample = _verify(bundle)
+    log(f"wrote {bundle_path} ({bundle.size_bytes / 1e6:.1f} MB); sample:\n{sample}")
+    if activate:
+        set_active(models_dir, style, version)
+        log(f"{style} now serves {version}")
+    return bundle
+
+
+def _verify(bundle: Bundle) -> str:
+    """Load the written bundle with the bot's engine and sample from it: proof it serves."""
+    import asyncio
+
+    result = asyncio.run(generate_once(bundle.path, Request(length=120, seed=0), "cpu"))
+    if len(result.text) != 120 or not math.isfinite(result.seconds):
+        raise ExportError(f"{bundle.path}: the engine produced {len(result.text)} of 120 chars")
+    return result.text

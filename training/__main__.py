@@ -1,0 +1,77 @@
+"""`python -m training`: train a char-LSTM/GRU style from a corpus file or a known corpus name."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from training.corpus import KNOWN_CORPORA
+
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train a character-level language model for one style.",
+    )
+    p.add_argument(
+        "--corpus",
+        required=True,
+        help=f"a UTF-8 text file, or a known corpus name ({', '.join(KNOWN_CORPORA)})",
+    )
+    p.add_argument("--style", required=True, help="style name (a-z, 0-9, _ and -)")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/shakespeare")
+    p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--units", type=int, default=512)
+    p.add_argument("--embedding", type=int, default=64)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
+    p.add_argument("--min-count", type=int, default=1, help="rarer characters read as unknown")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from training.corpus import CorpusError
+    from training.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        corpus=args.corpus,
+        style=args.style,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        max_minutes=args.max_minutes,
+        min_count=args.min_count,
+    )
+    model_args = {
+        "cell": args.cell,
+        "layers": args.layers,
+        "units": args.units,
+        "embedding": args.embedding,
+        "dropout": args.dropout,
+    }
+    try:
+        train(cfg, model_args, resume=args.resume)
+    except (CorpusError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

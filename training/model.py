@@ -1,0 +1,126 @@
+"""The char-RNN: Embedding -> N x LSTM/GRU with dropout -> Dense logits, and its stateful forward.
+
+The training graph (`build_model`) and the stateful `forward` share the same layer objects, so
+sampling during training, the export's parity reference and the TensorFlow serving benchmark
+all run exactly the weights that were trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bot.bundle import CELLS, state_names
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    cell: str = "lstm"
+    layers: int = 2
+    units: int = 512
+    embedding: int = 64
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
+        if self.layers < 1 or self.units < 1 or self.embedding < 1:
+            raise ValueError("layers, units and embedding must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def state_names(self) -> list[str]:
+        return state_names(self.cell, self.layers)
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    """The training graph: ids [batch, time] -> logits [batch, time, vocab]."""
+    rnn = keras.layers.LSTM if config.cell == "lstm" else keras.layers.GRU
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(config.vocab_size, config.embedding, name="embedding")(ids)
+    x = keras.layers.Dropout(config.dropout, name="dropout_in")(x)
+    for i in range(config.layers):
+        # return_state lets `forward` reuse the layer with a carried state; reset_after (the
+        # GRU default) is the variant ONNX's GRU computes with linear_before_reset=1.
+        x = rnn(config.units, return_sequences=True, return_state=True, name=f"rnn_{i}")(x)[0]
+        x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
+    logits = keras.layers.Dense(config.vocab_size, name="logits")(x)
+    return keras.Model(ids, logits, name=f"char_{config.cell}")
+
+
+def count_parameters(model: keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.weights if w.trainable))
+
+
+def forward(
+    model: keras.Model, config: ModelConfig, ids: tf.Tensor, states: list[tf.Tensor]
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """Inference through the trained layers with a carried state.
+
+    ids [batch, time] int32; states in bundle order (h, c per LSTM layer; h per GRU layer).
+    Returns logits [batch, time, vocab] and the new states.
+    """
+    per_layer = 2 if config.cell == "lstm" else 1
+    x = model.get_layer("embedding")(ids)
+    new_states: list[tf.Tensor] = []
+    for i in range(config.layers):
+        layer_state = list(states[i * per_layer : (i + 1) * per_layer])
+        out = model.get_layer(f"rnn_{i}")(x, initial_state=layer_state)
+        x = out[0]
+        new_states.extend(out[1:])
+    return model.get_layer("logits")(x), new_states
+
+
+def zero_states(config: ModelConfig, batch: int) -> list[tf.Tensor]:
+    return [tf.zeros([batch, config.units]) for _ in config.state_names]
+
+
+def sample_text(
+    model: keras.Model,
+    config: ModelConfig,
+    start_ids: np.ndarray,
+    length: int,
+    temperature: float = 0.8,
+    seed: int = 0,
+) -> list[int]:
+    """A short sample for the training log (TensorFlow; the bot has its own engine)."""
+    rng = np.random.default_rng(seed)
+    states = zero_states(config, 1)
+    logits, states = forward(model, config, tf.constant(start_ids[None, :], tf.int32), states)
+    out: list[int] = []
+    for _ in range(length):
+        z = logits[0, -1].numpy().astype(np.float64) / temperature
+        z[0] = -np.inf  # id 0 is the unknown character: never emit it
+        p = np.exp(z - z.max())
+        nxt = int(rng.choice(len(p), p=p / p.sum()))
+        out.append(nxt)
+        logits, states = forward(model, config, tf.constant([[nxt]], tf.int32), states)
+    return out
+
+
+def evaluate_stream(
+    model: keras.Model, config: ModelConfig, ids: np.ndarray, streams: int = 16, chunk: int = 256
+) -> float:
+    """Mean nats/char over `ids` read as `streams` contiguous pieces with the state carried
+    across chunks: every character is predicted from all the text before it in its piece, as
+    the served model sees text (and as an n-gram model is scored)."""
+    n = (len(ids) - 1) // streams
+    if n < 2:
+        raise ValueError(f"{len(ids)} characters are too few to evaluate in {streams} streams")
+    x = np.stack([ids[s * n : s * n + n] for s in range(streams)])
+    y = np.stack([ids[s * n + 1 : s * n + n + 1] for s in range(streams)])
+    states = zero_states(config, streams)
+    total = 0.0
+    for t in range(0, n, chunk):
+        logits, states = forward(model, config, tf.constant(x[:, t : t + chunk]), states)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(y[:, t : t + chunk], logits)
+        total += float(tf.reduce_sum(tf.cast(loss, tf.float64)))
+    return total / (streams * n)

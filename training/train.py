@@ -1,0 +1,312 @@
+"""The training loop: corpus -> vocabulary -> tf.data windows -> Keras fit -> a run folder.
+
+A run folder holds everything export needs and everything a resumed run needs:
+`config.json`, `vocab.json`, `last.keras` (model and optimizer, written every epoch),
+`best.weights.h5`, `history.json`, `progress.jsonl` (one line per epoch, read by the bot's
+retrain jobs), `samples.txt`, `loss.png` and, once finished, `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bot.bundle import Vocab, check_name
+from training.corpus import Corpus, load_corpus, split
+from training.model import (
+    ModelConfig,
+    build_model,
+    count_parameters,
+    evaluate_stream,
+    sample_text,
+)
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    corpus: str
+    style: str
+    out: str
+    epochs: int = 30
+    batch_size: int = 64
+    seq_len: int = 128
+    lr: float = 2e-3
+    min_lr_fraction: float = 0.05
+    clipnorm: float = 1.0
+    patience: int = 3
+    seed: int = 1234
+    max_minutes: float | None = None
+    min_count: int = 1
+    sample_chars: int = 200
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int | None) -> tf.data.Dataset:
+    """(input, target) windows of `seq_len` characters.
+
+    With a seed (training) the windows are shuffled every epoch and each is shifted by a random
+    offset below `seq_len`, so no pair of neighbouring characters is always split apart. Without
+    one (validation) they are the fixed, non-overlapping windows in order.
+    """
+    data = tf.constant(ids, dtype=tf.int32)
+    count = (len(ids) - 1) // seq_len - (1 if seed is not None else 0)
+    if count < 1:
+        raise ValueError(f"{len(ids)} characters are fewer than one {seq_len}-character window")
+    ds = tf.data.Dataset.range(count)
+    if seed is not None:
+        ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+
+        def start(i: tf.Tensor) -> tf.Tensor:
+            jitter = tf.random.uniform([], 0, seq_len, dtype=tf.int64)
+            return i * seq_len + jitter
+    else:
+
+        def start(i: tf.Tensor) -> tf.Tensor:
+            return i * seq_len
+
+    def window(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        s = start(i)
+        return data[s : s + seq_len], data[s + 1 : s + seq_len + 1]
+
+    ds = ds.map(window, num_parallel_calls=tf.data.AUTOTUNE)
+    # A partial final batch would retrace the graph; training drops it, validation keeps it.
+    return ds.batch(batch_size, drop_remainder=seed is not None).prefetch(tf.data.AUTOTUNE)
+
+
+class RunLog(keras.callbacks.Callback):
+    """Per epoch: best weights, a resumable checkpoint, history, progress line, a sample,
+    early stopping on validation loss and the wall-clock budget."""
+
+    def __init__(
+        self,
+        run: Path,
+        cfg: TrainConfig,
+        model_cfg: ModelConfig,
+        vocab: Vocab,
+        state: dict[str, Any],
+        deadline: float | None,
+    ) -> None:
+        super().__init__()
+        self.run, self.cfg, self.model_cfg, self.vocab = run, cfg, model_cfg, vocab
+        self.state = state
+        self.deadline = deadline
+        self.epoch_started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        seconds = time.monotonic() - self.epoch_started
+        st = self.state
+        st["training_seconds"] += seconds
+        loss, val = float(logs["loss"]), float(logs["val_loss"])
+        entry = {
+            "epoch": epoch + 1,
+            "loss": loss,
+            "val_loss": val,
+            "val_bpc": val / LN2,
+            "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "seconds": seconds,
+            "chars_per_second": st["train_chars_per_epoch"] / seconds,
+        }
+        st["history"].append(entry)
+        st["epoch"] = epoch + 1
+        if val < st["best_val_loss"]:
+            st["best_val_loss"], st["best_epoch"], st["bad_epochs"] = val, epoch + 1, 0
+            self.model.save_weights(self.run / "best.weights.h5")
+        else:
+            st["bad_epochs"] += 1
+        start = np.array([self.vocab.start_id], dtype=np.int32)
+        sample = self.vocab.decode(
+            sample_text(self.model, self.model_cfg, start, self.cfg.sample_chars, seed=epoch)
+        )
+        with open(self.run / "samples.txt", "a", encoding="utf-8") as f:
+            f.write(f"--- epoch {epoch + 1} val_loss {val:.4f}\n{sample}\n")
+        print(f"\nepoch {epoch + 1} sample:\n{sample}\n", flush=True)
+        reason = None
+        if st["bad_epochs"] >= self.cfg.patience:
+            reason = f"early stop: no better validation loss in {self.cfg.patience} epochs"
+        elif self.deadline is not None and time.time() > self.deadline:
+            reason = f"stopped at the --max-minutes budget ({self.cfg.max_minutes} min)"
+        st["stopped"] = reason
+        self.model.save(self.run / "last.keras")
+        write_json(self.run / "state.json", st)
+        with open(self.run / "progress.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+        plot_losses(st["history"], self.run / "loss.png", self.cfg.style)
+        if reason:
+            print(reason, flush=True)
+            self.model.stop_training = True
+
+
+def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(epochs, [h["loss"] for h in history], marker="o", label="train")
+    ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (nats/char)")
+    ax.set_title(f"{title}: cross-entropy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def cosine_lr(cfg: TrainConfig):
+    """Cosine decay from lr to lr*min_lr_fraction over the planned epochs (a function of the
+    epoch alone, so a resumed run continues the same schedule)."""
+
+    def schedule(epoch: int, _lr: float) -> float:
+        t = min(epoch / max(cfg.epochs - 1, 1), 1.0)
+        floor = cfg.lr * cfg.min_lr_fraction
+        return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return schedule
+
+
+def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False) -> dict:
+    """Train (or resume) a run; returns the final metrics also written to metrics.json."""
+    check_name(cfg.style, "style")
+    run = Path(cfg.out)
+    if run.exists() and any(run.iterdir()) and not resume:
+        raise SystemExit(f"{run} is not empty: pass --resume to continue it, or choose --out")
+    run.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+
+    corpus: Corpus = load_corpus(cfg.corpus)
+    train_text, val_text = split(corpus.text)
+    if resume and (run / "vocab.json").exists():
+        vocab = Vocab.load(run / "vocab.json")  # never rebuilt: ids must match the checkpoint
+    else:
+        vocab = Vocab.build(corpus.text, min_count=cfg.min_count)
+        vocab.save(run / "vocab.json")
+    model_cfg = ModelConfig(vocab_size=len(vocab), **model_cfg_args)
+    train_ids, _ = vocab.encode(train_text)
+    val_ids, _ = vocab.encode(val_text)
+
+    state_path = run / "state.json"
+    if resume and state_path.exists() and (run / "last.keras").exists():
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        if state.get("corpus_sha256") != corpus.sha256:
+            raise SystemExit(f"{run} was trained on another corpus; refusing to resume")
+        model = keras.models.load_model(run / "last.keras")
+        print(f"resuming {run} after epoch {state['epoch']}", flush=True)
+    else:
+        state = {
+            "epoch": 0,
+            "best_val_loss": float("inf"),
+            "best_epoch": 0,
+            "bad_epochs": 0,
+            "training_seconds": 0.0,
+            "history": [],
+            "corpus_sha256": corpus.sha256,
+        }
+        model = build_model(model_cfg)
+        model.compile(
+            optimizer=keras.optimizers.Adam(cfg.lr, global_clipnorm=cfg.clipnorm),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+    steps = ((len(train_ids) - 1) // cfg.seq_len - 1) // cfg.batch_size
+    if steps < 1:
+        raise SystemExit(
+            f"the training split ({len(train_ids):,} chars) is smaller than one batch of "
+            f"{cfg.batch_size} x {cfg.seq_len} characters: lower --batch-size or --seq-len"
+        )
+    state["train_chars_per_epoch"] = steps * cfg.batch_size * cfg.seq_len
+
+    write_json(
+        run / "config.json",
+        {
+            "train": asdict(cfg),
+            "model": model_cfg.to_json(),
+            "command": " ".join(["python -m training", *sys.argv[1:]]),
+            "corpus": {
+                "name": corpus.name,
+                "source": corpus.source,
+                "sha256": corpus.sha256,
+                "characters": len(corpus.text),
+                "train_characters": len(train_text),
+                "validation_characters": len(val_text),
+            },
+        },
+    )
+    model.summary(print_fn=lambda line, **_: print(line, flush=True))
+    print(
+        f"corpus {corpus.name}: {len(corpus.text):,} chars, vocab {len(vocab):,}, "
+        f"train {len(train_ids):,} / validation {len(val_ids):,}",
+        flush=True,
+    )
+
+    already_stopped = state.get("stopped") and "early stop" in str(state.get("stopped"))
+    if state["epoch"] < cfg.epochs and not already_stopped:
+        deadline = time.time() + cfg.max_minutes * 60 if cfg.max_minutes else None
+        model.fit(
+            windows(train_ids, cfg.seq_len, cfg.batch_size, seed=cfg.seed + state["epoch"]),
+            validation_data=windows(val_ids, cfg.seq_len, cfg.batch_size, seed=None),
+            epochs=cfg.epochs,
+            initial_epoch=state["epoch"],
+            callbacks=[
+                keras.callbacks.LearningRateScheduler(cosine_lr(cfg)),
+                RunLog(run, cfg, model_cfg, vocab, state, deadline),
+            ],
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+    if not (run / "best.weights.h5").exists():
+        raise SystemExit("no epoch finished; nothing to report")
+
+    model.load_weights(run / "best.weights.h5")
+    val_stream = evaluate_stream(model, model_cfg, val_ids)
+    last = state["history"][-1]
+    metrics = {
+        "val_loss": val_stream,
+        "val_bpc": val_stream / LN2,
+        "val_loss_windowed": state["best_val_loss"],
+        "train_loss": next(
+            h["loss"] for h in state["history"] if h["epoch"] == state["best_epoch"]
+        ),
+        "best_epoch": state["best_epoch"],
+        "epochs": state["epoch"],
+        "training_seconds": round(state["training_seconds"], 1),
+        "chars_per_second": round(
+            state["train_chars_per_epoch"] * state["epoch"] / max(state["training_seconds"], 1e-9)
+        ),
+        "parameters": count_parameters(model),
+        "stopped": state.get("stopped") or "finished the planned epochs",
+        "final_lr": last["lr"],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+    }
+    write_json(run / "metrics.json", metrics)
+    print(
+        f"validation loss {val_stream:.4f} nats/char ({val_stream / LN2:.4f} bits/char) "
+        f"with full context; best epoch {state['best_epoch']}",
+        flush=True,
+    )
+    return metrics
