@@ -136,9 +136,9 @@ def parity(model, model_cfg, session: StepModel, ids: np.ndarray) -> float:
     return worst
 
 
-def onnx_loss(session: StepModel, ids: np.ndarray, streams: int = 32) -> float:
+def onnx_loss(session: StepModel, ids: np.ndarray, streams: int = 16) -> float:
     """nats/char of a session over `ids`, read in parallel contiguous streams with the state
-    carried (the same protocol as training's evaluate_stream)."""
+    carried: the protocol of training's evaluate_stream, with the same stream count."""
     n = (len(ids) - 1) // streams
     x = np.stack([ids[s * n : s * n + n] for s in range(streams)])
     y = np.stack([ids[s * n + 1 : s * n + n + 1] for s in range(streams)])

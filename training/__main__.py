@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
+    p.add_argument("--clipnorm", type=float, default=5.0, help="global gradient-norm clip")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
     p.add_argument("--min-count", type=int, default=1, help="rarer characters read as unknown")
     p.add_argument("--seed", type=int, default=1234)
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         lr=args.lr,
+        clipnorm=args.clipnorm,
         patience=args.patience,
         seed=args.seed,
         max_minutes=args.max_minutes,

@@ -106,8 +106,15 @@ def sample_text(
     return out
 
 
+EVAL_STREAMS = 16
+
+
 def evaluate_stream(
-    model: keras.Model, config: ModelConfig, ids: np.ndarray, streams: int = 16, chunk: int = 256
+    model: keras.Model,
+    config: ModelConfig,
+    ids: np.ndarray,
+    streams: int = EVAL_STREAMS,
+    chunk: int = 256,
 ) -> float:
     """Mean nats/char over `ids` read as `streams` contiguous pieces with the state carried
     across chunks: every character is predicted from all the text before it in its piece, as

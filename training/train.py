@@ -45,7 +45,7 @@ class TrainConfig:
     seq_len: int = 128
     lr: float = 2e-3
     min_lr_fraction: float = 0.05
-    clipnorm: float = 1.0
+    clipnorm: float = 5.0
     patience: int = 3
     seed: int = 1234
     max_minutes: float | None = None

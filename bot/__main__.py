@@ -1,0 +1,90 @@
+"""`python -m bot` runs the Discord bot; `python -m bot generate` writes one text in the shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from bot.bundle import BundleError, active_version, check_name, styles
+from bot.config import ConfigError, Settings, load_dotenv
+from bot.engine import Busy, ProviderError, Request, generate_once
+
+
+def generate_main(args: argparse.Namespace, settings: Settings) -> int:
+    models = Path(args.models) if args.models else settings.models_dir
+    try:
+        style = check_name(args.style, "style")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    version = args.version or active_version(models, style)
+    if version is None or not (models / style / version).is_dir():
+        known = ", ".join(styles(models)) or "none"
+        print(
+            f"error: no bundle for style {style!r} in {models} (styles: {known})", file=sys.stderr
+        )
+        return 2
+    request = Request(
+        prompt=args.prompt,
+        length=args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    try:
+        result = asyncio.run(generate_once(models / style / version, request, settings.providers))
+    except (ValueError, BundleError, ProviderError, Busy) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if result.unknown:
+        print(
+            f"note: {style} does not know {''.join(result.unknown)!r}; those prompt characters "
+            "were left out of its input",
+            file=sys.stderr,
+        )
+    print(result.text)
+    print(
+        f"-- {style} {result.version}, temperature {result.temperature}, seed {result.seed}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the Discord bot (the default)")
+    gen = sub.add_parser("generate", help="write one text with a style's live model")
+    gen.add_argument("--style", required=True)
+    gen.add_argument("--version", help="a version other than the live one")
+    gen.add_argument("--prompt", default="", help="text to start from")
+    gen.add_argument("--length", type=int, default=400, help="characters to write")
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 = always the likeliest")
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = off)")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")
+    gen.add_argument("--seed", type=int, help="same seed and options, same text")
+    gen.add_argument("--models", help="models folder (default: MODELS_DIR or models)")
+    args = parser.parse_args(argv)
+
+    try:
+        load_dotenv()
+        settings = Settings.from_env()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "generate":
+        return generate_main(args, settings)
+    from bot.app import run
+
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

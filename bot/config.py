@@ -1,0 +1,111 @@
+"""Settings from the environment, read from `.env` when present; `.env.example` lists them all."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.engine import PROVIDERS, Limits
+
+
+class ConfigError(ValueError):
+    """A setting with a value the bot cannot use; the message names the variable."""
+
+
+def load_dotenv(path: Path = Path(".env")) -> None:
+    """Put `KEY=value` lines of `path` into os.environ; variables already set win."""
+    if not path.is_file():
+        return
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"{path}:{number}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ.setdefault(key, value)
+
+
+def _int(name: str, default: int, low: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}")
+    return value
+
+
+def _float(name: str, default: float, low: float = 0.0) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not value >= low:
+        raise ConfigError(f"{name} must be at least {low}")
+    return value
+
+
+def _ids(name: str) -> frozenset[int]:
+    raw = os.environ.get(name, "")
+    try:
+        return frozenset(int(part) for part in raw.replace(",", " ").split())
+    except ValueError:
+        raise ConfigError(f"{name} must be Discord ids separated by commas") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: str = field(default="", repr=False)
+    guild_ids: frozenset[int] = frozenset()
+    admin_ids: frozenset[int] = frozenset()
+    models_dir: Path = Path("models")
+    database_url: str = "sqlite:///data/poembot.sqlite3"
+    providers: str = "auto"
+    api_base_url: str = ""
+    gateway_url: str = ""
+    limits: Limits = field(default_factory=Limits)
+    default_length: int = 400
+    default_temperature: float = 0.8
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        providers = os.environ.get("ORT_PROVIDERS", "auto").strip().lower() or "auto"
+        if providers not in PROVIDERS:
+            raise ConfigError(f"ORT_PROVIDERS must be one of {', '.join(PROVIDERS)}")
+        limits = Limits(
+            max_batch=_int("MAX_BATCH", Limits.max_batch, 1),
+            max_queue=_int("MAX_QUEUE", Limits.max_queue, 0),
+            deadline=_float("REQUEST_DEADLINE_SECONDS", Limits.deadline, 1.0),
+            max_length=_int("MAX_LENGTH", Limits.max_length, 1),
+            max_prompt=_int("MAX_PROMPT", Limits.max_prompt, 0),
+        )
+        default_length = _int("DEFAULT_LENGTH", 400, 1)
+        if default_length > limits.max_length:
+            raise ConfigError("DEFAULT_LENGTH must not exceed MAX_LENGTH")
+        return cls(
+            discord_token=os.environ.get("DISCORD_TOKEN", "").strip(),
+            guild_ids=_ids("DISCORD_GUILD_IDS"),
+            admin_ids=_ids("BOT_ADMIN_IDS"),
+            models_dir=Path(os.environ.get("MODELS_DIR", "models")),
+            database_url=os.environ.get("DATABASE_URL", cls.database_url),
+            providers=providers,
+            api_base_url=os.environ.get("DISCORD_API_BASE_URL", "").strip(),
+            gateway_url=os.environ.get("DISCORD_GATEWAY_URL", "").strip(),
+            limits=limits,
+            default_length=default_length,
+            default_temperature=_float("DEFAULT_TEMPERATURE", 0.8),
+            log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        )

@@ -1,0 +1,215 @@
+"""The continuous-batching scheduler: what a caller of the engine sees."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+
+from bot.engine import Busy, Limits, Request, Scheduler, StepModel
+
+from .bundles import make_bundle
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = make_bundle(tmp_path_factory.mktemp("models"), units=48, scale=2.0)
+    return StepModel.load(path, providers="cpu")
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def generate_all(scheduler, requests):
+    try:
+        return await asyncio.gather(*(scheduler.generate(r) for r in requests))
+    finally:
+        await scheduler.close()
+
+
+def test_same_seed_same_text_alone_or_among_63_others(model):
+    target = Request(prompt="First Citizen:", length=120, temperature=0.9, seed=42)
+    alone = run(generate_all(Scheduler(model), [target]))[0]
+    others = [
+        Request(
+            prompt="ROMEO:"[: i % 7],
+            length=40 + 3 * i,
+            temperature=0.3 + i / 50,
+            top_k=i % 5,
+            top_p=1.0 - (i % 3) / 10,
+            seed=i,
+        )
+        for i in range(63)
+    ]
+    crowd = [*others[:20], target, *others[20:]]
+    together = run(generate_all(Scheduler(model, Limits(max_batch=64)), crowd))
+    assert together[20].text == alone.text
+    assert together[20].seed == 42
+    again = run(generate_all(Scheduler(model), [target]))[0]
+    assert again.text == alone.text
+
+
+def test_different_seeds_differ_and_no_seed_gets_one_reported(model):
+    a, b, c = run(
+        generate_all(
+            Scheduler(model),
+            [Request(length=80, seed=1), Request(length=80, seed=2), Request(length=80)],
+        )
+    )
+    assert a.text != b.text
+    assert isinstance(c.seed, int) and 0 <= c.seed < 2**64
+    replay = run(generate_all(Scheduler(model), [Request(length=80, seed=c.seed)]))[0]
+    assert replay.text == c.text
+
+
+def test_temperature_zero_is_greedy_whatever_the_seed(model):
+    a, b = run(
+        generate_all(
+            Scheduler(model),
+            [
+                Request(length=60, temperature=0.0, seed=1),
+                Request(length=60, temperature=0.0, seed=99),
+            ],
+        )
+    )
+    assert a.text == b.text
+
+
+def test_requests_join_and_leave_the_running_batch(model):
+    async def scenario():
+        scheduler = Scheduler(model, Limits(max_batch=8))
+        long = asyncio.create_task(scheduler.generate(Request(length=300, seed=1)))
+        await asyncio.sleep(0.02)
+        assert scheduler.active == 1
+        started_at = scheduler.steps
+        short = await scheduler.generate(Request(length=20, seed=2))
+        # The short request joined the running batch and left it while the long one ran on.
+        assert not long.done()
+        assert scheduler.steps - started_at < 300
+        assert scheduler.active == 1
+        third = await scheduler.generate(Request(length=10, seed=3))
+        done = await long
+        await scheduler.close()
+        return short, third, done, scheduler.steps
+
+    short, third, done, steps = run(scenario())
+    assert len(short.text) == 20 and len(third.text) == 10 and len(done.text) == 300
+    assert steps < 300 + 20 + 10  # not served one after another
+
+
+def test_prompt_is_kept_and_unknown_characters_are_named(model):
+    result = run(
+        generate_all(Scheduler(model), [Request(prompt="ROMEO 愛 😀:", length=30, seed=5)])
+    )[0]
+    assert result.text.startswith("ROMEO 愛 😀:")
+    assert len(result.text) == len("ROMEO 愛 😀:") + 30
+    assert result.unknown == ["愛", "😀"]
+    assert "\ufffd" not in result.text
+
+
+def test_queue_bound_answers_busy_at_once(model):
+    async def scenario():
+        scheduler = Scheduler(model, Limits(max_batch=1, max_queue=1))
+        first = asyncio.create_task(scheduler.generate(Request(length=200, seed=1)))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(scheduler.generate(Request(length=10, seed=2)))
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        with pytest.raises(Busy) as busy:
+            await scheduler.generate(Request(length=10, seed=3))
+        waited = time.monotonic() - started
+        await asyncio.gather(first, second)
+        await scheduler.close()
+        return busy.value, waited
+
+    busy, waited = run(scenario())
+    assert waited < 0.05
+    assert busy.retry_after >= 1 and "waiting" in str(busy)
+
+
+def test_deadline_gives_busy_not_an_endless_wait(model):
+    async def scenario():
+        scheduler = Scheduler(model, Limits(max_batch=1, deadline=0.15))
+        tasks = [
+            asyncio.create_task(scheduler.generate(Request(length=2000, seed=i))) for i in range(2)
+        ]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await scheduler.close()
+        return results
+
+    results = run(scenario())
+    assert all(isinstance(r, Busy) for r in results)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Request(length=0),
+        Request(length=10**6),
+        Request(temperature=math.nan),
+        Request(temperature=-1.0),
+        Request(temperature=math.inf),
+        Request(top_p=0.0),
+        Request(top_k=-2),
+        Request(seed=-1),
+        Request(seed=2**64),
+        Request(prompt="x" * 10_000),
+    ],
+)
+def test_bad_options_are_refused_with_a_reason(model, bad):
+    with pytest.raises(ValueError):
+        run(generate_all(Scheduler(model), [bad]))
+
+
+def test_seed_at_the_64_bit_edge(model):
+    result = run(generate_all(Scheduler(model), [Request(length=10, seed=2**64 - 1)]))[0]
+    assert result.seed == 2**64 - 1 and len(result.text) == 10
+
+
+def test_cancelled_request_frees_its_slot(model):
+    async def scenario():
+        scheduler = Scheduler(model, Limits(max_batch=1))
+        doomed = asyncio.create_task(scheduler.generate(Request(length=2000, seed=1)))
+        await asyncio.sleep(0.02)
+        doomed.cancel()
+        result = await asyncio.wait_for(scheduler.generate(Request(length=20, seed=2)), 2.0)
+        await scheduler.close()
+        return result
+
+    assert len(run(scenario()).text) == 20
+
+
+def test_close_lets_requests_in_flight_finish_and_refuses_new_ones(model):
+    async def scenario():
+        scheduler = Scheduler(model)
+        inflight = [
+            asyncio.create_task(scheduler.generate(Request(length=100, seed=i))) for i in range(5)
+        ]
+        await asyncio.sleep(0.01)
+        closing = asyncio.create_task(scheduler.close())
+        await asyncio.sleep(0)
+        with pytest.raises(Busy):
+            await scheduler.generate(Request(length=5))
+        await closing
+        return await asyncio.gather(*inflight)
+
+    assert [len(r.text) for r in run(scenario())] == [100] * 5
+
+
+def test_event_loop_stays_responsive_while_generating(model):
+    async def scenario():
+        scheduler = Scheduler(model)
+        work = asyncio.gather(*(scheduler.generate(Request(length=400, seed=i)) for i in range(32)))
+        lags = []
+        while not work.done():
+            t = time.monotonic()
+            await asyncio.sleep(0.005)
+            lags.append(time.monotonic() - t - 0.005)
+        await work
+        await scheduler.close()
+        return max(lags)
+
+    assert run(scenario()) < 0.1

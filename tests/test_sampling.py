@@ -1,0 +1,90 @@
+"""Sampler properties a user relies on: greedy at 0, top-k/top-p bounds, seeded repeats."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bot.sampling import sample
+
+
+def run(logits, temperature=1.0, top_k=0, top_p=1.0, u=None, banned=None, seed=0):
+    n = logits.shape[0]
+    full = lambda v, dtype: np.full(n, v, dtype) if np.isscalar(v) else np.asarray(v, dtype)  # noqa: E731
+    if u is None:
+        u = np.random.default_rng(seed).random(n)
+    return sample(
+        logits.astype(np.float32),
+        full(temperature, np.float64),
+        full(top_k, np.int64),
+        full(top_p, np.float64),
+        u,
+        banned,
+    )
+
+
+def test_temperature_zero_is_argmax():
+    logits = np.random.default_rng(1).standard_normal((50, 40))
+    assert (run(logits, temperature=0.0) == logits.argmax(axis=1)).all()
+
+
+def test_banned_id_is_never_chosen_even_when_likeliest():
+    logits = np.zeros((200, 10))
+    logits[:, 0] = 50.0
+    assert not (run(logits, temperature=0.0, banned=0) == 0).any()
+    assert not (run(logits, temperature=2.0, banned=0, seed=3) == 0).any()
+
+
+def test_top_k_never_leaves_the_top_k():
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((2000, 30))
+    picked = run(logits, temperature=5.0, top_k=3, seed=4)
+    top3 = np.argsort(-logits, axis=1)[:, :3]
+    assert all(p in t for p, t in zip(picked, top3, strict=True))
+
+
+def test_top_p_keeps_the_nucleus():
+    # Probabilities 0.5, 0.3, 0.15, 0.05: top-p 0.75 keeps the first two (0.8 >= 0.75).
+    probs = np.array([0.5, 0.3, 0.15, 0.05])
+    logits = np.tile(np.log(probs), (5000, 1))
+    picked = run(logits, top_p=0.75, seed=5)
+    assert set(picked.tolist()) == {0, 1}
+    share = (picked == 0).mean()
+    assert abs(share - 0.5 / 0.8) < 0.03  # renormalised within the nucleus
+
+
+def test_sampling_follows_the_distribution():
+    probs = np.array([0.7, 0.2, 0.1])
+    picked = run(np.tile(np.log(probs), (20_000, 1)), seed=6)
+    counts = np.bincount(picked, minlength=3) / len(picked)
+    assert np.abs(counts - probs).max() < 0.02
+
+
+def test_same_draws_same_choices_and_rows_do_not_affect_each_other():
+    rng = np.random.default_rng(7)
+    logits = rng.standard_normal((64, 100)) * 3
+    temps = rng.uniform(0.2, 1.5, 64)
+    ks = rng.integers(0, 20, 64)
+    ps = rng.uniform(0.5, 1.0, 64)
+    u = rng.random(64)
+    together = sample(logits.astype(np.float32), temps, ks, ps, u, 0)
+    alone = [
+        sample(
+            logits[i : i + 1].astype(np.float32),
+            temps[i : i + 1],
+            ks[i : i + 1],
+            ps[i : i + 1],
+            u[i : i + 1],
+            0,
+        )[0]
+        for i in range(64)
+    ]
+    assert together.tolist() == alone
+
+
+def test_per_row_temperatures_in_one_batch():
+    logits = np.tile(np.array([3.0, 0.0, 0.0, 0.0]), (4000, 1))
+    temps = np.where(np.arange(4000) < 2000, 0.05, 20.0)
+    picked = run(logits, temperature=temps, seed=8)
+    cold, hot = picked[:2000], picked[2000:]
+    assert (cold == 0).all()
+    assert 0.2 < (hot == 0).mean() < 0.4  # near uniform when hot

@@ -1,0 +1,136 @@
+"""Training and export on a small shipped corpus, in seconds: losses fall, resume works, the
+exported ONNX graph matches TensorFlow and serves through the bot's engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import onnx
+import pytest
+
+pytest.importorskip("tensorflow", reason="the train extra is not installed")
+
+from bot.bundle import active_version, load_bundle
+from bot.engine import Request, generate_once
+from export.__main__ import main as export_main
+from training.__main__ import main as train_main
+
+from .bundles import FIXTURES
+
+CORPUS = str(FIXTURES / "shakespeare_excerpt.txt")
+TINY = [
+    "--layers",
+    "1",
+    "--units",
+    "64",
+    "--embedding",
+    "16",
+    "--batch-size",
+    "16",
+    "--seq-len",
+    "32",
+    "--lr",
+    "1e-2",
+    "--dropout",
+    "0.0",
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for cell in ("lstm", "gru"):
+        run = root / cell
+        args = [
+            "--corpus",
+            CORPUS,
+            "--style",
+            f"tiny-{cell}",
+            "--out",
+            str(run),
+            "--cell",
+            cell,
+            "--epochs",
+            "3",
+            *TINY,
+        ]
+        assert train_main(args) == 0
+        out[cell] = run
+    return out
+
+
+def test_loss_falls_and_the_run_folder_is_complete(runs):
+    run = runs["lstm"]
+    state = json.loads((run / "state.json").read_text())
+    losses = [h["loss"] for h in state["history"]]
+    vals = [h["val_loss"] for h in state["history"]]
+    assert len(losses) == 3
+    assert losses[-1] < losses[0] - 0.3
+    assert vals[-1] < vals[0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val_bpc"] == pytest.approx(metrics["val_loss"] / 0.6931471805599453)
+    for name in (
+        "vocab.json",
+        "best.weights.h5",
+        "last.keras",
+        "loss.png",
+        "samples.txt",
+        "progress.jsonl",
+        "config.json",
+    ):
+        assert (run / name).exists(), name
+    assert len((run / "progress.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_continues_from_the_last_epoch(runs, capsys):
+    run = runs["lstm"]
+    args = [
+        "--corpus",
+        CORPUS,
+        "--style",
+        "tiny-lstm",
+        "--out",
+        str(run),
+        "--epochs",
+        "4",
+        "--resume",
+        *TINY,
+    ]
+    assert train_main(args) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+    assert "resuming" in capsys.readouterr().out
+
+
+def test_a_used_run_folder_is_not_overwritten_without_resume(runs):
+    with pytest.raises(SystemExit, match="--resume"):
+        train_main(["--corpus", CORPUS, "--style", "tiny-lstm", "--out", str(runs["lstm"])])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_export_matches_tensorflow_and_serves(runs, tmp_path, cell):
+    models = tmp_path / "models"
+    assert export_main([str(runs[cell]), "--models", str(models), "--activate"]) == 0
+    style = f"tiny-{cell}"
+    assert active_version(models, style) == "v1"
+    bundle = load_bundle(models / style / "v1")
+    card = bundle.card
+    assert card["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert card["parity"]["steps"] >= 200
+    ops = [n.op_type for n in onnx.load(bundle.model_path()).graph.node]
+    assert ops.count(cell.upper()) == 1 and "Loop" not in ops
+    assert card["metrics"]["val_loss_onnx"] == pytest.approx(card["metrics"]["val_loss"], abs=1e-3)
+    result = asyncio.run(generate_once(bundle.path, Request(prompt="MENENIUS:", length=50, seed=3)))
+    assert result.text.startswith("MENENIUS:") and len(result.text) == 59
+
+
+def test_int8_export_reports_its_own_loss(runs, tmp_path):
+    models = tmp_path / "models"
+    assert (
+        export_main([str(runs["lstm"]), "--models", str(models), "--int8", "--version", "q1"]) == 0
+    )
+    bundle = load_bundle(models / "tiny-lstm" / "q1")
+    assert bundle.model_path(int8=True).is_file()
+    assert abs(bundle.card["metrics"]["val_loss_int8"] - bundle.card["metrics"]["val_loss"]) < 0.1
