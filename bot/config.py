@@ -76,8 +76,11 @@ class Settings:
     api_base_url: str = ""
     gateway_url: str = ""
     limits: Limits = field(default_factory=Limits)
+    default_style: str = "shakespeare"
     default_length: int = 400
     default_temperature: float = 0.8
+    retrain_timeout: float = 7200.0
+    max_corpus_bytes: int = 20_000_000
     log_level: str = "INFO"
 
     @classmethod
@@ -105,7 +108,10 @@ class Settings:
             api_base_url=os.environ.get("DISCORD_API_BASE_URL", "").strip(),
             gateway_url=os.environ.get("DISCORD_GATEWAY_URL", "").strip(),
             limits=limits,
+            default_style=os.environ.get("DEFAULT_STYLE", "shakespeare").strip(),
             default_length=default_length,
             default_temperature=_float("DEFAULT_TEMPERATURE", 0.8),
+            retrain_timeout=_float("RETRAIN_TIMEOUT_SECONDS", 7200.0, 1.0),
+            max_corpus_bytes=_int("MAX_CORPUS_BYTES", 20_000_000, 1),
             log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         )

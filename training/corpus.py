@@ -89,18 +89,35 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def read_text_file(path: Path) -> str:
-    """Read a UTF-8 text file (a BOM is dropped, CRLF becomes LF); refuse anything else."""
-    data = path.read_bytes()
+_ARCHIVES = {
+    b"PK\x03\x04": "a zip archive",
+    b"\x1f\x8b": "a gzip file",
+    b"BZh": "a bzip2 file",
+    b"\xfd7zXZ": "an xz file",
+    b"7z\xbc\xaf": "a 7-zip archive",
+    b"(\xb5/\xfd": "a zstd file",
+}
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """UTF-8 text from bytes (a BOM is dropped, CRLF becomes LF); CorpusError for anything
+    else, saying what the file looks like and what to do."""
+    for magic, kind in _ARCHIVES.items():
+        if data.startswith(magic):
+            raise CorpusError(f"{name} is {kind}; extract it and give the text file itself")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CorpusError(
-            f"{path} is not UTF-8 text (byte {err.start} is invalid); convert it to UTF-8 first"
+            f"{name} is not UTF-8 text (byte {err.start} is invalid); convert it to UTF-8 first"
         ) from err
     if "\x00" in text:
-        raise CorpusError(f"{path} contains NUL characters; it looks like a binary file")
+        raise CorpusError(f"{name} contains NUL characters; it looks like a binary file")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_text_file(path: Path) -> str:
+    return decode_text(Path(path).read_bytes(), str(path))
 
 
 def _fetch(url: str) -> bytes:

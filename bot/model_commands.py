@@ -1,0 +1,331 @@
+"""`/model`: the bot's operators list, inspect, activate, roll back and retrain models.
+
+These change what every guild sees, so they belong to the application's owner or team and
+BOT_ADMIN_IDS only, checked by the bot on every call whatever Discord showed the user.
+"""
+
+# No `from __future__ import annotations`: discord.py reads the option annotations.
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+
+from bot.bundle import BundleError, check_name, load_bundle, styles, versions
+from bot.jobs import SIZES, Job
+from bot.poem_commands import UserError
+from bot.registry import UnknownStyle
+from bot.replies import escape
+
+if TYPE_CHECKING:
+    from bot.app import PoemBot
+
+log = logging.getLogger(__name__)
+
+MAX_EPOCHS = 200
+
+
+def _loss(value: float | None) -> str:
+    return f"{value:.3f} nats/char" if value is not None else "no loss recorded"
+
+
+class ModelGroup(app_commands.Group):
+    """Manage the bot's models (operators only)."""
+
+    def __init__(self, bot: "PoemBot") -> None:
+        super().__init__(
+            name="model",
+            description="Manage the bot's models (the bot's operators only)",
+            default_permissions=discord.Permissions(administrator=True),
+        )
+        self.bot = bot
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if not await self.bot.is_operator(interaction.user):
+            raise UserError(
+                "Only the bot's operators can manage models; being a server administrator is "
+                "not enough, because models are shared by every server."
+            )
+        return True
+
+    def _style(self, style: str) -> str:
+        try:
+            check_name(style, "style")
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        if not versions(self.bot.registry.models_dir, style):
+            raise UserError(f"There is no style named {escape(style)}.")
+        return style
+
+    def _version(self, style: str, version: str) -> str:
+        try:
+            check_name(version, "version")
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        if version not in versions(self.bot.registry.models_dir, style):
+            raise UserError(f"{style} has no version {escape(version)}.")
+        return version
+
+    @app_commands.command(name="list")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        """List styles and versions, with the live one, validation loss, size and date."""
+        registry = self.bot.registry
+        embed = discord.Embed(title="Models", colour=0x7A5CFA)
+        for style in styles(registry.models_dir)[:25]:
+            lines = []
+            for info in registry.versions(style)[-10:]:
+                mark = "**live**" if info.live else ""
+                if info.problem:
+                    lines.append(f"{info.version} · refused: {escape(info.problem[:150])}")
+                    continue
+                lines.append(
+                    f"{info.version} {mark} · {_loss(info.val_loss)} · "
+                    f"{info.size_bytes / 1e6:.1f} MB · {info.created_at[:10]}".replace("  ", " ")
+                )
+            embed.add_field(
+                name=style, value="\n".join(lines)[:1024] or "no versions", inline=False
+            )
+        if not embed.fields:
+            embed.description = f"No bundles in {registry.models_dir}."
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @app_commands.command(name="info")
+    @app_commands.describe(style="the style", version="a version (default: the live one)")
+    async def info(
+        self, interaction: discord.Interaction, style: str, version: str | None = None
+    ) -> None:
+        """Show a model's card and its loss curve."""
+        style = self._style(style)
+        if version is None:
+            try:
+                version = self.bot.registry.live(style).version
+            except UnknownStyle:
+                raise UserError(f"{style} has no live version; name one.") from None
+        version = self._version(style, version)
+        try:
+            bundle = load_bundle(self.bot.registry.models_dir / style / version)
+        except BundleError as err:
+            raise UserError(f"{style}/{version} is broken: {err}") from None
+        card = bundle.card
+        metrics = card.get("metrics", {})
+        embed = discord.Embed(
+            title=f"{card.get('display_name', style)} · {version}", colour=0x7A5CFA
+        )
+        embed.add_field(
+            name="Model",
+            value=f"{card['layers']} x {card['cell'].upper()} {card['units']} · embedding "
+            f"{card['embedding']} · vocab {card['vocab_size']:,} · "
+            f"{card.get('parameters', 0):,} parameters",
+            inline=False,
+        )
+        embed.add_field(
+            name="Validation (last 10% of the corpus)",
+            value=f"{_loss(metrics.get('val_loss'))} · {metrics.get('val_bpc', 0):.3f} bits/char",
+            inline=False,
+        )
+        corpus = card.get("corpus", {})
+        embed.add_field(
+            name="Corpus",
+            value=f"{escape(str(corpus.get('name', '?')))} · "
+            f"{corpus.get('characters', 0):,} characters",
+            inline=False,
+        )
+        embed.add_field(
+            name="Training",
+            value=f"{metrics.get('epochs', '?')} epochs · "
+            f"{metrics.get('training_seconds', 0) / 60:.0f} min · "
+            f"parity {card.get('parity', {}).get('max_abs_logit_diff', float('nan')):.1e}",
+            inline=False,
+        )
+        embed.set_footer(text=f"created {card.get('created_at', '?')}")
+        files = []
+        curve = bundle.path / "loss.png"
+        if curve.is_file():
+            files.append(discord.File(curve, filename="loss.png"))
+            embed.set_image(url="attachment://loss.png")
+        await interaction.response.send_message(embed=embed, files=files, ephemeral=True)
+
+    @app_commands.command(name="activate")
+    @app_commands.describe(style="the style", version="the version to make live")
+    async def activate(self, interaction: discord.Interaction, style: str, version: str) -> None:
+        """Make a version live now, without dropping poems being written."""
+        style = self._style(style)
+        version = self._version(style, version)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            old = self.bot.registry.live(style).version
+        except UnknownStyle:
+            old = "nothing"
+        try:
+            await self.bot.registry.activate(style, version)
+        except BundleError as err:
+            await interaction.followup.send(
+                f"{style}/{version} was refused: {escape(str(err))}. {old} stays live.",
+                ephemeral=True,
+            )
+            return
+        await interaction.followup.send(f"{style} now serves {version} (was {old}).")
+
+    @app_commands.command(name="rollback")
+    @app_commands.describe(style="the style to return to its previous version")
+    async def rollback(self, interaction: discord.Interaction, style: str) -> None:
+        """Return a style to the version that was live before."""
+        style = self._style(style)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            old = self.bot.registry.live(style).version
+            live = await self.bot.registry.rollback(style)
+        except (BundleError, UnknownStyle) as err:
+            await interaction.followup.send(f"No rollback: {escape(str(err))}", ephemeral=True)
+            return
+        await interaction.followup.send(f"{style} rolled back to {live.version} (was {old}).")
+
+    @app_commands.command(name="reload")
+    async def reload(self, interaction: discord.Interaction) -> None:
+        """Rescan the models folder: bundles copied in by hand appear."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        notes = await self.bot.registry.reload()
+        text = "\n".join(escape(n) for n in notes) or "Nothing changed."
+        await interaction.followup.send(text[:2000], ephemeral=True)
+
+    @app_commands.command(name="retrain")
+    @app_commands.describe(
+        style="the style to train again on its corpus",
+        epochs="passes over the corpus (default 10)",
+        activate="make it live when done (default: only if its validation loss is better)",
+    )
+    async def retrain(
+        self,
+        interaction: discord.Interaction,
+        style: str,
+        epochs: app_commands.Range[int, 1, MAX_EPOCHS] = 10,
+        activate: bool | None = None,
+    ) -> None:
+        """Train a new version of a style as a background job."""
+        style = self._style(style)
+        try:
+            card = self.bot.registry.live(style).bundle.card
+        except UnknownStyle:
+            raise UserError(f"{style} has no live version to retrain from.") from None
+        corpus = self.bot.corpus_for(style, card)
+        args = [
+            "--cell",
+            card["cell"],
+            "--layers",
+            str(card["layers"]),
+            "--units",
+            str(card["units"]),
+            "--embedding",
+            str(card["embedding"]),
+        ]
+        config = card.get("training", {}).get("config", {})
+        for key, flag in (("batch_size", "--batch-size"), ("seq_len", "--seq-len")):
+            if key in config:
+                args += [flag, str(config[key])]
+        await self._start(interaction, style, corpus, args, epochs, activate)
+
+    @app_commands.command(name="add")
+    @app_commands.describe(
+        name="the new style's name (a-z, 0-9, _ and -)",
+        corpus="a UTF-8 text file to learn from",
+        epochs="passes over the corpus (default 10)",
+        size="small trains in minutes; large writes best but trains for hours",
+    )
+    @app_commands.choices(size=[app_commands.Choice(name=s, value=s) for s in SIZES])
+    async def add(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        corpus: discord.Attachment,
+        epochs: app_commands.Range[int, 1, MAX_EPOCHS] = 10,
+        size: str = "medium",
+    ) -> None:
+        """Add a new style trained on an uploaded text file."""
+        try:
+            check_name(name, "style name")
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        if versions(self.bot.registry.models_dir, name):
+            raise UserError(f"{name} exists already; use /model retrain {name}.")
+        if size not in SIZES:
+            raise UserError(f"size must be one of {', '.join(SIZES)}.")
+        limit = self.bot.settings.max_corpus_bytes
+        if corpus.size > limit:
+            raise UserError(
+                f"{escape(corpus.filename)} is {corpus.size:,} bytes; the limit is {limit:,}."
+            )
+        await interaction.response.defer(thinking=True)
+        try:
+            path = await self.bot.save_corpus(name, corpus)
+        except UserError as err:
+            await interaction.delete_original_response()
+            await interaction.followup.send(str(err), ephemeral=True)
+            return
+        await self._start(interaction, name, str(path), SIZES[size], epochs, True)
+
+    @app_commands.command(name="jobs")
+    async def jobs(self, interaction: discord.Interaction) -> None:
+        """List retrain jobs and their state."""
+        await interaction.response.send_message(
+            jobs_lines(list(self.bot.jobs.jobs.values())), ephemeral=True
+        )
+
+    @app_commands.command(name="cancel")
+    @app_commands.describe(job="the job number from /model jobs")
+    async def cancel(
+        self, interaction: discord.Interaction, job: app_commands.Range[int, 1]
+    ) -> None:
+        """Cancel a queued or running retrain job; nothing live changes."""
+        try:
+            cancelled = await self.bot.jobs.cancel(job)
+        except (LookupError, ValueError) as err:
+            raise UserError(str(err)) from None
+        await interaction.response.send_message(
+            f"Job {cancelled.id} ({cancelled.style}) is being cancelled.", ephemeral=True
+        )
+
+    async def _start(
+        self,
+        interaction: discord.Interaction,
+        style: str,
+        corpus: str,
+        args: list[str],
+        epochs: int,
+        activate: bool | None,
+    ) -> None:
+        progress: list[discord.Message | discord.WebhookMessage] = []
+
+        async def report(job: Job) -> None:
+            text = _job_text(job)
+            if progress:
+                await progress[0].edit(content=text)
+            else:
+                progress.append(await interaction.followup.send(text, wait=True))
+
+        try:
+            job = self.bot.jobs.submit(
+                style, corpus, args, epochs, activate, interaction.user.id, report
+            )
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        if not interaction.response.is_done():
+            await interaction.response.defer(thinking=True)
+        await report(job)
+
+
+def _job_text(job: Job) -> str:
+    lines = [f"**Job {job.id}** · {job.style} · {job.status}"]
+    for p in job.progress[-5:]:
+        lines.append(
+            f"epoch {p['epoch']}/{job.epochs} · loss {p['loss']:.3f} · "
+            f"validation {p['val_loss']:.3f} nats/char · {p['seconds']:.0f} s"
+        )
+    if job.detail:
+        lines.append(escape(job.detail))
+    return "\n".join(lines)[:2000]
+
+
+def jobs_lines(jobs: list[Job]) -> str:
+    if not jobs:
+        return "No jobs yet."
+    return "\n".join(escape(j.summary()) for j in jobs[-15:])[:2000]

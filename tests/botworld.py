@@ -1,0 +1,140 @@
+"""A bot under test: tiny bundles in a temporary models folder, the real PoemBot, the loopback
+Discord with one guild of users in the roles a test needs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import re
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.app import PoemBot
+from bot.config import Settings
+from bot.engine import Limits
+
+from .bundles import FIXTURES, make_bundle
+from .loopback import (
+    Channel,
+    Guild,
+    LoopbackDiscord,
+    Member,
+    Permission,
+    User,
+    point_discord_py_at,
+    run_bot,
+)
+
+TOKEN = "MTIz.loopback.token-for-tests"
+
+
+def asynchronous(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test function in its own event loop."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+def make_models(root: Path) -> Path:
+    """Two styles: English `verse` (two versions) and Chinese `tang`."""
+    models = root / "models"
+    make_bundle(models, "verse", "v1", seed=1, val_loss=2.0, scale=2.0)
+    make_bundle(models, "verse", "v2", seed=2, val_loss=1.9, scale=2.0)
+    (models / "verse" / "ACTIVE").write_text("v1\n")
+    tang = (FIXTURES / "tang_excerpt.txt").read_text(encoding="utf-8")
+    make_bundle(models, "tang", "v1", text=tang, seed=3, scale=2.0)
+    return models
+
+
+def make_settings(root: Path, models: Path, **changes: Any) -> Settings:
+    base = Settings(
+        discord_token=TOKEN,
+        models_dir=models,
+        database_url=f"sqlite:///{root / 'data' / 'settings.sqlite3'}",
+        providers="cpu",
+        limits=Limits(max_length=5000, max_prompt=500),
+        default_style="verse",
+        retrain_timeout=300.0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+@dataclass
+class World:
+    discord: LoopbackDiscord
+    bot: PoemBot
+    guild: Guild
+    channel: Channel
+    member: Member  # no special permissions
+    moderator: Member  # Manage Channels
+    admin: Member  # guild Administrator, not a bot operator
+    operator: Member  # the application owner
+    root: Path
+
+    async def poem(self, options: dict[str, Any] | None = None, user: Member | None = None):
+        record = await self.discord.invoke(
+            self.guild, self.channel, user or self.member, "poem", options or {}
+        )
+        return record, await record.final(timeout=30)
+
+    async def run(self, command: str, user: Member, options=None, subcommand=None, **kw):
+        record = await self.discord.invoke(
+            self.guild, self.channel, user, command, options or {}, subcommand=subcommand, **kw
+        )
+        return record, await record.final(timeout=kw.pop("timeout", 30))
+
+
+def footer(message) -> str:
+    return message.embeds[0]["footer"]["text"]
+
+
+def footer_seed(message) -> int:
+    return int(re.search(r"seed (\d+)", footer(message)).group(1))
+
+
+@contextlib.asynccontextmanager
+async def bot_world(
+    root: Path, settings: Settings | None = None, discord: LoopbackDiscord | None = None
+) -> AsyncIterator[World]:
+    models = root / "models"
+    if not models.exists():
+        make_models(root)
+    settings = settings or make_settings(root, models)
+    async with contextlib.AsyncExitStack() as stack:
+        if discord is None:
+            discord = await stack.enter_async_context(LoopbackDiscord(token=TOKEN))
+        guilds = list(discord.state.guilds.values())
+        guild = guilds[0] if guilds else discord.add_guild("Poets")
+        world = World(
+            discord=discord,
+            bot=None,  # type: ignore[arg-type]
+            guild=guild,
+            channel=guild.channel("general"),
+            member=_member(discord, guild, "reader", 0),
+            moderator=_member(discord, guild, "moderator", Permission.MANAGE_CHANNELS),
+            admin=_member(discord, guild, "admin", Permission.ADMINISTRATOR),
+            # The owner administers the guild too: Discord shows /model to administrators only.
+            operator=_member(discord, guild, "operator", Permission.ADMINISTRATOR),
+            root=root,
+        )
+        discord.set_owner(world.operator.user)
+        stack.enter_context(point_discord_py_at(discord))
+        world.bot = PoemBot(settings, data_dir=root / "data", guild_ready_timeout=0.05)
+        await stack.enter_async_context(run_bot(world.bot, discord, timeout=20))
+        yield world
+
+
+def _member(discord: LoopbackDiscord, guild: Guild, name: str, permissions: int) -> Member:
+    existing = next((m for m in guild.members.values() if m.user.name == name), None)
+    if existing is not None:
+        return existing
+    user: User = discord.add_user(name)
+    roles = [guild.add_role(f"{name}-role", permissions)] if permissions else []
+    return guild.add_member(user, roles)

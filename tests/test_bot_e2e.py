@@ -1,0 +1,262 @@
+"""The bot end to end, driven only through the loopback Discord as its users would."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from .botworld import asynchronous, bot_world, footer, footer_seed
+from .loopback import InvocationRefused, Permission
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@asynchronous
+async def test_synced_schema_has_the_documented_options_bounds_and_permissions(tmp_path):
+    async with bot_world(tmp_path) as w:
+        poem = w.discord.command("poem")
+        options = {o["name"]: o for o in poem["options"]}
+        assert list(options) == ["style", "prompt", "length", "temperature", "seed"]
+        assert options["style"]["autocomplete"] is True
+        assert (options["length"]["min_value"], options["length"]["max_value"]) == (1, 5000)
+        assert (options["temperature"]["min_value"], options["temperature"]["max_value"]) == (
+            0.0,
+            2.0,
+        )
+        assert options["prompt"]["max_length"] == 500
+        assert not any(o.get("required") for o in options.values())
+        settings = w.discord.command("settings")
+        assert int(settings["default_member_permissions"]) == Permission.MANAGE_CHANNELS
+        assert {o["name"] for o in settings["options"]} == {"temperature", "style", "show", "reset"}
+        model = w.discord.command("model")
+        assert int(model["default_member_permissions"]) == Permission.ADMINISTRATOR
+        assert {o["name"] for o in model["options"]} == {
+            "list",
+            "info",
+            "activate",
+            "rollback",
+            "reload",
+            "retrain",
+            "add",
+            "jobs",
+            "cancel",
+        }
+
+
+@asynchronous
+async def test_poem_in_english_defers_then_answers_with_a_repeatable_embed(tmp_path):
+    async with bot_world(tmp_path) as w:
+        record, message = await w.poem({"style": "verse", "prompt": "ROMEO:", "length": 200})
+        first = await record.first_response()
+        assert first.type == 5 and first.latency < 3
+        embed = message.embeds[0]
+        assert embed["title"] == "Verse"
+        assert "verse v1" in footer(message) and "temperature 0.8" in footer(message)
+        seed = footer_seed(message)
+        assert embed["description"].startswith("ROMEO\\:")
+        _, again = await w.poem({"style": "verse", "prompt": "ROMEO:", "length": 200, "seed": seed})
+        assert again.embeds[0]["description"] == embed["description"]
+        assert message.allowed_mentions == {"parse": []}
+        assert w.discord.violations == []
+
+
+@asynchronous
+async def test_poem_in_chinese(tmp_path):
+    async with bot_world(tmp_path) as w:
+        _, message = await w.poem({"style": "tang", "prompt": "春眠", "length": 48, "seed": 7})
+        text = message.embeds[0]["description"]
+        assert text.startswith("春眠")
+        assert sum("\u4e00" <= c <= "\u9fff" for c in text) > 30
+        assert "tang v1" in footer(message) and "seed 7" in footer(message)
+
+
+@asynchronous
+async def test_style_autocomplete_lists_live_styles(tmp_path):
+    async with bot_world(tmp_path) as w:
+        choices = await w.discord.autocomplete(
+            w.guild, w.channel, w.member, "poem", {"style": "ta"}, focused="style"
+        )
+        assert [c["value"] for c in choices] == ["tang"]
+        everything = await w.discord.autocomplete(
+            w.guild, w.channel, w.member, "poem", {"style": ""}, focused="style"
+        )
+        assert [c["value"] for c in everything] == ["tang", "verse"]
+
+
+@asynchronous
+async def test_unknown_style_and_unknown_prompt_characters(tmp_path):
+    async with bot_world(tmp_path) as w:
+        _, message = await w.poem({"style": "nope"})
+        assert message.ephemeral and "no style named nope" in message.content
+        assert "tang, verse" in message.content
+        _, message = await w.poem({"style": "verse", "prompt": "Hello 世界 🙂", "length": 30})
+        field = message.embeds[0]["fields"][0]
+        assert "世 界 🙂" in field["value"]
+
+
+@asynchronous
+async def test_everyone_in_a_prompt_pings_nobody_and_cannot_break_formatting(tmp_path):
+    async with bot_world(tmp_path) as w:
+        role = w.guild.add_role("poets")
+        prompt = f"@everyone <@&{role.id}> <@{w.member.id}> ```**bold** [x](https://e.x)"
+        _, message = await w.poem({"style": "verse", "prompt": prompt, "length": 20})
+        text = message.embeds[0]["description"]
+        assert "\\@everyone" in text and "\\<\\@&" in text
+        assert "```" not in text and "\\*\\*bold\\*\\*" in text
+        for m in w.discord.messages:
+            assert m.allowed_mentions == {"parse": []}, m
+
+
+@asynchronous
+async def test_long_poem_goes_as_an_attachment(tmp_path):
+    async with bot_world(tmp_path) as w:
+        _, message = await w.poem({"style": "verse", "length": 5000, "seed": 1})
+        assert len(message.attachments) == 1
+        attached = message.attachments[0].data.decode("utf-8")
+        assert len(attached) == 5000
+        assert "attached" in message.embeds[0]["description"]
+        assert w.discord.violations == []
+
+
+@asynchronous
+async def test_channel_settings_apply_and_survive_a_restart(tmp_path):
+    async with bot_world(tmp_path) as w:
+        _, reply = await w.run("settings", w.moderator, {"value": 0.0}, subcommand="temperature")
+        assert reply.ephemeral and "temperature 0" in reply.content
+        _, reply = await w.run("settings", w.moderator, {"name": "tang"}, subcommand="style")
+        _, greedy = await w.poem({"length": 40})
+        assert "tang v1" in footer(greedy) and "temperature 0 " in footer(greedy)
+        discord = w.discord
+        await w.bot.close()
+        async with bot_world(tmp_path, discord=discord) as w2:
+            _, again = await w2.poem({"length": 40})
+            assert again.embeds[0]["description"] == greedy.embeds[0]["description"]
+            _, shown = await w2.run("settings", w2.moderator, subcommand="show")
+            assert "style tang" in shown.content and "temperature 0" in shown.content
+            await w2.run("settings", w2.moderator, subcommand="reset")
+            _, default = await w2.poem({"length": 40})
+            assert "verse v1" in footer(default) and "temperature 0.8" in footer(default)
+
+
+@asynchronous
+async def test_member_without_manage_channels_is_refused_settings(tmp_path):
+    async with bot_world(tmp_path) as w:
+        with pytest.raises(InvocationRefused):
+            await w.discord.invoke(
+                w.guild, w.channel, w.member, "settings", {"value": 1.5}, subcommand="temperature"
+            )
+        # A client that ignores Discord's gate still meets the bot's own check.
+        _, reply = await w.run(
+            "settings", w.member, {"value": 1.5}, subcommand="temperature", skip_client_checks=True
+        )
+        assert reply.ephemeral and "Manage Channels" in reply.content
+        _, message = await w.poem({"style": "verse", "length": 10})
+        assert "temperature 0.8" in footer(message)
+
+
+MODEL_CALLS = [
+    ("list", {}),
+    ("info", {"style": "verse"}),
+    ("activate", {"style": "verse", "version": "v2"}),
+    ("rollback", {"style": "verse"}),
+    ("reload", {}),
+    ("retrain", {"style": "verse"}),
+    ("jobs", {}),
+    ("cancel", {"job": 1}),
+]
+
+
+@asynchronous
+async def test_guild_administrator_who_is_not_an_operator_is_refused_every_model_command(
+    tmp_path,
+):
+    async with bot_world(tmp_path) as w:
+        for sub, options in MODEL_CALLS:
+            _, reply = await w.run("model", w.admin, options, subcommand=sub)
+            assert reply.ephemeral and "Only the bot's operators" in reply.content, sub
+        assert (w.root / "models" / "verse" / "ACTIVE").read_text().strip() == "v1"
+        assert w.bot.registry.live("verse").version == "v1"
+        assert w.bot.jobs.jobs == {}
+
+
+@asynchronous
+async def test_operator_lists_and_inspects_models(tmp_path):
+    async with bot_world(tmp_path) as w:
+        _, listing = await w.run("model", w.operator, subcommand="list")
+        fields = {f["name"]: f["value"] for f in listing.embeds[0]["fields"]}
+        assert "v1 **live**" in fields["verse"] and "v2" in fields["verse"]
+        assert "1.900 nats/char" in fields["verse"]
+        _, info = await w.run("model", w.operator, {"style": "tang"}, subcommand="info")
+        assert info.embeds[0]["title"].startswith("Tang")
+
+
+@asynchronous
+async def test_hot_swap_while_poems_stream_loses_and_mixes_nothing(tmp_path):
+    async with bot_world(tmp_path) as w:
+        seeds = list(range(24))
+        records = []
+        for i, seed in enumerate(seeds):
+            records.append(
+                await w.discord.invoke(
+                    w.guild,
+                    w.channel,
+                    w.member,
+                    "poem",
+                    {"style": "verse", "length": 600, "seed": seed, "temperature": 1.0},
+                )
+            )
+            if i == 8:
+                in_flight = [r for r in records if r.original is None or r.original.loading]
+                assert in_flight, "the swap should happen while poems are being written"
+                _, swapped = await w.run(
+                    "model", w.operator, {"style": "verse", "version": "v2"}, subcommand="activate"
+                )
+                assert "now serves v2" in swapped.content
+            if i == 16:
+                _, back = await w.run(
+                    "model", w.operator, {"style": "verse"}, subcommand="rollback"
+                )
+                assert "rolled back to v1" in back.content
+            await asyncio.sleep(0.01)
+        finals = [await r.final(timeout=60) for r in records]
+        versions = [footer(m).split()[1] for m in finals]
+        assert set(versions) == {"v1", "v2"}
+        # Each poem is exactly what its footer's version writes alone with that seed.
+        for seed, message, version in zip(seeds, finals, versions, strict=True):
+            _, alone = (
+                await w.poem({"style": "verse", "length": 600, "seed": seed, "temperature": 1.0})
+                if version == "v1"
+                else (None, None)
+            )
+            if alone is not None:
+                assert alone.embeds[0]["description"] == message.embeds[0]["description"]
+        assert (w.root / "models" / "verse" / "ACTIVE").read_text().strip() == "v1"
+        assert w.discord.violations == []
+
+
+@asynchronous
+async def test_direct_messages_poem_works_settings_refused_model_for_operators_only(tmp_path):
+    async with bot_world(tmp_path) as w:
+        record = await w.discord.invoke(
+            None, None, w.member.user, "poem", {"style": "verse", "length": 20}
+        )
+        assert "verse v1" in footer(await record.final(timeout=30))
+        with pytest.raises(InvocationRefused):  # Discord itself does not offer it in DMs
+            await w.discord.invoke(
+                None, None, w.moderator.user, "settings", {"value": 1.0}, subcommand="temperature"
+            )
+        record = await w.discord.invoke(
+            None,
+            None,
+            w.moderator.user,
+            "settings",
+            {"value": 1.0},
+            subcommand="temperature",
+            skip_client_checks=True,
+        )
+        assert "only in servers" in (await record.final(timeout=30)).content
+        record = await w.discord.invoke(None, None, w.member.user, "model", {}, subcommand="list")
+        assert "Only the bot's operators" in (await record.final(timeout=30)).content
+        record = await w.discord.invoke(None, None, w.operator.user, "model", {}, subcommand="list")
+        assert (await record.final(timeout=30)).embeds[0]["title"] == "Models"
