@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import re
 import shutil
@@ -106,6 +107,13 @@ class Vocab:
                 j = self.unk_id
             ids[i] = j
         return ids, list(dict.fromkeys(unknown))
+
+    def unknown_penalty(self, text: str) -> float:
+        """nats to add when the unknown id stands for a character of `text`: its probability
+        is spread evenly over the distinct characters of `text` that the vocabulary leaves
+        out, so losses are per-character probabilities over the text's whole alphabet."""
+        left_out = {c for c in set(text) if self.index.get(c, self.unk_id) == self.unk_id}
+        return math.log(max(len(left_out), 1))
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[int(i)] for i in ids)

@@ -5,6 +5,7 @@ BOT_ADMIN_IDS only, checked by the bot on every call whatever Discord showed the
 """
 
 # No `from __future__ import annotations`: discord.py reads the option annotations.
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -254,12 +255,13 @@ class ModelGroup(app_commands.Group):
             raise UserError(
                 f"{escape(corpus.filename)} is {corpus.size:,} bytes; the limit is {limit:,}."
             )
-        await interaction.response.defer(thinking=True)
+        # Downloading may take longer than Discord's 3 seconds: answer first (privately, so a
+        # refusal stays between the bot and the operator).
+        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             path = await self.bot.save_corpus(name, corpus)
         except UserError as err:
-            await interaction.delete_original_response()
-            await interaction.followup.send(str(err), ephemeral=True)
+            await interaction.edit_original_response(content=str(err))
             return
         await self._start(interaction, name, str(path), SIZES[size], epochs, True)
 
@@ -294,13 +296,26 @@ class ModelGroup(app_commands.Group):
         activate: bool | None,
     ) -> None:
         progress: list[discord.Message | discord.WebhookMessage] = []
+        one_at_a_time = asyncio.Lock()  # the job and this command both report
 
         async def report(job: Job) -> None:
+            async with one_at_a_time:
+                await _report(job)
+
+        async def _report(job: Job) -> None:
             text = _job_text(job)
-            if progress:
-                await progress[0].edit(content=text)
-            else:
+            if not progress:
                 progress.append(await interaction.followup.send(text, wait=True))
+                return
+            try:
+                await progress[0].edit(content=text)
+            except discord.HTTPException:
+                if not isinstance(progress[0], discord.WebhookMessage):
+                    raise
+                # Interaction tokens last 15 minutes and jobs run longer: carry on in a plain
+                # message in the channel.
+                channel = self.bot.get_partial_messageable(interaction.channel_id)
+                progress[0] = await channel.send(text)
 
         try:
             job = self.bot.jobs.submit(
@@ -309,7 +324,7 @@ class ModelGroup(app_commands.Group):
         except ValueError as err:
             raise UserError(str(err)) from None
         if not interaction.response.is_done():
-            await interaction.response.defer(thinking=True)
+            await interaction.response.defer(ephemeral=True, thinking=True)
         await report(job)
 
 

@@ -118,8 +118,8 @@ def make_poem_command(bot: "PoemBot") -> app_commands.Command:
                 text = f"The style {chosen} was just removed; pick another."
             else:
                 text = f"I can't write that: {err}."
-            await interaction.delete_original_response()
-            await interaction.followup.send(text, ephemeral=True)
+            # After a public defer the answer cannot turn ephemeral: say it in the reply.
+            await interaction.edit_original_response(content=text)
             return
         display = str(bot.registry.live(chosen).bundle.card.get("display_name", chosen))
         embed, attachment = poem_reply(result, display)

@@ -31,6 +31,7 @@ from bot.bundle import (
 )
 from bot.engine import Request, StepModel, generate_once
 from training.corpus import KNOWN_CORPORA, load_corpus, split
+from training.model import EVAL_STREAMS
 
 OPSET = 17
 PARITY_STEPS = 200
@@ -136,7 +137,9 @@ def parity(model, model_cfg, session: StepModel, ids: np.ndarray) -> float:
     return worst
 
 
-def onnx_loss(session: StepModel, ids: np.ndarray, streams: int = 16) -> float:
+def onnx_loss(
+    session: StepModel, ids: np.ndarray, unk_penalty: float, streams: int = EVAL_STREAMS
+) -> float:
     """nats/char of a session over `ids`, read in parallel contiguous streams with the state
     carried: the protocol of training's evaluate_stream, with the same stream count."""
     n = (len(ids) - 1) // streams
@@ -151,6 +154,8 @@ def onnx_loss(session: StepModel, ids: np.ndarray, streams: int = 16) -> float:
         m = z.max(axis=1)
         log_norm = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
         total += float((log_norm - z[rows, y[:, t]]).sum())
+    unk_id = session.bundle.vocab.unk_id
+    total += unk_penalty * int((y == unk_id).sum())
     return total / (streams * n)
 
 
@@ -203,6 +208,7 @@ def export_run(
     if corpus.sha256 != config["corpus"]["sha256"]:
         raise ExportError(f"{config['train']['corpus']} changed since training; cannot verify")
     val_ids, _ = vocab.encode(split(corpus.text)[1])
+    unk_penalty = vocab.unknown_penalty(corpus.text)
     known = KNOWN_CORPORA.get(corpus.name)
 
     with tempfile.TemporaryDirectory(prefix="poembot-export-") as tmp_name:
@@ -231,6 +237,9 @@ def export_run(
             },
             "split": {
                 "validation": "the last 10% of the cleaned corpus, one contiguous tail",
+                "vocabulary": f"characters seen >= {config['train'].get('min_count', 1)} "
+                "time(s) in the training split; validation characters outside it cost "
+                "-log(P(unknown) / number of corpus characters outside it)",
                 "train_characters": config["corpus"]["train_characters"],
                 "validation_characters": config["corpus"]["validation_characters"],
             },
@@ -238,6 +247,7 @@ def export_run(
                 "val_loss": metrics["val_loss"],
                 "val_bpc": metrics["val_bpc"],
                 "val_loss_windowed": metrics["val_loss_windowed"],
+                "val_unknown_share": metrics.get("val_unknown_share", 0.0),
                 "train_loss": metrics["train_loss"],
                 "epochs": metrics["epochs"],
                 "best_epoch": metrics["best_epoch"],
@@ -275,13 +285,13 @@ def export_run(
         log(f"parity: max |logit difference| {worst:.2e} over {PARITY_STEPS} steps")
         if not worst <= PARITY_TOLERANCE:
             raise ExportError(f"parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}; not exported")
-        card["metrics"]["val_loss_onnx"] = onnx_loss(session, val_ids)
+        card["metrics"]["val_loss_onnx"] = onnx_loss(session, val_ids, unk_penalty)
         if int8:
             quantize(tmp / MODEL_FILE, tmp / INT8_FILE)
             files[INT8_FILE] = tmp / INT8_FILE
             shutil.copyfile(tmp / INT8_FILE, staged / INT8_FILE)
             int8_session = StepModel(load_bundle(staged), providers="cpu", int8=True)
-            card["metrics"]["val_loss_int8"] = onnx_loss(int8_session, val_ids)
+            card["metrics"]["val_loss_int8"] = onnx_loss(int8_session, val_ids, unk_penalty)
             log(f"int8 validation loss {card['metrics']['val_loss_int8']:.4f} nats/char")
         bundle_path = write_bundle(models_dir, vocab, card, files)
 

@@ -113,12 +113,15 @@ def evaluate_stream(
     model: keras.Model,
     config: ModelConfig,
     ids: np.ndarray,
+    unk_id: int = 0,
+    unk_penalty: float = 0.0,
     streams: int = EVAL_STREAMS,
     chunk: int = 256,
 ) -> float:
     """Mean nats/char over `ids` read as `streams` contiguous pieces with the state carried
     across chunks: every character is predicted from all the text before it in its piece, as
-    the served model sees text (and as an n-gram model is scored)."""
+    the served model sees text (and as an n-gram model is scored). A target that is the
+    unknown id costs `unk_penalty` more (see Vocab.unknown_penalty)."""
     n = (len(ids) - 1) // streams
     if n < 2:
         raise ValueError(f"{len(ids)} characters are too few to evaluate in {streams} streams")
@@ -130,4 +133,5 @@ def evaluate_stream(
         logits, states = forward(model, config, tf.constant(x[:, t : t + chunk]), states)
         loss = tf.nn.sparse_softmax_cross_entropy_with_logits(y[:, t : t + chunk], logits)
         total += float(tf.reduce_sum(tf.cast(loss, tf.float64)))
+        total += unk_penalty * int((y[:, t : t + chunk] == unk_id).sum())
     return total / (streams * n)

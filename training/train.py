@@ -204,7 +204,9 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
     if resume and (run / "vocab.json").exists():
         vocab = Vocab.load(run / "vocab.json")  # never rebuilt: ids must match the checkpoint
     else:
-        vocab = Vocab.build(corpus.text, min_count=cfg.min_count)
+        # From the training split only: validation characters it never saw read as unknown,
+        # as they would for a model in service.
+        vocab = Vocab.build(train_text, min_count=cfg.min_count)
         vocab.save(run / "vocab.json")
     model_cfg = ModelConfig(vocab_size=len(vocab), **model_cfg_args)
     train_ids, _ = vocab.encode(train_text)
@@ -281,12 +283,15 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
         raise SystemExit("no epoch finished; nothing to report")
 
     model.load_weights(run / "best.weights.h5")
-    val_stream = evaluate_stream(model, model_cfg, val_ids)
+    unk_penalty = vocab.unknown_penalty(corpus.text)
+    val_stream = evaluate_stream(model, model_cfg, val_ids, vocab.unk_id, unk_penalty)
     last = state["history"][-1]
     metrics = {
         "val_loss": val_stream,
         "val_bpc": val_stream / LN2,
         "val_loss_windowed": state["best_val_loss"],
+        "val_unknown_share": float((val_ids == vocab.unk_id).mean()),
+        "unknown_penalty": unk_penalty,
         "train_loss": next(
             h["loss"] for h in state["history"] if h["epoch"] == state["best_epoch"]
         ),

@@ -1,0 +1,125 @@
+"""Operators add and retrain styles from Discord: real training and export child processes on
+a tiny corpus, the new version then answering /poem."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+
+import pytest
+
+from .botworld import asynchronous, bot_world, footer
+from .bundles import FIXTURES
+from .loopback import Upload
+
+pytest.importorskip("tensorflow", reason="retraining needs the train extra")
+pytestmark = pytest.mark.timeout(300)
+
+CORPUS = (FIXTURES / "shakespeare_excerpt.txt").read_bytes()
+
+
+def job_finished(record):
+    text = " ".join(m.content for m in record.messages)
+    return ("succeeded" in text or "failed" in text or "cancelled" in text) and text
+
+
+@asynchronous
+async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
+    async with bot_world(tmp_path) as w:
+        record = await w.discord.invoke(
+            w.guild,
+            w.channel,
+            w.operator,
+            "model",
+            {"name": "bard", "corpus": Upload("bard.txt", CORPUS), "epochs": 2, "size": "small"},
+            subcommand="add",
+        )
+        done = await record.wait_for(job_finished, timeout=240)
+        assert "succeeded" in done and "v1 is live" in done, done
+        progress = record.messages[0]
+        assert any("epoch 2/2" in v.body.get("content", "") for v in progress.versions)
+        _, poem = await w.poem({"style": "bard", "prompt": "KING:", "length": 60})
+        assert "bard v1" in footer(poem)
+
+        record = await w.discord.invoke(
+            w.guild,
+            w.channel,
+            w.operator,
+            "model",
+            {"style": "bard", "epochs": 1, "activate": True},
+            subcommand="retrain",
+        )
+        await record.final(timeout=30)
+        # The interaction token expires while the job runs: progress moves to the channel.
+        w.discord.advance_clock(16 * 60)
+        channel_message = await w.discord.wait_for(
+            lambda: next(
+                (
+                    m
+                    for m in w.discord.messages
+                    if m.interaction_id is None and "v2 is live" in m.content
+                ),
+                None,
+            ),
+            timeout=240,
+        )
+        assert "Job 2" in channel_message.content
+        _, poem = await w.poem({"style": "bard", "length": 60})
+        assert "bard v2" in footer(poem)
+        _, jobs = await w.run("model", w.operator, subcommand="jobs")
+        assert "job 1 · bard · succeeded" in jobs.content
+        assert "job 2 · bard · succeeded" in jobs.content
+        # Only the edits tried with the expired token (the bot then moved to the channel).
+        assert {v.rule for v in w.discord.violations} <= {"token-expired"}
+
+
+@pytest.mark.parametrize(
+    ("filename", "data", "says"),
+    [
+        ("empty.txt", b"", "at least"),
+        ("latin1.txt", "Caf\xe9 au lait. ".encode("latin-1") * 300, "not UTF-8"),
+        ("poems.zip", None, "zip archive"),
+        ("poems.txt.gz", gzip.compress(CORPUS), "gzip"),
+        ("binary.bin", b"\x00\x01\x02" * 2000, "NUL"),
+        ("short.txt", b"only a line\n", "at least"),
+    ],
+)
+@asynchronous
+async def test_unusable_uploads_are_refused_with_a_reason(tmp_path, filename, data, says):
+    if data is None:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("poems.txt", CORPUS)
+        data = buffer.getvalue()
+    async with bot_world(tmp_path) as w:
+        record = await w.discord.invoke(
+            w.guild,
+            w.channel,
+            w.operator,
+            "model",
+            {"name": "junk", "corpus": Upload(filename, data)},
+            subcommand="add",
+        )
+        reply = await record.final(timeout=30)
+        assert reply.ephemeral and says in reply.content, reply.content
+        assert w.bot.jobs.jobs == {}
+        assert not (tmp_path / "models" / "junk").exists()
+
+
+@asynchronous
+async def test_upload_over_the_size_cap_is_refused_before_download(tmp_path):
+    from .botworld import make_models, make_settings
+
+    settings = make_settings(tmp_path, make_models(tmp_path), max_corpus_bytes=10_000)
+    async with bot_world(tmp_path, settings=settings) as w:
+        record = await w.discord.invoke(
+            w.guild,
+            w.channel,
+            w.operator,
+            "model",
+            {"name": "big", "corpus": Upload("big.txt", CORPUS)},
+            subcommand="add",
+        )
+        reply = await record.final(timeout=30)
+        assert reply.ephemeral and "limit is 10,000" in reply.content
