@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import discord
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 DATA_DIR = Path("data")
 MIN_CORPUS_CHARS = 2000
+SHUTDOWN_GRACE_SECONDS = 60
 
 NO_TOKEN = """\
 DISCORD_TOKEN is not set, so the bot cannot log in.
@@ -54,6 +57,10 @@ class PoemBot(discord.Client):
         self.jobs = JobRunner(self.registry, self.data_dir / "runs", settings.retrain_timeout)
         self.store: ChannelSettingsStore | None = None
         self._operators: set[int] = set(settings.admin_ids)
+        self.stopping = False
+        self._answering = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def setup_hook(self) -> None:
         for note in await self.registry.reload():
@@ -150,7 +157,31 @@ class PoemBot(discord.Client):
         except discord.HTTPException:
             log.warning("could not send the error reply", exc_info=True)
 
+    @contextlib.asynccontextmanager
+    async def answering(self) -> AsyncIterator[None]:
+        """Around a command that writes: refused once stopping, waited for by `close`."""
+        if self.stopping:
+            raise UserError("I'm restarting; try again in a minute.")
+        self._answering += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._answering -= 1
+            if not self._answering:
+                self._idle.set()
+
     async def close(self) -> None:
+        """Finish the answers being written (bounded), then stop jobs, models and the store."""
+        self.stopping = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), SHUTDOWN_GRACE_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning(
+                "%d answers still unfinished after %d s; stopping anyway",
+                self._answering,
+                SHUTDOWN_GRACE_SECONDS,
+            )
         await self.jobs.close()
         await self.registry.close()
         if self.store is not None:

@@ -77,61 +77,76 @@ def make_poem_command(bot: "PoemBot") -> app_commands.Command:
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
     ) -> None:
         """Write a poem or lyrics in one of the bot's styles."""
-        saved = await channel_settings(bot, interaction.channel_id or 0)
-        chosen = style or saved.style or bot.default_style()
-        if chosen is None:
-            raise UserError("No styles are loaded right now; ask the bot's operators.")
-        if chosen not in bot.registry.styles():
-            known = ", ".join(bot.registry.styles())
-            raise UserError(f"There is no style named {escape(chosen)!s}. Styles: {known}.")
-        request = Request(
-            prompt=prompt or "",
-            length=length if length is not None else bot.settings.default_length,
-            temperature=temperature
-            if temperature is not None
-            else saved.temperature
-            if saved.temperature is not None
-            else bot.settings.default_temperature,
-            # A seed the user can type back into the option (Discord stops at 2^53).
-            seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
-        )
-        if len(request.prompt) > limits.max_prompt:
-            raise UserError(f"The prompt can be at most {limits.max_prompt} characters.")
-        if not 1 <= request.length <= limits.max_length:
-            raise UserError(f"Length must be between 1 and {limits.max_length} characters.")
-        if not 0.0 <= request.temperature <= MAX_TEMPERATURE:
-            raise UserError(f"Temperature must be between 0 and {MAX_TEMPERATURE:g}.")
-        if seed is not None and not 0 <= seed <= MAX_SEED:
-            raise UserError(f"The seed must be between 0 and {MAX_SEED}.")
-        scheduler = bot.registry.live(chosen).scheduler
-        if scheduler.queued >= limits.max_queue:
-            raise UserError(
-                f"I'm busy writing other poems; try again in {scheduler.retry_after():.0f} s."
-            )
-        await interaction.response.defer(thinking=True)
-        try:
-            result = await bot.registry.generate(chosen, request)
-        except (Busy, ValueError, UnknownStyle) as err:
-            if isinstance(err, Busy):
-                text = f"I'm busy writing other poems; try again in {err.retry_after:.0f} s."
-            elif isinstance(err, UnknownStyle):
-                text = f"The style {chosen} was just removed; pick another."
-            else:
-                text = f"I can't write that: {err}."
-            # After a public defer the answer cannot turn ephemeral: say it in the reply.
-            await interaction.edit_original_response(content=text)
-            return
-        display = str(bot.registry.live(chosen).bundle.card.get("display_name", chosen))
-        embed, attachment = poem_reply(result, display)
-        await interaction.edit_original_response(
-            embed=embed, attachments=[attachment] if attachment else []
-        )
+        async with bot.answering():
+            await write_poem(bot, interaction, style, prompt, length, temperature, seed)
 
     @poem.autocomplete("style")
     async def poem_style(interaction: discord.Interaction, current: str):
         return style_choices(bot, current)
 
     return poem
+
+
+async def write_poem(
+    bot: "PoemBot",
+    interaction: discord.Interaction,
+    style: str | None,
+    prompt: str | None,
+    length: int | None,
+    temperature: float | None,
+    seed: int | None,
+) -> None:
+    """Check the options (answering privately if they are unusable), defer, write, reply."""
+    limits = bot.settings.limits
+    saved = await channel_settings(bot, interaction.channel_id or 0)
+    chosen = style or saved.style or bot.default_style()
+    if chosen is None:
+        raise UserError("No styles are loaded right now; ask the bot's operators.")
+    if chosen not in bot.registry.styles():
+        known = ", ".join(bot.registry.styles())
+        raise UserError(f"There is no style named {escape(chosen)!s}. Styles: {known}.")
+    if temperature is None:
+        temperature = saved.temperature
+    if temperature is None:
+        temperature = bot.settings.default_temperature
+    request = Request(
+        prompt=prompt or "",
+        length=length if length is not None else bot.settings.default_length,
+        temperature=temperature,
+        # A seed the user can type back into the option (Discord stops at 2^53).
+        seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
+    )
+    if len(request.prompt) > limits.max_prompt:
+        raise UserError(f"The prompt can be at most {limits.max_prompt} characters.")
+    if not 1 <= request.length <= limits.max_length:
+        raise UserError(f"Length must be between 1 and {limits.max_length} characters.")
+    if not 0.0 <= request.temperature <= MAX_TEMPERATURE:
+        raise UserError(f"Temperature must be between 0 and {MAX_TEMPERATURE:g}.")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UserError(f"The seed must be between 0 and {MAX_SEED}.")
+    live = bot.registry.live(chosen)
+    scheduler = live.scheduler
+    if scheduler.queued >= limits.max_queue:
+        raise UserError(
+            f"I'm busy writing other poems; try again in {scheduler.retry_after():.0f} s."
+        )
+    await interaction.response.defer(thinking=True)
+    try:
+        result = await bot.registry.generate(chosen, request)
+    except (Busy, ValueError, UnknownStyle) as err:
+        if isinstance(err, Busy):
+            text = f"I'm busy writing other poems; try again in {err.retry_after:.0f} s."
+        elif isinstance(err, UnknownStyle):
+            text = f"The style {chosen} was just removed; pick another."
+        else:
+            text = f"I can't write that: {err}."
+        # After a public defer the answer cannot turn ephemeral: say it in the reply.
+        await interaction.edit_original_response(content=text)
+        return
+    embed, attachment = poem_reply(result, str(live.bundle.card.get("display_name", chosen)))
+    await interaction.edit_original_response(
+        embed=embed, attachments=[attachment] if attachment else []
+    )
 
 
 class SettingsGroup(app_commands.Group):
