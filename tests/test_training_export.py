@@ -134,3 +134,46 @@ def test_int8_export_reports_its_own_loss(runs, tmp_path):
     bundle = load_bundle(models / "tiny-lstm" / "q1")
     assert bundle.model_path(int8=True).is_file()
     assert abs(bundle.card["metrics"]["val_loss_int8"] - bundle.card["metrics"]["val_loss"]) < 0.1
+
+
+def test_init_from_a_finished_run_starts_where_it_ended(runs, tmp_path, capsys):
+    fresh = json.loads((runs["lstm"] / "state.json").read_text())["history"][0]["loss"]
+    out = tmp_path / "warm"
+    assert (
+        train_main(
+            [
+                "--corpus",
+                CORPUS,
+                "--style",
+                "warm",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--init-from",
+                str(runs["lstm"]),
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    assert "characters carried over" in capsys.readouterr().out
+    warm = json.loads((out / "state.json").read_text())["history"][0]["loss"]
+    assert warm < fresh - 0.3
+    with pytest.raises(SystemExit, match="units"):
+        train_main(
+            [
+                "--corpus",
+                CORPUS,
+                "--style",
+                "warm",
+                "--out",
+                str(tmp_path / "bad"),
+                "--init-from",
+                str(runs["lstm"]),
+                *TINY[:2],
+                "--units",
+                "32",
+                *TINY[4:],
+            ]
+        )

@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clipnorm", type=float, default=5.0, help="global gradient-norm clip")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
     p.add_argument("--min-count", type=int, default=1, help="rarer characters read as unknown")
+    p.add_argument("--init-from", help="start from this finished run's weights (fine-tuning)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         max_minutes=args.max_minutes,
         min_count=args.min_count,
+        init_from=args.init_from,
     )
     model_args = {
         "cell": args.cell,

@@ -50,6 +50,7 @@ class TrainConfig:
     seed: int = 1234
     max_minutes: float | None = None
     min_count: int = 1
+    init_from: str | None = None  # a finished run whose weights start this one
     sample_chars: int = 200
 
 
@@ -178,6 +179,48 @@ def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _script_variants(char: str) -> list[str]:
+    """The character itself, then its traditional and simplified forms (when OpenCC is
+    installed), so a Traditional-script run can start a Simplified-script one."""
+    try:
+        import opencc
+    except ImportError:
+        return [char]
+    return [char, opencc.OpenCC("s2t").convert(char), opencc.OpenCC("t2s").convert(char)]
+
+
+def warm_start(model: keras.Model, model_cfg: ModelConfig, vocab: Vocab, source: Path) -> str:
+    """Copy a finished run's weights into `model`: the recurrent layers whole, and the
+    embedding row and output column of every character both vocabularies share."""
+    src_json = json.loads((source / "config.json").read_text(encoding="utf-8"))["model"]
+    src_cfg = ModelConfig(**src_json)
+    for key in ("cell", "layers", "units", "embedding"):
+        if getattr(src_cfg, key) != getattr(model_cfg, key):
+            raise SystemExit(
+                f"--init-from {source}: its {key} is {getattr(src_cfg, key)}, this run's is "
+                f"{getattr(model_cfg, key)}; they must match"
+            )
+    src_vocab = Vocab.load(source / "vocab.json")
+    src = build_model(src_cfg)
+    src.load_weights(source / "best.weights.h5")
+    for i in range(model_cfg.layers):
+        model.get_layer(f"rnn_{i}").set_weights(src.get_layer(f"rnn_{i}").get_weights())
+    src_emb = src.get_layer("embedding").get_weights()[0]
+    src_w, src_b = src.get_layer("logits").get_weights()
+    emb = model.get_layer("embedding").get_weights()[0]
+    w, b = model.get_layer("logits").get_weights()
+    mapped = 0
+    for i, char in enumerate(vocab.chars):
+        j = next((src_vocab.index[v] for v in _script_variants(char) if v in src_vocab.index), None)
+        if j is None:
+            continue
+        emb[i], w[:, i], b[i] = src_emb[j], src_w[:, j], src_b[j]
+        mapped += 1
+    model.get_layer("embedding").set_weights([emb])
+    model.get_layer("logits").set_weights([w, b])
+    return f"warm start from {source}: {mapped} of {len(vocab)} characters carried over"
+
+
 def cosine_lr(cfg: TrainConfig):
     """Cosine decay from lr to lr*min_lr_fraction over the planned epochs (a function of the
     epoch alone, so a resumed run continues the same schedule)."""
@@ -230,6 +273,8 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
             "corpus_sha256": corpus.sha256,
         }
         model = build_model(model_cfg)
+        if cfg.init_from:
+            print(warm_start(model, model_cfg, vocab, Path(cfg.init_from)), flush=True)
         model.compile(
             optimizer=keras.optimizers.Adam(cfg.lr, global_clipnorm=cfg.clipnorm),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
