@@ -22,6 +22,7 @@ from bot.model_commands import ModelGroup
 from bot.poem_commands import SettingsGroup, UserError, make_poem_command, send_private
 from bot.registry import Registry
 from bot.replies import NO_MENTIONS
+from bot.throttle import Throttle
 from training.corpus import KNOWN_CORPORA, CorpusError, decode_text
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class PoemBot(discord.Client):
         self.registry = Registry(settings.models_dir, settings.providers, settings.limits)
         self.jobs = JobRunner(self.registry, self.data_dir / "runs", settings.retrain_timeout)
         self.store: ChannelSettingsStore | None = None
+        self.throttle = Throttle(settings.user_cooldown, settings.channel_concurrency)
         self._operators: set[int] = set(settings.admin_ids)
         self.stopping = False
         self._answering = 0

@@ -79,6 +79,8 @@ class Settings:
     default_style: str = "shakespeare"
     default_length: int = 400
     default_temperature: float = 0.8
+    user_cooldown: float = 3.0
+    channel_concurrency: int = 4
     retrain_timeout: float = 7200.0
     max_corpus_bytes: int = 20_000_000
     log_level: str = "INFO"
@@ -111,6 +113,8 @@ class Settings:
             default_style=os.environ.get("DEFAULT_STYLE", "shakespeare").strip(),
             default_length=default_length,
             default_temperature=_float("DEFAULT_TEMPERATURE", 0.8),
+            user_cooldown=_float("USER_COOLDOWN_SECONDS", 3.0),
+            channel_concurrency=_int("CHANNEL_MAX_POEMS", 4, 1),
             retrain_timeout=_float("RETRAIN_TIMEOUT_SECONDS", 7200.0, 1.0),
             max_corpus_bytes=_int("MAX_CORPUS_BYTES", 20_000_000, 1),
             log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),

@@ -12,8 +12,9 @@ from discord import app_commands
 
 from bot.channel_settings import ChannelSettings, SettingsUnavailable
 from bot.engine import Busy, Request
-from bot.registry import UnknownStyle
+from bot.registry import Live, UnknownStyle
 from bot.replies import escape, poem_reply
+from bot.throttle import Throttled
 
 if TYPE_CHECKING:
     from bot.app import PoemBot
@@ -130,6 +131,18 @@ async def write_poem(
         raise UserError(
             f"I'm busy writing other poems; try again in {scheduler.retry_after():.0f} s."
         )
+    try:
+        slot = bot.throttle.take(interaction.user.id, interaction.channel_id or 0)
+    except Throttled as err:
+        raise UserError(str(err)) from None
+    with slot:
+        await reply_with_poem(bot, interaction, live, chosen, request)
+
+
+async def reply_with_poem(
+    bot: "PoemBot", interaction: discord.Interaction, live: Live, chosen: str, request: Request
+) -> None:
+    """Defer, write, and put the poem (or why there is none) in the reply."""
     await interaction.response.defer(thinking=True)
     try:
         result = await bot.registry.generate(chosen, request)

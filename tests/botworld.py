@@ -61,6 +61,8 @@ def make_settings(root: Path, models: Path, **changes: Any) -> Settings:
         providers="cpu",
         limits=Limits(max_length=5000, max_prompt=500),
         default_style="verse",
+        user_cooldown=0.0,
+        channel_concurrency=1000,
         retrain_timeout=300.0,
     )
     return dataclasses.replace(base, **changes)

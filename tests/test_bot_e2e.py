@@ -260,3 +260,38 @@ async def test_direct_messages_poem_works_settings_refused_model_for_operators_o
         assert "Only the bot's operators" in (await record.final(timeout=30)).content
         record = await w.discord.invoke(None, None, w.operator.user, "model", {}, subcommand="list")
         assert (await record.final(timeout=30)).embeds[0]["title"] == "Models"
+
+
+@asynchronous
+async def test_user_cooldown_and_channel_cap_answer_privately_with_the_wait(tmp_path):
+    from .botworld import make_models, make_settings
+
+    settings = make_settings(
+        tmp_path, make_models(tmp_path), user_cooldown=30.0, channel_concurrency=2
+    )
+    async with bot_world(tmp_path, settings=settings) as w:
+        _, first = await w.poem({"style": "verse", "length": 10})
+        assert first.embeds
+        _, again = await w.poem({"style": "verse", "length": 10})
+        assert again.ephemeral and "another poem in" in again.content
+        wait = int(again.content.split(" in ")[1].split()[0])
+        assert 25 <= wait <= 30
+        # Two other users fill the channel with long poems; a third is told to wait.
+        writers = [w.moderator, w.admin]
+        running = [
+            await w.discord.invoke(
+                w.guild, w.channel, u, "poem", {"style": "verse", "length": 5000}
+            )
+            for u in writers
+        ]
+        for record in running:
+            await record.first_response()
+        _, full = await w.poem({"style": "verse", "length": 10}, user=w.operator)
+        assert full.ephemeral and "2 poems are being written in this channel" in full.content
+        other = w.guild.add_text_channel("elsewhere")
+        record = await w.discord.invoke(
+            w.guild, other, w.operator, "poem", {"style": "verse", "length": 10}
+        )
+        assert (await record.final(timeout=30)).embeds
+        for record in running:
+            assert (await record.final(timeout=60)).attachments
