@@ -116,6 +116,7 @@ class StepModel:
         outputs = [(a.name, a.shape, a.type) for a in self.session.get_outputs()]
         check_signature(bundle, signature, outputs)
         self.provider = self.session.get_providers()[0]
+        log.info("%s/%s runs on %s", bundle.style, bundle.version, self.provider)
         self.input_names = [name for name, _, _ in signature]
         self.output_names = [name for name, _, _ in outputs]
         self.ids_dtype = np.int64 if signature[0][2] == "tensor(int64)" else np.int32

@@ -213,3 +213,18 @@ def test_event_loop_stays_responsive_while_generating(model):
         return max(lags)
 
     assert run(scenario()) < 0.1
+
+
+def test_providers_auto_runs_on_the_cpu_here_and_cuda_is_an_error_not_a_fallback(tmp_path):
+    import onnxruntime as ort
+
+    from bot.engine import ProviderError
+
+    path = make_bundle(tmp_path)
+    assert StepModel.load(path, providers="auto").provider in ort.get_available_providers()
+    if "CUDAExecutionProvider" in StepModel.load(path, providers="auto").session.get_providers():
+        pytest.skip("this machine has a working GPU; the refusal cannot be shown here")
+    with pytest.raises(ProviderError, match="cuda"):
+        StepModel.load(path, providers="cuda")
+    with pytest.raises(ProviderError):
+        StepModel.load(path, providers="tpu")

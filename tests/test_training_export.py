@@ -34,6 +34,8 @@ TINY = [
     "1e-2",
     "--dropout",
     "0.0",
+    "--sample-chars",
+    "20",
 ]
 
 

@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
     p.add_argument("--min-count", type=int, default=1, help="rarer characters read as unknown")
     p.add_argument("--init-from", help="start from this finished run's weights (fine-tuning)")
+    p.add_argument("--sample-chars", type=int, default=200, help="sample printed per epoch")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         max_minutes=args.max_minutes,
         min_count=args.min_count,
         init_from=args.init_from,
+        sample_chars=args.sample_chars,
     )
     model_args = {
         "cell": args.cell,

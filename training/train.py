@@ -2,8 +2,9 @@
 
 A run folder holds everything export needs and everything a resumed run needs:
 `config.json`, `vocab.json`, `last.keras` (model and optimizer, written every epoch),
-`best.weights.h5`, `history.json`, `progress.jsonl` (one line per epoch, read by the bot's
-retrain jobs), `samples.txt`, `loss.png` and, once finished, `metrics.json`.
+`best.weights.h5`, `state.json` (history and early-stopping state), `progress.jsonl` (one
+line per epoch, read by the bot's retrain jobs), `samples.txt`, `loss.png` and, once
+finished, `metrics.json`.
 """
 
 from __future__ import annotations
@@ -221,18 +222,6 @@ def warm_start(model: keras.Model, model_cfg: ModelConfig, vocab: Vocab, source:
     return f"warm start from {source}: {mapped} of {len(vocab)} characters carried over"
 
 
-def cosine_lr(cfg: TrainConfig):
-    """Cosine decay from lr to lr*min_lr_fraction over the planned epochs (a function of the
-    epoch alone, so a resumed run continues the same schedule)."""
-
-    def schedule(epoch: int, _lr: float) -> float:
-        t = min(epoch / max(cfg.epochs - 1, 1), 1.0)
-        floor = cfg.lr * cfg.min_lr_fraction
-        return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-    return schedule
-
-
 def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False) -> dict:
     """Train (or resume) a run; returns the final metrics also written to metrics.json."""
     check_name(cfg.style, "style")
@@ -255,6 +244,12 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
     train_ids, _ = vocab.encode(train_text)
     val_ids, _ = vocab.encode(val_text)
 
+    steps = ((len(train_ids) - 1) // cfg.seq_len - 1) // cfg.batch_size
+    if steps < 1:
+        raise SystemExit(
+            f"the training split ({len(train_ids):,} chars) is smaller than one batch of "
+            f"{cfg.batch_size} x {cfg.seq_len} characters: lower --batch-size or --seq-len"
+        )
     state_path = run / "state.json"
     if resume and state_path.exists() and (run / "last.keras").exists():
         state = json.loads(state_path.read_text(encoding="utf-8"))
@@ -275,18 +270,18 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
         model = build_model(model_cfg)
         if cfg.init_from:
             print(warm_start(model, model_cfg, vocab, Path(cfg.init_from)), flush=True)
+        # Cosine decay per step over the planned epochs, down to lr * min_lr_fraction. It is a
+        # function of the optimizer's step count, which the checkpoint keeps, so a resumed run
+        # continues the same schedule.
+        schedule = keras.optimizers.schedules.CosineDecay(
+            cfg.lr, decay_steps=cfg.epochs * steps, alpha=cfg.min_lr_fraction
+        )
         model.compile(
-            optimizer=keras.optimizers.Adam(cfg.lr, global_clipnorm=cfg.clipnorm),
+            optimizer=keras.optimizers.Adam(schedule, global_clipnorm=cfg.clipnorm),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-    steps = ((len(train_ids) - 1) // cfg.seq_len - 1) // cfg.batch_size
-    if steps < 1:
-        raise SystemExit(
-            f"the training split ({len(train_ids):,} chars) is smaller than one batch of "
-            f"{cfg.batch_size} x {cfg.seq_len} characters: lower --batch-size or --seq-len"
-        )
-    state["train_chars_per_epoch"] = steps * cfg.batch_size * cfg.seq_len
 
+    state["train_chars_per_epoch"] = steps * cfg.batch_size * cfg.seq_len
     write_json(
         run / "config.json",
         {
@@ -318,10 +313,7 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
             validation_data=windows(val_ids, cfg.seq_len, cfg.batch_size, seed=None),
             epochs=cfg.epochs,
             initial_epoch=state["epoch"],
-            callbacks=[
-                keras.callbacks.LearningRateScheduler(cosine_lr(cfg)),
-                RunLog(run, cfg, model_cfg, vocab, state, deadline),
-            ],
+            callbacks=[RunLog(run, cfg, model_cfg, vocab, state, deadline)],
             verbose=1 if sys.stdout.isatty() else 2,
         )
     if not (run / "best.weights.h5").exists():
