@@ -51,7 +51,7 @@ _COLUMNS = ("temperature", "style")
 class SQLiteChannelSettings:
     """SQLite in WAL mode: readers never block the writer; a write either lands or raises."""
 
-    def __init__(self, path: Path, timeout: float = 2.0) -> None:
+    def __init__(self, path: Path, timeout: float = 1.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)

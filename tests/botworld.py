@@ -68,6 +68,14 @@ def make_settings(root: Path, models: Path, **changes: Any) -> Settings:
     return dataclasses.replace(base, **changes)
 
 
+class LoopbackPoemBot(PoemBot):
+    """The real bot, minus discord.py's 5-second pause before re-identifying (kept in
+    production to respect Discord's identify rate limit; pointless against the loopback)."""
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        return None
+
+
 @dataclass
 class World:
     discord: LoopbackDiscord
@@ -128,7 +136,7 @@ async def bot_world(
         )
         discord.set_owner(world.operator.user)
         stack.enter_context(point_discord_py_at(discord))
-        world.bot = PoemBot(settings, data_dir=root / "data", guild_ready_timeout=0.05)
+        world.bot = LoopbackPoemBot(settings, data_dir=root / "data", guild_ready_timeout=0.05)
         await stack.enter_async_context(run_bot(world.bot, discord, timeout=20))
         yield world
 

@@ -31,7 +31,7 @@ async def test_the_bot_process_serves_poems_and_exits_cleanly_on_sigterm(tmp_pat
             "DATABASE_URL": f"sqlite:///{tmp_path / 'settings.sqlite3'}",
             "ORT_PROVIDERS": "cpu",
             "DEFAULT_STYLE": "verse",
-            "LOG_LEVEL": "INFO",
+            "LOG_LEVEL": "DEBUG",  # the token must not appear even here
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable,
