@@ -31,6 +31,7 @@ async def test_the_bot_process_serves_poems_and_exits_cleanly_on_sigterm(tmp_pat
             "DATABASE_URL": f"sqlite:///{tmp_path / 'settings.sqlite3'}",
             "ORT_PROVIDERS": "cpu",
             "DEFAULT_STYLE": "verse",
+            "USER_COOLDOWN_SECONDS": "0",
             "LOG_LEVEL": "DEBUG",  # the token must not appear even here
         }
         process = await asyncio.create_subprocess_exec(
@@ -42,6 +43,8 @@ async def test_the_bot_process_serves_poems_and_exits_cleanly_on_sigterm(tmp_pat
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
+        # Read the log while the bot runs: a full pipe would block its logging at DEBUG.
+        output = asyncio.create_task(process.stdout.read())
         try:
             await discord.wait_until_connected(timeout=60)
             await discord.wait_for(
@@ -67,7 +70,7 @@ async def test_the_bot_process_serves_poems_and_exits_cleanly_on_sigterm(tmp_pat
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-        log = (await process.stdout.read()).decode()
+        log = (await output).decode()
         assert code == 0, log
         assert "verse: now v1" in log or "style verse: live v1 on CPUExecutionProvider" in log
         assert "style tang: live v1 on CPUExecutionProvider" in log
