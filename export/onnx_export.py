@@ -31,7 +31,7 @@ from bot.bundle import (
 )
 from bot.engine import Request, StepModel, generate_once
 from training.corpus import KNOWN_CORPORA, load_corpus, split
-from training.model import EVAL_STREAMS
+from training.model import eval_streams, evaluate_stream
 
 OPSET = 17
 PARITY_STEPS = 200
@@ -137,14 +137,10 @@ def parity(model, model_cfg, session: StepModel, ids: np.ndarray) -> float:
     return worst
 
 
-def onnx_loss(
-    session: StepModel, ids: np.ndarray, unk_penalty: float, streams: int = EVAL_STREAMS
-) -> float:
-    """nats/char of a session over `ids`, read in parallel contiguous streams with the state
-    carried: the protocol of training's evaluate_stream, with the same stream count."""
-    n = (len(ids) - 1) // streams
-    x = np.stack([ids[s * n : s * n + n] for s in range(streams)])
-    y = np.stack([ids[s * n + 1 : s * n + n + 1] for s in range(streams)])
+def onnx_loss(session: StepModel, ids: np.ndarray, unk_penalty: float) -> float:
+    """nats/char of a session over `ids`: training's evaluate_stream, on onnxruntime."""
+    x, y = eval_streams(ids)
+    streams, n = x.shape
     states = session.zero_states(streams)
     total = 0.0
     rows = np.arange(streams)
@@ -209,6 +205,8 @@ def export_run(
         raise ExportError(f"{config['train']['corpus']} changed since training; cannot verify")
     val_ids, _ = vocab.encode(split(corpus.text)[1])
     unk_penalty = vocab.unknown_penalty(corpus.text)
+    # Scored again here so the card's figure and the ONNX one follow the same protocol.
+    val_loss = evaluate_stream(model, model_cfg, val_ids, vocab.unk_id, unk_penalty)
     known = KNOWN_CORPORA.get(corpus.name)
 
     with tempfile.TemporaryDirectory(prefix="poembot-export-") as tmp_name:
@@ -244,8 +242,8 @@ def export_run(
                 "validation_characters": config["corpus"]["validation_characters"],
             },
             "metrics": {
-                "val_loss": metrics["val_loss"],
-                "val_bpc": metrics["val_bpc"],
+                "val_loss": val_loss,
+                "val_bpc": val_loss / math.log(2.0),
                 "val_loss_windowed": metrics["val_loss_windowed"],
                 "val_unknown_share": metrics.get("val_unknown_share", 0.0),
                 "train_loss": metrics["train_loss"],

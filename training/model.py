@@ -106,7 +106,19 @@ def sample_text(
     return out
 
 
-EVAL_STREAMS = 16
+STREAM_CHARS = 8192
+
+
+def eval_streams(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets [streams, n] for scoring `ids` with context: contiguous pieces of at
+    least STREAM_CHARS characters (one piece for a short text), read in parallel for speed."""
+    streams = max(1, (len(ids) - 1) // STREAM_CHARS)
+    n = (len(ids) - 1) // streams
+    if n < 2:
+        raise ValueError(f"{len(ids)} characters are too few to evaluate")
+    x = np.stack([ids[s * n : s * n + n] for s in range(streams)])
+    y = np.stack([ids[s * n + 1 : s * n + n + 1] for s in range(streams)])
+    return x, y
 
 
 def evaluate_stream(
@@ -115,18 +127,14 @@ def evaluate_stream(
     ids: np.ndarray,
     unk_id: int = 0,
     unk_penalty: float = 0.0,
-    streams: int = EVAL_STREAMS,
     chunk: int = 256,
 ) -> float:
-    """Mean nats/char over `ids` read as `streams` contiguous pieces with the state carried
-    across chunks: every character is predicted from all the text before it in its piece, as
-    the served model sees text (and as an n-gram model is scored). A target that is the
+    """Mean nats/char over `ids` read as contiguous pieces with the state carried across
+    chunks: every character is predicted from all the text before it in its piece, as the
+    served model sees text (and as an n-gram model is scored). A target that is the
     unknown id costs `unk_penalty` more (see Vocab.unknown_penalty)."""
-    n = (len(ids) - 1) // streams
-    if n < 2:
-        raise ValueError(f"{len(ids)} characters are too few to evaluate in {streams} streams")
-    x = np.stack([ids[s * n : s * n + n] for s in range(streams)])
-    y = np.stack([ids[s * n + 1 : s * n + n + 1] for s in range(streams)])
+    x, y = eval_streams(ids)
+    streams, n = x.shape
     states = zero_states(config, streams)
     total = 0.0
     for t in range(0, n, chunk):
