@@ -325,17 +325,16 @@ class Scheduler:
                 logits, self._states = await loop.run_in_executor(
                     self._executor, self.model.step, ids, self._states
                 )
+                elapsed = time.monotonic() - started
+                self._step_seconds += 0.05 * (elapsed - self._step_seconds)
+                self.steps += 1
+                self._advance(logits)
             except Exception as err:  # a bug or a broken device: fail the batch, keep serving
                 log.exception("step failed for %s", self.model.bundle.path)
                 for row in self._rows:
                     if not row.future.done():
                         row.future.set_exception(RuntimeError(f"the model failed: {err}"))
                 self._rows, self._states = [], self.model.zero_states(0)
-                continue
-            elapsed = time.monotonic() - started
-            self._step_seconds += 0.05 * (elapsed - self._step_seconds)
-            self.steps += 1
-            self._advance(logits)
 
     def _advance(self, logits: np.ndarray) -> None:
         rows = self._rows

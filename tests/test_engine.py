@@ -228,3 +228,29 @@ def test_providers_auto_runs_on_the_cpu_here_and_cuda_is_an_error_not_a_fallback
         StepModel.load(path, providers="cuda")
     with pytest.raises(ProviderError):
         StepModel.load(path, providers="tpu")
+
+
+def test_a_failing_step_fails_its_batch_and_the_engine_keeps_serving(model):
+    async def scenario():
+        scheduler = Scheduler(model)
+        real_step = model.step
+        calls = {"n": 0}
+
+        def flaky(ids, states):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("device lost")
+            return real_step(ids, states)
+
+        scheduler.model = type(
+            "Flaky",
+            (),
+            {"step": staticmethod(flaky), "zero_states": model.zero_states, "bundle": model.bundle},
+        )()
+        with pytest.raises(RuntimeError, match="device lost"):
+            await scheduler.generate(Request(length=50, seed=1))
+        after = await scheduler.generate(Request(length=50, seed=1))
+        await scheduler.close()
+        return after
+
+    assert len(run(scenario()).text) == 50
