@@ -35,6 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clipnorm", type=float, default=5.0, help="global gradient-norm clip")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
     p.add_argument("--min-count", type=int, default=1, help="rarer characters read as unknown")
+    p.add_argument(
+        "--unk-rate",
+        type=float,
+        help="share of each target given to the unknown id (default: estimated from the data)",
+    )
     p.add_argument("--init-from", help="start from this finished run's weights (fine-tuning)")
     p.add_argument("--sample-chars", type=int, default=200, help="sample printed per epoch")
     p.add_argument("--seed", type=int, default=1234)
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         max_minutes=args.max_minutes,
         min_count=args.min_count,
         init_from=args.init_from,
+        unk_rate=args.unk_rate,
         sample_chars=args.sample_chars,
     )
     model_args = {

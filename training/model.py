@@ -56,6 +56,35 @@ def build_model(config: ModelConfig) -> keras.Model:
     return keras.Model(ids, logits, name=f"char_{config.cell}")
 
 
+@keras.saving.register_keras_serializable(package="poembot")
+class NovelCharLoss(keras.losses.Loss):
+    """Cross-entropy with a share `unk_rate` of every target given to the unknown id, so the
+    model learns how often text brings a character it has never seen (and predicts one with
+    a calibrated probability instead of an untrained, vanishing one)."""
+
+    def __init__(
+        self,
+        unk_id: int = 0,
+        unk_rate: float = 0.0,
+        name: str = "novel_char_crossentropy",
+        **kwargs,
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        self.unk_id = unk_id
+        self.unk_rate = unk_rate
+
+    def call(self, y_true, y_pred):
+        log_p = tf.nn.log_softmax(y_pred, axis=-1)
+        labels = tf.cast(y_true, tf.int32)
+        nll = -tf.gather(log_p, labels, axis=-1, batch_dims=labels.shape.rank)
+        if not self.unk_rate:
+            return nll
+        return (1.0 - self.unk_rate) * nll - self.unk_rate * log_p[..., self.unk_id]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "unk_id": self.unk_id, "unk_rate": self.unk_rate}
+
+
 def count_parameters(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights if w.trainable))
 

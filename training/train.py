@@ -27,6 +27,7 @@ from bot.bundle import Vocab, check_name
 from training.corpus import Corpus, load_corpus, split
 from training.model import (
     ModelConfig,
+    NovelCharLoss,
     build_model,
     count_parameters,
     evaluate_stream,
@@ -51,6 +52,7 @@ class TrainConfig:
     seed: int = 1234
     max_minutes: float | None = None
     min_count: int = 1
+    unk_rate: float | None = None  # None: estimated from the training split
     init_from: str | None = None  # a finished run whose weights start this one
     sample_chars: int = 200
 
@@ -180,6 +182,18 @@ def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def novelty_rate(train_text: str, vocab: Vocab) -> float:
+    """How often new text brings a character the vocabulary lacks, measured inside the
+    training split as validation will meet it: its last tenth against the rest (plus the
+    characters min_count leaves out, which read as unknown anyway)."""
+    head, tail = split(train_text)
+    seen = set(head)
+    novel = sum(
+        1 for c in tail if c not in seen or vocab.index.get(c, vocab.unk_id) == vocab.unk_id
+    )
+    return novel / max(len(tail), 1)
+
+
 def _script_variants(char: str) -> list[str]:
     """The character itself, then its traditional and simplified forms (when OpenCC is
     installed), so a Traditional-script run can start a Simplified-script one."""
@@ -241,6 +255,7 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
         vocab = Vocab.build(train_text, min_count=cfg.min_count)
         vocab.save(run / "vocab.json")
     model_cfg = ModelConfig(vocab_size=len(vocab), **model_cfg_args)
+    unk_rate = cfg.unk_rate if cfg.unk_rate is not None else novelty_rate(train_text, vocab)
     train_ids, _ = vocab.encode(train_text)
     val_ids, _ = vocab.encode(val_text)
 
@@ -278,7 +293,7 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
         )
         model.compile(
             optimizer=keras.optimizers.Adam(schedule, global_clipnorm=cfg.clipnorm),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            loss=NovelCharLoss(vocab.unk_id, unk_rate),
         )
 
     state["train_chars_per_epoch"] = steps * cfg.batch_size * cfg.seq_len
@@ -301,7 +316,7 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
     model.summary(print_fn=lambda line, **_: print(line, flush=True))
     print(
         f"corpus {corpus.name}: {len(corpus.text):,} chars, vocab {len(vocab):,}, "
-        f"train {len(train_ids):,} / validation {len(val_ids):,}",
+        f"train {len(train_ids):,} / validation {len(val_ids):,}, unknown rate {unk_rate:.4f}",
         flush=True,
     )
 
@@ -328,6 +343,7 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
         "val_bpc": val_stream / LN2,
         "val_loss_windowed": state["best_val_loss"],
         "val_unknown_share": float((val_ids == vocab.unk_id).mean()),
+        "unk_rate": unk_rate,
         "unknown_penalty": unk_penalty,
         "train_loss": next(
             h["loss"] for h in state["history"] if h["epoch"] == state["best_epoch"]
