@@ -9,6 +9,7 @@ finished, `metrics.json`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -194,14 +195,19 @@ def novelty_rate(train_text: str, vocab: Vocab) -> float:
     return novel / max(len(tail), 1)
 
 
-def _script_variants(char: str) -> list[str]:
-    """The character itself, then its traditional and simplified forms (when OpenCC is
-    installed), so a Traditional-script run can start a Simplified-script one."""
+@functools.cache
+def _converters() -> tuple:
     try:
         import opencc
     except ImportError:
-        return [char]
-    return [char, opencc.OpenCC("s2t").convert(char), opencc.OpenCC("t2s").convert(char)]
+        return ()
+    return opencc.OpenCC("s2t"), opencc.OpenCC("t2s")
+
+
+def _script_variants(char: str) -> list[str]:
+    """The character itself, then its traditional and simplified forms (when OpenCC is
+    installed), so a Traditional-script run can start a Simplified-script one."""
+    return [char, *(convert.convert(char) for convert in _converters())]
 
 
 def warm_start(model: keras.Model, model_cfg: ModelConfig, vocab: Vocab, source: Path) -> str:
