@@ -24,6 +24,7 @@ from .loopback import (
     LoopbackDiscord,
     Member,
     Permission,
+    Upload,
     User,
     point_discord_py_at,
     run_bot,
@@ -94,11 +95,27 @@ class World:
         )
         return record, await record.final(timeout=30)
 
+    async def add_style(self, name: str, data: bytes, filename: str = "corpus.txt", **options):
+        """An operator runs /model add with `data` uploaded as the corpus."""
+        return await self.discord.invoke(
+            self.guild,
+            self.channel,
+            self.operator,
+            "model",
+            {"name": name, "corpus": Upload(filename, data), **options},
+            subcommand="add",
+        )
+
     async def run(self, command: str, user: Member, options=None, subcommand=None, **kw):
         record = await self.discord.invoke(
             self.guild, self.channel, user, command, options or {}, subcommand=subcommand, **kw
         )
         return record, await record.final(timeout=kw.pop("timeout", 30))
+
+
+def job_text(record) -> str:
+    """Everything the bot has said so far in answer to a /model add or retrain."""
+    return " ".join(m.content for m in record.messages)
 
 
 def footer(message) -> str:

@@ -295,3 +295,17 @@ async def test_user_cooldown_and_channel_cap_answer_privately_with_the_wait(tmp_
         assert (await record.final(timeout=30)).embeds
         for record in running:
             assert (await record.final(timeout=60)).attachments
+
+
+@asynchronous
+async def test_a_version_activated_from_discord_is_still_live_after_a_restart(tmp_path):
+    async with bot_world(tmp_path) as w:
+        _, reply = await w.run(
+            "model", w.operator, {"style": "verse", "version": "v2"}, subcommand="activate"
+        )
+        assert "now serves v2" in reply.content
+        discord = w.discord
+        await w.bot.close()
+        async with bot_world(tmp_path, discord=discord) as w2:
+            _, message = await w2.poem({"style": "verse", "length": 20})
+            assert "verse v2" in footer(message)

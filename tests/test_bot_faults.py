@@ -10,9 +10,8 @@ import sqlite3
 
 import pytest
 
-from .botworld import asynchronous, bot_world, footer, make_models, make_settings
+from .botworld import asynchronous, bot_world, footer, job_text, make_models, make_settings
 from .bundles import FIXTURES, make_bundle
-from .loopback import Upload
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -102,47 +101,25 @@ async def test_a_locked_settings_database_is_reported_and_nothing_is_lost(tmp_pa
         assert "temperature 1.5" in footer(message)
 
 
-def _job_text(record) -> str:
-    return " ".join(m.content for m in record.messages)
-
-
 @asynchronous
 async def test_a_killed_or_overdue_training_job_fails_and_changes_nothing(tmp_path):
     pytest.importorskip("tensorflow", reason="retraining needs the train extra")
     corpus = (FIXTURES / "shakespeare_excerpt.txt").read_bytes()
     settings = make_settings(tmp_path, make_models(tmp_path), retrain_timeout=600.0)
     async with bot_world(tmp_path, settings=settings) as w:
-        record = await w.discord.invoke(
-            w.guild,
-            w.channel,
-            w.operator,
-            "model",
-            {"name": "bard", "corpus": Upload("bard.txt", corpus), "epochs": 50, "size": "small"},
-            subcommand="add",
-        )
-        await record.wait_for(lambda r: "training" in _job_text(r), timeout=60)
+        record = await w.add_style("bard", corpus, "bard.txt", epochs=50, size="small")
+        await record.wait_for(lambda r: "training" in job_text(r), timeout=60)
         job = w.bot.jobs.jobs[1]
         await w.discord.wait_for(lambda: job._process is not None, timeout=30)
         os.killpg(job._process.pid, signal.SIGKILL)
-        text = await record.wait_for(
-            lambda r: "failed" in _job_text(r) and _job_text(r), timeout=60
-        )
+        text = await record.wait_for(lambda r: "failed" in job_text(r) and job_text(r), timeout=60)
         assert "killed by signal 9" in text
         assert "bard" not in w.bot.registry.styles()
         assert not (tmp_path / "models" / "bard").exists()
 
         w.bot.jobs.timeout = 2.0
-        record = await w.discord.invoke(
-            w.guild,
-            w.channel,
-            w.operator,
-            "model",
-            {"name": "bard", "corpus": Upload("bard.txt", corpus), "size": "small"},
-            subcommand="add",
-        )
-        text = await record.wait_for(
-            lambda r: "failed" in _job_text(r) and _job_text(r), timeout=60
-        )
+        record = await w.add_style("bard", corpus, "bard.txt", size="small")
+        text = await record.wait_for(lambda r: "failed" in job_text(r) and job_text(r), timeout=60)
         assert "timed out after 2 s" in text
         assert "bard" not in w.bot.registry.styles()
         assert w.bot.registry.live("verse").version == "v1"

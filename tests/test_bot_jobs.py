@@ -9,9 +9,8 @@ import zipfile
 
 import pytest
 
-from .botworld import asynchronous, bot_world, footer
+from .botworld import asynchronous, bot_world, footer, job_text
 from .bundles import FIXTURES
-from .loopback import Upload
 
 pytest.importorskip("tensorflow", reason="retraining needs the train extra")
 pytestmark = pytest.mark.timeout(300)
@@ -20,21 +19,14 @@ CORPUS = (FIXTURES / "shakespeare_excerpt.txt").read_bytes()
 
 
 def job_finished(record):
-    text = " ".join(m.content for m in record.messages)
+    text = job_text(record)
     return ("succeeded" in text or "failed" in text or "cancelled" in text) and text
 
 
 @asynchronous
 async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
     async with bot_world(tmp_path) as w:
-        record = await w.discord.invoke(
-            w.guild,
-            w.channel,
-            w.operator,
-            "model",
-            {"name": "bard", "corpus": Upload("bard.txt", CORPUS), "epochs": 2, "size": "small"},
-            subcommand="add",
-        )
+        record = await w.add_style("bard", CORPUS, "bard.txt", epochs=2, size="small")
         done = await record.wait_for(job_finished, timeout=240)
         assert "succeeded" in done and "v1 is live" in done, done
         progress = record.messages[0]
@@ -93,14 +85,7 @@ async def test_unusable_uploads_are_refused_with_a_reason(tmp_path, filename, da
             archive.writestr("poems.txt", CORPUS)
         data = buffer.getvalue()
     async with bot_world(tmp_path) as w:
-        record = await w.discord.invoke(
-            w.guild,
-            w.channel,
-            w.operator,
-            "model",
-            {"name": "junk", "corpus": Upload(filename, data)},
-            subcommand="add",
-        )
+        record = await w.add_style("junk", data, filename)
         reply = await record.final(timeout=30)
         assert reply.ephemeral and says in reply.content, reply.content
         assert w.bot.jobs.jobs == {}
@@ -113,13 +98,6 @@ async def test_upload_over_the_size_cap_is_refused_before_download(tmp_path):
 
     settings = make_settings(tmp_path, make_models(tmp_path), max_corpus_bytes=10_000)
     async with bot_world(tmp_path, settings=settings) as w:
-        record = await w.discord.invoke(
-            w.guild,
-            w.channel,
-            w.operator,
-            "model",
-            {"name": "big", "corpus": Upload("big.txt", CORPUS)},
-            subcommand="add",
-        )
+        record = await w.add_style("big", CORPUS, "big.txt")
         reply = await record.final(timeout=30)
         assert reply.ephemeral and "limit is 10,000" in reply.content
