@@ -204,7 +204,7 @@ def validate(request: Request, limits: Limits) -> Request:
 @dataclass(eq=False)
 class _Row:
     request: Request
-    feed: list[int]  # ids still to read before the first sampled character
+    feed: deque[int]  # ids still to read before the first sampled character
     rng: np.random.Generator
     future: asyncio.Future
     deadline: float
@@ -266,7 +266,7 @@ class Scheduler:
         now = time.monotonic()
         row = _Row(
             request=request,
-            feed=[self.vocab.start_id, *(int(i) for i in ids if i != self.vocab.unk_id)],
+            feed=deque([self.vocab.start_id, *(int(i) for i in ids if i != self.vocab.unk_id)]),
             rng=np.random.Generator(np.random.PCG64(request.seed)),
             future=loop.create_future(),
             deadline=now + self.limits.deadline,
@@ -293,6 +293,7 @@ class Scheduler:
 
     def _admit(self) -> None:
         now = time.monotonic()
+        admitted = 0
         while self._queue and len(self._rows) < self.limits.max_batch:
             row = self._queue.popleft()
             if row.future.done():
@@ -302,11 +303,13 @@ class Scheduler:
                     Busy("waited too long for a free slot", self.retry_after())
                 )
                 continue
-            row.next_id = row.feed.pop(0)
+            row.next_id = row.feed.popleft()
             self._rows.append(row)
+            admitted += 1
+        if admitted:  # one concatenation for the whole burst of newcomers
             self._states = [
                 np.concatenate([s, z])
-                for s, z in zip(self._states, self.model.zero_states(1), strict=True)
+                for s, z in zip(self._states, self.model.zero_states(admitted), strict=True)
             ]
 
     async def _run(self) -> None:
@@ -355,7 +358,7 @@ class Scheduler:
         keep: list[int] = []
         for i, row in enumerate(rows):
             if row.feed:  # still reading its prompt: the output is not sampled
-                row.next_id = row.feed.pop(0)
+                row.next_id = row.feed.popleft()
             if row.future.done():
                 continue
             if len(row.out) >= row.request.length:

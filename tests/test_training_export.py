@@ -39,26 +39,18 @@ TINY = [
 ]
 
 
+def train(style: str, out, *extra: str) -> int:
+    """`python -m training` on the shipped excerpt, in this process."""
+    return train_main(["--corpus", CORPUS, "--style", style, "--out", str(out), *extra])
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     out = {}
     for cell in ("lstm", "gru"):
         run = root / cell
-        args = [
-            "--corpus",
-            CORPUS,
-            "--style",
-            f"tiny-{cell}",
-            "--out",
-            str(run),
-            "--cell",
-            cell,
-            "--epochs",
-            "3",
-            *TINY,
-        ]
-        assert train_main(args) == 0
+        assert train(f"tiny-{cell}", run, "--cell", cell, "--epochs", "3", *TINY) == 0
         out[cell] = run
     return out
 
@@ -88,19 +80,7 @@ def test_loss_falls_and_the_run_folder_is_complete(runs):
 
 def test_resume_continues_from_the_last_epoch(runs, capsys):
     run = runs["lstm"]
-    args = [
-        "--corpus",
-        CORPUS,
-        "--style",
-        "tiny-lstm",
-        "--out",
-        str(run),
-        "--epochs",
-        "4",
-        "--resume",
-        *TINY,
-    ]
-    assert train_main(args) == 0
+    assert train("tiny-lstm", run, "--epochs", "4", "--resume", *TINY) == 0
     state = json.loads((run / "state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
     assert "resuming" in capsys.readouterr().out
@@ -108,7 +88,7 @@ def test_resume_continues_from_the_last_epoch(runs, capsys):
 
 def test_a_used_run_folder_is_not_overwritten_without_resume(runs):
     with pytest.raises(SystemExit, match="--resume"):
-        train_main(["--corpus", CORPUS, "--style", "tiny-lstm", "--out", str(runs["lstm"])])
+        train("tiny-lstm", runs["lstm"])
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -141,41 +121,18 @@ def test_int8_export_reports_its_own_loss(runs, tmp_path):
 def test_init_from_a_finished_run_starts_where_it_ended(runs, tmp_path, capsys):
     fresh = json.loads((runs["lstm"] / "state.json").read_text())["history"][0]["loss"]
     out = tmp_path / "warm"
-    assert (
-        train_main(
-            [
-                "--corpus",
-                CORPUS,
-                "--style",
-                "warm",
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                "--init-from",
-                str(runs["lstm"]),
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    assert train("warm", out, "--epochs", "1", "--init-from", str(runs["lstm"]), *TINY) == 0
     assert "characters carried over" in capsys.readouterr().out
     warm = json.loads((out / "state.json").read_text())["history"][0]["loss"]
     assert warm < fresh - 0.3
     with pytest.raises(SystemExit, match="units"):
-        train_main(
-            [
-                "--corpus",
-                CORPUS,
-                "--style",
-                "warm",
-                "--out",
-                str(tmp_path / "bad"),
-                "--init-from",
-                str(runs["lstm"]),
-                *TINY[:2],
-                "--units",
-                "32",
-                *TINY[4:],
-            ]
+        train(
+            "warm",
+            tmp_path / "bad",
+            "--init-from",
+            str(runs["lstm"]),
+            *TINY[:2],
+            "--units",
+            "32",
+            *TINY[4:],
         )
