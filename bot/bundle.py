@@ -1,9 +1,10 @@
 """The bundle format and the vocabulary: the one place that reads and writes them.
 
 A bundle is `models/<style>/<version>/` holding `model.onnx` (one step of the network),
-`vocab.json`, `card.json` and optionally `model.int8.onnx`; `models/<style>/ACTIVE` names the
-live version. Training, export and the bot all go through this module. numpy only: no
-TensorFlow, no onnxruntime.
+`vocab.json`, `card.json` and optionally `model.int8.onnx` (the step with int8 weights) and
+`prefill.onnx` (many prompt characters per run); `models/<style>/ACTIVE` names the live
+version. Training, export and the bot all go through this module. numpy only: no TensorFlow,
+no onnxruntime.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+PREFILL_FILE = "prefill.onnx"
 VOCAB_FILE = "vocab.json"
 CARD_FILE = "card.json"
 ACTIVE_FILE = "ACTIVE"
@@ -179,6 +181,11 @@ class Bundle:
         return self.path / (INT8_FILE if int8 else MODEL_FILE)
 
     @property
+    def prefill_path(self) -> Path | None:
+        path = self.path / PREFILL_FILE
+        return path if path.is_file() else None
+
+    @property
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 
@@ -247,18 +254,23 @@ def check_signature(
     bundle: Bundle,
     inputs: Sequence[tuple[str, Sequence[Any], str]],
     outputs: Sequence[tuple[str, Sequence[Any], str]],
+    file: str = MODEL_FILE,
 ) -> None:
     """Check a graph's (name, shape, type) inputs and outputs against the contract for `bundle`.
 
     Inputs: ids [batch] int32/int64, then state tensors [batch, units] float32. Outputs: logits
-    [batch, vocab] float32, then the new states in input order.
+    [batch, vocab] float32, then the new states in input order. The prefill graph
+    (`file=PREFILL_FILE`) takes ids [batch, time] and lengths [batch] int32 before the states.
     """
     n_state = len(bundle.state_names)
-    where = f"{bundle.path}/{MODEL_FILE}"
-    if len(inputs) != 1 + n_state or len(outputs) != 1 + n_state:
+    prefill = file == PREFILL_FILE
+    n_in = n_state + (2 if prefill else 1)
+    where = f"{bundle.path}/{file}"
+    if len(inputs) != n_in or len(outputs) != 1 + n_state:
         raise BundleError(
-            f"{where}: expected {1 + n_state} inputs and outputs for a {bundle.card['layers']}"
-            f"-layer {bundle.card['cell']}, found {len(inputs)} inputs and {len(outputs)} outputs"
+            f"{where}: expected {n_in} inputs and {1 + n_state} outputs for a "
+            f"{bundle.card['layers']}-layer {bundle.card['cell']}, found {len(inputs)} inputs "
+            f"and {len(outputs)} outputs"
         )
 
     def fixed(dim: Any) -> int | None:
@@ -277,9 +289,12 @@ def check_signature(
             raise BundleError(f"{where}: {kind} {name!r} is {dtype}, expected {' or '.join(types)}")
 
     float_type = ("tensor(float)",)
-    expect("input", inputs[0], [None], ("tensor(int32)", "tensor(int64)"))
+    ids_dims: list[int | None] = [None, None] if prefill else [None]
+    expect("input", inputs[0], ids_dims, ("tensor(int32)", "tensor(int64)"))
+    if prefill:
+        expect("input", inputs[1], [None], ("tensor(int32)",))
     expect("output", outputs[0], [None, len(bundle.vocab)], float_type)
-    for item in (*inputs[1:], *outputs[1:]):
+    for item in (*inputs[n_in - n_state :], *outputs[1:]):
         expect("state", item, [None, bundle.units], float_type)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from bot.bundle import Bundle, BundleError, check_signature, load_bundle
+from bot.bundle import PREFILL_FILE, Bundle, BundleError, check_signature, load_bundle
 from bot.sampling import sample
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ def _cuda_driver_loads() -> bool:
     return True
 
 
+def cuda_loads() -> bool:
+    """Whether this onnxruntime has the CUDA provider and the NVIDIA driver is present."""
+    return _CUDA in ort.get_available_providers() and _cuda_driver_loads()
+
+
 def create_session(model_path: Path, providers: str = "auto", threads: int = 0):
     """An onnxruntime session on CUDA or CPU.
 
@@ -69,9 +74,7 @@ def create_session(model_path: Path, providers: str = "auto", threads: int = 0):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    wants_cuda = providers == "cuda" or (
-        providers == "auto" and _CUDA in ort.get_available_providers() and _cuda_driver_loads()
-    )
+    wants_cuda = providers == "cuda" or (providers == "auto" and cuda_loads())
     if providers == "cuda" and _CUDA not in ort.get_available_providers():
         raise ProviderError(
             "ORT_PROVIDERS=cuda, but this onnxruntime has no CUDA provider: install "
@@ -96,47 +99,128 @@ def create_session(model_path: Path, providers: str = "auto", threads: int = 0):
 
 
 class StepModel:
-    """One bundle's one-step graph in an onnxruntime session: ids + state in, logits + state out."""
+    """One bundle's one-step graph in an onnxruntime session: ids + state in, logits + state out.
+
+    With the bundle's optional prefill graph, a prompt is read in one run instead of one step
+    per character. With IO binding (the default on CUDA) the recurrent state stays in
+    onnxruntime's memory on the device between steps; `host` and `to_device` move it across
+    only when the batch changes shape.
+    """
 
     def __init__(
-        self, bundle: Bundle, providers: str = "auto", int8: bool = False, threads: int = 0
+        self,
+        bundle: Bundle,
+        providers: str = "auto",
+        int8: bool = False,
+        threads: int = 0,
+        io_binding: bool | None = None,
     ) -> None:
         self.bundle = bundle
         self.int8 = int8
-        path = bundle.model_path(int8)
-        if not path.is_file():
-            raise BundleError(f"{path} is missing")
-        try:
-            self.session = create_session(path, providers, threads)
-        except ProviderError:
-            raise
-        except Exception as err:  # a truncated or foreign file: onnxruntime's errors are untyped
-            raise BundleError(f"{path}: onnxruntime cannot load it ({err})") from err
+        self.session = self._open(bundle.model_path(int8), providers, threads)
         signature = [(a.name, a.shape, a.type) for a in self.session.get_inputs()]
         outputs = [(a.name, a.shape, a.type) for a in self.session.get_outputs()]
-        check_signature(bundle, signature, outputs)
+        check_signature(bundle, signature, outputs, bundle.model_path(int8).name)
         self.provider = self.session.get_providers()[0]
-        log.info("%s/%s runs on %s", bundle.style, bundle.version, self.provider)
         self.input_names = [name for name, _, _ in signature]
         self.output_names = [name for name, _, _ in outputs]
         self.ids_dtype = np.int64 if signature[0][2] == "tensor(int64)" else np.int32
         self.units = bundle.units
         self.n_states = len(bundle.state_names)
+        self.device = "cuda" if self.provider == _CUDA else "cpu"
+        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
+        self.prefill_session = None
+        if bundle.prefill_path is not None:
+            self.prefill_session = self._open(bundle.prefill_path, self.device, threads)
+            check_signature(
+                bundle,
+                [(a.name, a.shape, a.type) for a in self.prefill_session.get_inputs()],
+                [(a.name, a.shape, a.type) for a in self.prefill_session.get_outputs()],
+                PREFILL_FILE,
+            )
+            self._prefill_inputs = [a.name for a in self.prefill_session.get_inputs()]
+            self._prefill_ids_dtype = (
+                np.int64
+                if self.prefill_session.get_inputs()[0].type == "tensor(int64)"
+                else np.int32
+            )
+        log.info(
+            "%s/%s runs on %s%s%s",
+            bundle.style,
+            bundle.version,
+            self.provider,
+            " (int8)" if int8 else "",
+            " with prompt prefill" if self.prefill_session else "",
+        )
+
+    def _open(self, path: Path, providers: str, threads: int):
+        if not path.is_file():
+            raise BundleError(f"{path} is missing")
+        try:
+            session = create_session(path, providers, threads)
+        except ProviderError:
+            raise
+        except Exception as err:  # a truncated or foreign file: onnxruntime's errors are untyped
+            raise BundleError(f"{path}: onnxruntime cannot load it ({err})") from err
+        return session
 
     @classmethod
-    def load(cls, path: Path, providers: str = "auto", int8: bool = False) -> StepModel:
-        return cls(load_bundle(path), providers=providers, int8=int8)
+    def load(cls, path: Path, providers: str = "auto", int8: bool = False, **options) -> StepModel:
+        return cls(load_bundle(path), providers=providers, int8=int8, **options)
 
     def zero_states(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, self.units), np.float32) for _ in range(self.n_states)]
 
-    def step(
-        self, ids: np.ndarray, states: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        feeds = {self.input_names[0]: ids.astype(self.ids_dtype, copy=False)}
+    def host(self, states: list) -> list[np.ndarray]:
+        """The states as numpy arrays (copied from the device under IO binding)."""
+        return [s.numpy() if isinstance(s, ort.OrtValue) else s for s in states]
+
+    def to_device(self, states: list) -> list:
+        """States in the form `step` takes: on the device under IO binding."""
+        if not self.io_binding:
+            return states
+        return [
+            s
+            if isinstance(s, ort.OrtValue)
+            else ort.OrtValue.ortvalue_from_numpy(s, self.device, 0)
+            for s in states
+        ]
+
+    def step(self, ids: np.ndarray, states: list) -> tuple[np.ndarray, list]:
+        """Logits [batch, vocab] (numpy) and the new states, in the form given."""
+        ids = ids.astype(self.ids_dtype, copy=False)
+        if self.io_binding:
+            return self._bound_step(ids, states)
+        feeds = {self.input_names[0]: ids}
         feeds.update(zip(self.input_names[1:], states, strict=True))
         logits, *new_states = self.session.run(self.output_names, feeds)
         return logits, new_states
+
+    def _bound_step(self, ids: np.ndarray, states: list) -> tuple[np.ndarray, list]:
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_names[0], ids)
+        for name, state in zip(self.input_names[1:], self.to_device(states), strict=True):
+            binding.bind_ortvalue_input(name, state)
+        binding.bind_output(self.output_names[0], "cpu")
+        for name in self.output_names[1:]:
+            binding.bind_output(name, self.device, 0)
+        self.session.run_with_iobinding(binding)
+        logits, *new_states = binding.get_outputs()
+        return logits.numpy(), new_states
+
+    def prefill(self, prompts: list[list[int]]) -> list[np.ndarray]:
+        """The states [len(prompts), units] after reading each (non-empty) id list from the
+        zero state, in one run of the prefill graph; numpy, on the host."""
+        if self.prefill_session is None:
+            raise RuntimeError(f"{self.bundle.path} has no {PREFILL_FILE}")
+        lengths = np.array([len(p) for p in prompts], np.int32)
+        ids = np.zeros((len(prompts), int(lengths.max())), self._prefill_ids_dtype)
+        for row, prompt in enumerate(prompts):
+            ids[row, : len(prompt)] = prompt
+        feeds = {self._prefill_inputs[0]: ids, self._prefill_inputs[1]: lengths}
+        feeds.update(zip(self._prefill_inputs[2:], self.zero_states(len(prompts)), strict=True))
+        _, *states = self.prefill_session.run(None, feeds)
+        return states
 
 
 @dataclass(frozen=True)
@@ -228,7 +312,8 @@ class Scheduler:
         self.vocab = model.bundle.vocab
         self._queue: deque[_Row] = deque()
         self._rows: list[_Row] = []
-        self._states = model.zero_states(0)
+        self._states = model.to_device(model.zero_states(0))
+        self._admitting: list[_Row] = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"step-{model.bundle.style}")
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -291,10 +376,12 @@ class Scheduler:
             await self._task
         self._executor.shutdown(wait=True)
 
-    def _admit(self) -> None:
+    async def _admit(self) -> None:
+        """Move queued requests into free slots; their prompts are read by the prefill graph in
+        one run (all but the last character, which the next step reads)."""
         now = time.monotonic()
-        admitted = 0
-        while self._queue and len(self._rows) < self.limits.max_batch:
+        newcomers = self._admitting = []  # failed by _run if anything below raises
+        while self._queue and len(self._rows) + len(newcomers) < self.limits.max_batch:
             row = self._queue.popleft()
             if row.future.done():
                 continue
@@ -303,28 +390,49 @@ class Scheduler:
                     Busy("waited too long for a free slot", self.retry_after())
                 )
                 continue
+            newcomers.append(row)
+        if not newcomers:
+            return
+        fresh = self.model.zero_states(len(newcomers))
+        reading = [i for i, r in enumerate(newcomers) if len(r.feed) > 1]
+        if reading and self.model.prefill_session is not None:
+            prompts = [list(newcomers[i].feed)[:-1] for i in reading]
+            loop = asyncio.get_running_loop()
+            try:
+                states = await loop.run_in_executor(self._executor, self.model.prefill, prompts)
+            except Exception as err:  # fail these newcomers, keep the running batch going
+                log.exception("prefill failed for %s", self.model.bundle.path)
+                for row in newcomers:
+                    if not row.future.done():
+                        row.future.set_exception(RuntimeError(f"the model failed: {err}"))
+                return
+            for fresh_state, state in zip(fresh, states, strict=True):
+                fresh_state[reading] = state
+            for i in reading:
+                newcomers[i].feed = deque([newcomers[i].feed[-1]])
+        for row in newcomers:
             row.next_id = row.feed.popleft()
-            self._rows.append(row)
-            admitted += 1
-        if admitted:  # one concatenation for the whole burst of newcomers
-            self._states = [
-                np.concatenate([s, z])
-                for s, z in zip(self._states, self.model.zero_states(admitted), strict=True)
-            ]
+        # One concatenation for the whole burst of newcomers.
+        old = self.model.host(self._states)
+        self._states = self.model.to_device(
+            [np.concatenate([s, z]) for s, z in zip(old, fresh, strict=True)]
+        )
+        self._rows.extend(newcomers)
+        self._admitting = []
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            self._admit()
-            if not self._rows:
-                if self._closing and not self._queue:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            ids = np.fromiter((r.next_id for r in self._rows), np.int64, len(self._rows))
-            started = time.monotonic()
             try:
+                await self._admit()
+                if not self._rows:
+                    if self._closing and not self._queue:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                ids = np.fromiter((r.next_id for r in self._rows), np.int64, len(self._rows))
+                started = time.monotonic()
                 logits, self._states = await loop.run_in_executor(
                     self._executor, self.model.step, ids, self._states
                 )
@@ -334,10 +442,11 @@ class Scheduler:
                 self._advance(logits)
             except Exception as err:  # a bug or a broken device: fail the batch, keep serving
                 log.exception("step failed for %s", self.model.bundle.path)
-                for row in self._rows:
+                for row in (*self._rows, *self._admitting):
                     if not row.future.done():
                         row.future.set_exception(RuntimeError(f"the model failed: {err}"))
-                self._rows, self._states = [], self.model.zero_states(0)
+                self._admitting = []
+                self._rows, self._states = [], self.model.to_device(self.model.zero_states(0))
 
     def _advance(self, logits: np.ndarray) -> None:
         rows = self._rows
@@ -372,7 +481,7 @@ class Scheduler:
         if len(keep) != len(rows):
             self._rows = [rows[i] for i in keep]
             index = np.array(keep, dtype=np.int64)
-            self._states = [s[index] for s in self._states]
+            self._states = self.model.to_device([s[index] for s in self.model.host(self._states)])
 
     def _finish(self, row: _Row, now: float) -> Generation:
         r = row.request

@@ -6,13 +6,15 @@ operators), so the engine and the bot can be tested in milliseconds without Tens
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
-from bot.bundle import Vocab, state_names, write_bundle
+from bot.bundle import INT8_FILE, MODEL_FILE, PREFILL_FILE, Vocab, write_bundle
+from export import graphs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -27,67 +29,10 @@ def step_graph(
     ids_type: int = TensorProto.INT64,
     scale: float = 0.6,
 ) -> onnx.ModelProto:
-    rng = np.random.default_rng(seed)
-
-    def weight(name: str, *shape: int) -> onnx.TensorProto:
-        return numpy_helper.from_array(
-            (rng.standard_normal(shape) * scale / np.sqrt(shape[-1])).astype(np.float32), name
-        )
-
-    gates = 4 if cell == "lstm" else 3
-    names = state_names(cell, layers)
-    inits = [
-        weight("emb", vocab_size, embedding),
-        weight("dense_w", units, vocab_size),
-        numpy_helper.from_array(np.zeros(vocab_size, np.float32), "dense_b"),
-        numpy_helper.from_array(np.array([0], np.int64), "axis0"),
-        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-    ]
-    nodes = [
-        helper.make_node("Gather", ["emb", "ids"], ["x0_2d"]),
-        helper.make_node("Unsqueeze", ["x0_2d", "axis0"], ["x0"]),
-    ]
-    x, width = "x0", embedding
-    outputs = []
-    per = 2 if cell == "lstm" else 1
-    for i in range(layers):
-        inits += [
-            weight(f"W{i}", 1, gates * units, width),
-            weight(f"R{i}", 1, gates * units, units),
-            numpy_helper.from_array(np.zeros((1, 2 * gates * units), np.float32), f"B{i}"),
-        ]
-        layer_states = names[i * per : (i + 1) * per]
-        for s in layer_states:
-            nodes.append(helper.make_node("Unsqueeze", [s, "axis0"], [f"{s}_3d"]))
-        op_inputs = [x, f"W{i}", f"R{i}", f"B{i}", "", *(f"{s}_3d" for s in layer_states)]
-        op_outputs = [f"y{i}", *(f"{s}_out_3d" for s in layer_states)]
-        extra = {"linear_before_reset": 1} if cell == "gru" else {}
-        nodes.append(
-            helper.make_node(cell.upper(), op_inputs, op_outputs, hidden_size=units, **extra)
-        )
-        nodes.append(helper.make_node("Squeeze", [f"y{i}", "axis1"], [f"x{i + 1}"]))
-        for s in layer_states:
-            nodes.append(helper.make_node("Squeeze", [f"{s}_out_3d", "axis0"], [f"{s}_out"]))
-            outputs.append(f"{s}_out")
-        x, width = f"x{i + 1}", units
-    nodes += [
-        helper.make_node("Squeeze", [x, "axis0"], ["top"]),
-        helper.make_node("MatMul", ["top", "dense_w"], ["logits_nb"]),
-        helper.make_node("Add", ["logits_nb", "dense_b"], ["logits"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        f"tiny_{cell}",
-        [helper.make_tensor_value_info("ids", ids_type, ["batch"])]
-        + [helper.make_tensor_value_info(s, TensorProto.FLOAT, ["batch", units]) for s in names],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", vocab_size])]
-        + [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["batch", units]) for o in outputs],
-        inits,
+    """The bundle contract's one-step graph with random weights."""
+    return graphs.step_graph(
+        graphs.random_weights(vocab_size, cell, layers, units, embedding, seed, scale, ids_type)
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 def make_bundle(
@@ -100,15 +45,25 @@ def make_bundle(
     units: int = 32,
     seed: int = 0,
     val_loss: float = 3.0,
+    prefill: bool = True,
+    int8: bool = False,
     **graph_args,
 ) -> Path:
-    """A complete bundle at models_dir/style/version with random weights."""
+    """A complete bundle at models_dir/style/version with random weights, with the prompt
+    prefill graph unless `prefill=False` and the int8 step graph if `int8`."""
     if text is None:
         text = (FIXTURES / "shakespeare_excerpt.txt").read_text(encoding="utf-8")
     vocab = Vocab.build(text)
-    tmp = Path(models_dir) / f".{style}-{version}.onnx"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(step_graph(len(vocab), cell, layers, units, seed=seed, **graph_args), tmp)
+    scratch = Path(models_dir) / f".{style}-{version}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    weights = graphs.random_weights(len(vocab), cell, layers, units, seed=seed, **graph_args)
+    files = {MODEL_FILE: graphs.step_graph(weights)}
+    if prefill:
+        files[PREFILL_FILE] = graphs.prefill_graph(weights)
+    if int8:
+        files[INT8_FILE] = graphs.int8_step_graph(weights)
+    for name, graph in files.items():
+        onnx.save(graph, scratch / name)
     card = {
         "style": style,
         "display_name": style.title(),
@@ -125,6 +80,6 @@ def make_bundle(
         "created_at": "2026-11-26T00:00:00+00:00",
     }
     try:
-        return write_bundle(models_dir, vocab, card, {"model.onnx": tmp})
+        return write_bundle(models_dir, vocab, card, {name: scratch / name for name in files})
     finally:
-        tmp.unlink()
+        shutil.rmtree(scratch)

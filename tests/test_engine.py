@@ -6,17 +6,38 @@ import asyncio
 import math
 import time
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
-from bot.engine import Busy, Limits, Request, Scheduler, StepModel
+from bot.engine import Busy, Limits, Request, Scheduler, StepModel, cuda_loads
 
 from .bundles import make_bundle
 
+LONG_PROMPT = (
+    "O, that this too too solid flesh would melt, thaw and resolve itself into a dew! " * 3
+)
+
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    path = make_bundle(tmp_path_factory.mktemp("models"), units=48, scale=2.0)
-    return StepModel.load(path, providers="cpu")
+def bundle_path(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("models"), units=48, scale=2.0, int8=True)
+
+
+@pytest.fixture(scope="module")
+def model(bundle_path):
+    return StepModel.load(bundle_path, providers="cpu")
+
+
+@pytest.fixture(scope="module")
+def int8_model(bundle_path):
+    return StepModel.load(bundle_path, providers="cpu", int8=True)
+
+
+@pytest.fixture(scope="module")
+def bound_model(bundle_path):
+    """IO binding on the CPU: the state lives in onnxruntime's values, as on a GPU."""
+    return StepModel.load(bundle_path, providers="cpu", io_binding=True)
 
 
 def run(coro):
@@ -30,7 +51,9 @@ async def generate_all(scheduler, requests):
         await scheduler.close()
 
 
-def test_same_seed_same_text_alone_or_among_63_others(model):
+@pytest.mark.parametrize("variant", ["model", "int8_model", "bound_model"])
+def test_same_seed_same_text_alone_or_among_63_others(variant, request):
+    model = request.getfixturevalue(variant)
     target = Request(prompt="First Citizen:", length=120, temperature=0.9, seed=42)
     alone = run(generate_all(Scheduler(model), [target]))[0]
     others = [
@@ -230,7 +253,7 @@ def test_providers_auto_runs_on_the_cpu_here_and_cuda_is_an_error_not_a_fallback
         StepModel.load(path, providers="tpu")
 
 
-def test_a_failing_step_fails_its_batch_and_the_engine_keeps_serving(model):
+def test_a_failing_step_fails_its_batch_and_the_engine_keeps_serving(model, monkeypatch):
     async def scenario():
         scheduler = Scheduler(model)
         real_step = model.step
@@ -242,11 +265,7 @@ def test_a_failing_step_fails_its_batch_and_the_engine_keeps_serving(model):
                 raise RuntimeError("device lost")
             return real_step(ids, states)
 
-        scheduler.model = type(
-            "Flaky",
-            (),
-            {"step": staticmethod(flaky), "zero_states": model.zero_states, "bundle": model.bundle},
-        )()
+        monkeypatch.setattr(model, "step", flaky)
         with pytest.raises(RuntimeError, match="device lost"):
             await scheduler.generate(Request(length=50, seed=1))
         after = await scheduler.generate(Request(length=50, seed=1))
@@ -254,3 +273,58 @@ def test_a_failing_step_fails_its_batch_and_the_engine_keeps_serving(model):
         return after
 
     assert len(run(scenario()).text) == 50
+
+
+def test_prompt_is_read_in_one_prefill_run_and_writes_what_stepping_writes(model, tmp_path):
+    stepping = StepModel.load(
+        make_bundle(tmp_path, units=48, scale=2.0, prefill=False), providers="cpu"
+    )
+    assert model.prefill_session is not None and stepping.prefill_session is None
+    request = Request(prompt=LONG_PROMPT, length=60, temperature=0.8, seed=5)
+    counts = []
+    texts = []
+    for m in (model, stepping):
+        scheduler = Scheduler(m)
+        texts.append(run(generate_all(scheduler, [request]))[0].text)
+        counts.append(scheduler.steps)
+    assert texts[0] == texts[1]
+    # One step per written character with prefill; one more per prompt character without.
+    assert counts == [60, 60 + len(LONG_PROMPT)]
+
+
+def test_int8_step_stays_close_to_fp32(model, int8_model):
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1, len(model.bundle.vocab), (16, 40))
+    states32, states8 = model.zero_states(16), int8_model.zero_states(16)
+    worst = 0.0
+    for t in range(ids.shape[1]):
+        logits32, states32 = model.step(ids[:, t], states32)
+        logits8, states8 = int8_model.step(ids[:, t], states8)
+        p32 = np.exp(logits32 - logits32.max(1, keepdims=True))
+        p8 = np.exp(logits8 - logits8.max(1, keepdims=True))
+        p32, p8 = p32 / p32.sum(1, keepdims=True), p8 / p8.sum(1, keepdims=True)
+        worst = max(worst, float(np.abs(p32 - p8).sum(1).max()))
+    assert worst < 0.1  # total variation between the two next-character distributions
+
+
+def test_io_binding_keeps_the_state_in_onnxruntime_between_steps(bound_model, model):
+    states = bound_model.to_device(bound_model.zero_states(3))
+    logits, states = bound_model.step(np.array([1, 2, 3]), states)
+    assert all(isinstance(s, ort.OrtValue) for s in states)
+    expected, _ = model.step(np.array([1, 2, 3]), model.zero_states(3))
+    assert np.array_equal(logits, expected)
+
+
+@pytest.mark.skipif(not cuda_loads(), reason="no CUDA device or onnxruntime-gpu on this machine")
+def test_cuda_keeps_the_state_on_the_device_and_matches_the_cpu(bundle_path, model):
+    gpu = StepModel.load(bundle_path, providers="cuda")
+    assert gpu.provider == "CUDAExecutionProvider" and gpu.io_binding
+    ids = np.arange(1, 9)
+    states, cpu_states = gpu.to_device(gpu.zero_states(8)), model.zero_states(8)
+    for _ in range(20):
+        logits, states = gpu.step(ids, states)
+        expected, cpu_states = model.step(ids, cpu_states)
+        assert np.abs(logits - expected).max() < 1e-3
+    assert all(s.device_name().lower() == "cuda" for s in states)
+    text = run(generate_all(Scheduler(gpu), [Request(prompt=LONG_PROMPT, length=50, seed=1)]))
+    assert len(text[0].text) == len(LONG_PROMPT) + 50
