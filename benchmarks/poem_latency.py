@@ -14,14 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.stats import percentile
 from tests.botworld import bot_world, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(style: str, length: int, runs: int) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.bundle import BundleError, active_version, check_name, styles
 from bot.config import ConfigError, Settings, load_dotenv
-from bot.engine import Busy, ProviderError, Request, generate_once
+from bot.engine import PRECISIONS, Busy, ProviderError, Request, generate_once
 
 
 def generate_main(args: argparse.Namespace, settings: Settings) -> int:
@@ -36,7 +36,14 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
     )
     try:
-        result = asyncio.run(generate_once(models / style / version, request, settings.providers))
+        result = asyncio.run(
+            generate_once(
+                models / style / version,
+                request,
+                settings.providers,
+                args.precision or settings.precision,
+            )
+        )
     except (ValueError, BundleError, ProviderError, Busy) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")
     gen.add_argument("--seed", type=int, help="same seed and options, same text")
     gen.add_argument("--models", help="models folder (default: MODELS_DIR or models)")
+    gen.add_argument(
+        "--precision", choices=PRECISIONS, help="fp32, or int8 where the bundle has it"
+    )
     args = parser.parse_args(argv)
 
     try:

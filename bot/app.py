@@ -54,7 +54,9 @@ class PoemBot(discord.Client):
         self.data_dir = Path(data_dir)
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self.on_command_error
-        self.registry = Registry(settings.models_dir, settings.providers, settings.limits)
+        self.registry = Registry(
+            settings.models_dir, settings.providers, settings.limits, settings.precision
+        )
         self.jobs = JobRunner(self.registry, self.data_dir / "runs", settings.retrain_timeout)
         self.store: ChannelSettingsStore | None = None
         self.throttle = Throttle(settings.user_cooldown, settings.channel_concurrency)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.engine import PROVIDERS, Limits
+from bot.engine import PRECISIONS, PROVIDERS, Limits
 
 
 class ConfigError(ValueError):
@@ -73,6 +73,7 @@ class Settings:
     models_dir: Path = Path("models")
     database_url: str = "sqlite:///data/poembot.sqlite3"
     providers: str = "auto"
+    precision: str = "fp32"
     api_base_url: str = ""
     gateway_url: str = ""
     limits: Limits = field(default_factory=Limits)
@@ -90,6 +91,9 @@ class Settings:
         providers = os.environ.get("ORT_PROVIDERS", "auto").strip().lower() or "auto"
         if providers not in PROVIDERS:
             raise ConfigError(f"ORT_PROVIDERS must be one of {', '.join(PROVIDERS)}")
+        precision = os.environ.get("MODEL_PRECISION", "fp32").strip().lower() or "fp32"
+        if precision not in PRECISIONS:
+            raise ConfigError(f"MODEL_PRECISION must be one of {', '.join(PRECISIONS)}")
         limits = Limits(
             max_batch=_int("MAX_BATCH", Limits.max_batch, 1),
             max_queue=_int("MAX_QUEUE", Limits.max_queue, 0),
@@ -107,6 +111,7 @@ class Settings:
             models_dir=Path(os.environ.get("MODELS_DIR", "models")),
             database_url=os.environ.get("DATABASE_URL", cls.database_url),
             providers=providers,
+            precision=precision,
             api_base_url=os.environ.get("DISCORD_API_BASE_URL", "").strip(),
             gateway_url=os.environ.get("DISCORD_GATEWAY_URL", "").strip(),
             limits=limits,

@@ -29,6 +29,7 @@ from bot.sampling import sample
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("auto", "cuda", "cpu")
+PRECISIONS = ("fp32", "int8")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 SEED_MODULUS = 2**64
@@ -62,17 +63,42 @@ def cuda_loads() -> bool:
     return _CUDA in ort.get_available_providers() and _cuda_driver_loads()
 
 
+_shared_pool: bool | None = None
+
+
+def _use_shared_thread_pool() -> bool:
+    """One onnxruntime thread pool for every session of the process, set up before the first
+    session. Each session would otherwise own a pool as large as the machine, whose threads
+    spin after every run: with a step, a prefill and an int8 session per style they would
+    take the cores from each other."""
+    global _shared_pool
+    if _shared_pool is None:
+        try:
+            from onnxruntime.capi import _pybind_state
+
+            _pybind_state.set_global_thread_pool_sizes(0, 1)  # 0: one thread per core
+            _shared_pool = True
+        except Exception as err:  # the environment already exists, or an older onnxruntime
+            log.debug("onnxruntime's shared thread pool is not available (%s)", err)
+            _shared_pool = False
+    return _shared_pool
+
+
 def create_session(model_path: Path, providers: str = "auto", threads: int = 0):
     """An onnxruntime session on CUDA or CPU.
 
     `auto` uses CUDA only where it really loads (checked on the session) and CPU otherwise;
     `cuda` where CUDA cannot load raises ProviderError instead of silently using the CPU.
+    Sessions share the process's thread pool unless `threads` asks for a pool of their own.
     """
     if providers not in PROVIDERS:
         raise ProviderError(f"providers must be one of {PROVIDERS}, not {providers!r}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
+    if threads or not _use_shared_thread_pool():
+        options.intra_op_num_threads = threads
+    else:
+        options.use_per_session_threads = False
     options.log_severity_level = 3
     wants_cuda = providers == "cuda" or (providers == "auto" and cuda_loads())
     if providers == "cuda" and _CUDA not in ort.get_available_providers():
@@ -163,6 +189,14 @@ class StepModel:
         except Exception as err:  # a truncated or foreign file: onnxruntime's errors are untyped
             raise BundleError(f"{path}: onnxruntime cannot load it ({err})") from err
         return session
+
+    def warm_up(self) -> None:
+        """One step and one prefill: onnxruntime allocates and plans on a session's first runs,
+        which should not be a user's first request."""
+        start = self.bundle.vocab.start_id
+        self.step(np.array([start]), self.to_device(self.zero_states(1)))
+        if self.prefill_session is not None:
+            self.prefill([[start, start]])
 
     @classmethod
     def load(cls, path: Path, providers: str = "auto", int8: bool = False, **options) -> StepModel:
@@ -500,9 +534,21 @@ class Scheduler:
         )
 
 
-async def generate_once(bundle_path: Path, request: Request, providers: str = "auto") -> Generation:
+def load_model(path: Path, providers: str = "auto", precision: str = "fp32") -> StepModel:
+    """A bundle's model at the asked precision; fp32 (with a log line) where the bundle has no
+    int8 graph."""
+    bundle = load_bundle(path)
+    int8 = precision == "int8" and bundle.model_path(int8=True).is_file()
+    if precision == "int8" and not int8:
+        log.info("%s/%s has no int8 graph; serving fp32", bundle.style, bundle.version)
+    return StepModel(bundle, providers=providers, int8=int8)
+
+
+async def generate_once(
+    bundle_path: Path, request: Request, providers: str = "auto", precision: str = "fp32"
+) -> Generation:
     """Load a bundle, generate one text, close: the shell's and the export check's way in."""
-    scheduler = Scheduler(StepModel.load(bundle_path, providers=providers))
+    scheduler = Scheduler(load_model(bundle_path, providers, precision))
     try:
         return await scheduler.generate(request)
     finally:

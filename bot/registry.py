@@ -22,7 +22,7 @@ from bot.bundle import (
     styles,
     versions,
 )
-from bot.engine import Generation, Limits, Request, Scheduler, StepModel
+from bot.engine import Generation, Limits, Request, Scheduler, StepModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,15 @@ class VersionInfo:
 
 class Registry:
     def __init__(
-        self, models_dir: Path, providers: str = "auto", limits: Limits | None = None
+        self,
+        models_dir: Path,
+        providers: str = "auto",
+        limits: Limits | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.models_dir = Path(models_dir)
         self.providers = providers
+        self.precision = precision
         self.limits = limits or Limits()
         self.problems: dict[str, str] = {}  # "style/version" -> why it cannot be served
         self._live: dict[str, Live] = {}
@@ -116,7 +121,9 @@ class Registry:
         path = self.models_dir / check_name(style, "style") / check_name(version, "version")
 
         def load() -> StepModel:
-            return StepModel(load_bundle(path), providers=self.providers)
+            model = load_model(path, self.providers, self.precision)
+            model.warm_up()
+            return model
 
         try:
             model = await asyncio.to_thread(load)

@@ -1,4 +1,5 @@
-"""`python -m export RUN --models DIR`: turn a finished training run into a verified bundle."""
+"""`python -m export RUN --models DIR`: turn a finished training run into a verified bundle.
+`python -m export derive BUNDLE...`: add the prefill and int8 graphs to bundles that exist."""
 
 from __future__ import annotations
 
@@ -10,7 +11,35 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def derive_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m export derive",
+        description="Add the prompt prefill graph and the int8 step graph to existing bundles, "
+        "from their own model.onnx (no TensorFlow, no training run).",
+    )
+    p.add_argument("bundles", type=Path, nargs="+", help="bundle folders, models/STYLE/VERSION")
+    p.add_argument("--corpus", help="the corpus the bundle was trained on (default: the card's)")
+    p.add_argument("--no-int8", action="store_true", help="only add the prefill graph")
+    args = p.parse_args(argv)
+
+    from bot.bundle import BundleError
+    from export.graphs import GraphError
+    from export.onnx_export import ExportError, derive
+    from training.corpus import CorpusError
+
+    for path in args.bundles:
+        try:
+            derive(path, args.corpus, int8=not args.no_int8)
+        except (ExportError, BundleError, CorpusError, GraphError, ValueError) as err:
+            print(f"error: {path}: {err}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["derive"]:
+        return derive_main(argv[1:])
     p = argparse.ArgumentParser(
         prog="python -m export",
         description="Export a training run to an ONNX bundle and check it against TensorFlow.",
@@ -19,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=Path, default=Path("models"), help="models folder")
     p.add_argument("--version", help="version name (default: the next vN)")
     p.add_argument("--activate", action="store_true", help="make it the live version")
-    p.add_argument("--int8", action="store_true", help="also write a dynamic-int8 model")
+    p.add_argument("--int8", action="store_true", help="also write the int8 step graph")
     p.add_argument("--display-name", help="name shown to users (default: the corpus's)")
     p.add_argument("--language", help="BCP 47 language tag of the corpus, e.g. en, zh-Hant")
     args = p.parse_args(argv)

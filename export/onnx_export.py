@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import platform
 import shutil
 import tempfile
@@ -21,15 +22,18 @@ import numpy as np
 from bot.bundle import (
     INT8_FILE,
     MODEL_FILE,
+    PREFILL_FILE,
     Bundle,
     Vocab,
     check_name,
     load_bundle,
     next_version,
     set_active,
+    update_card,
     write_bundle,
 )
 from bot.engine import Request, StepModel, generate_once
+from export import graphs
 from training.corpus import KNOWN_CORPORA, load_corpus, split
 from training.model import eval_streams, evaluate_stream
 
@@ -155,10 +159,80 @@ def onnx_loss(session: StepModel, ids: np.ndarray, unk_penalty: float) -> float:
     return total / (streams * n)
 
 
-def quantize(fp32: Path, int8: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def prefill_parity(session: StepModel, ids: np.ndarray) -> float:
+    """Max |difference| between the states after reading `ids` [batch, steps] with the prefill
+    graph and after stepping the one-step graph through them."""
+    states = session.zero_states(ids.shape[0])
+    for t in range(ids.shape[1]):
+        _, states = session.step(ids[:, t], states)
+    prefilled = session.prefill([list(row) for row in ids])
+    return max(float(np.abs(a - b).max()) for a, b in zip(states, prefilled, strict=True))
 
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+
+INT8_METHOD = (
+    "int8 weights with one scale per output column; activations quantised to int8 with one "
+    "scale per batch row; exact integer products (MatMulInteger), so a row's logits do not "
+    "depend on the rest of the batch"
+)
+
+
+def add_derived_graphs(
+    staged: Path,
+    val_ids: np.ndarray,
+    unk_penalty: float,
+    int8: bool,
+    log=print,
+) -> dict[str, Any]:
+    """Write the prefill graph (and with `int8` the int8 step graph) next to the staged
+    bundle's model.onnx, check them, and return the card fields that describe them."""
+    import onnx
+
+    weights = graphs.read_weights(onnx.load(staged / MODEL_FILE))
+    onnx.save(graphs.prefill_graph(weights), staged / PREFILL_FILE)
+    session = StepModel(load_bundle(staged), providers="cpu")
+    real = val_ids[: 4 * PARITY_STEPS].reshape(4, PARITY_STEPS).astype(np.int32)
+    worst = prefill_parity(session, real)
+    log(f"prefill parity: max |state difference| {worst:.2e} over {PARITY_STEPS} characters")
+    if not worst <= PARITY_TOLERANCE:
+        raise ExportError(f"prefill parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}")
+    fields: dict[str, Any] = {
+        "prefill": {"max_abs_state_diff": worst, "steps": PARITY_STEPS, "file": PREFILL_FILE}
+    }
+    if int8:
+        onnx.save(graphs.int8_step_graph(weights), staged / INT8_FILE)
+        int8_session = StepModel(load_bundle(staged), providers="cpu", int8=True)
+        loss = onnx_loss(int8_session, val_ids, unk_penalty)
+        log(f"int8 validation loss {loss:.4f} nats/char")
+        fields["int8"] = {"method": INT8_METHOD, "val_loss": loss, "file": INT8_FILE}
+    return fields
+
+
+def derive(bundle_path: Path, corpus: str | None = None, int8: bool = True, log=print) -> Bundle:
+    """Add the prefill (and int8) graphs to a bundle that already exists, from its own
+    model.onnx: no TensorFlow, no training run. The corpus (the card's, or `corpus`) scores the
+    int8 model. The bundle is rebuilt beside the old one and swapped in."""
+    bundle = load_bundle(bundle_path)
+    text = load_corpus(corpus or bundle.card["corpus"]["name"])
+    if text.sha256 != bundle.card["corpus"]["sha256"]:
+        raise ExportError(f"{text.source} is not the corpus {bundle.path} was trained on")
+    val_ids, _ = bundle.vocab.encode(split(text.text)[1])
+    unk_penalty = bundle.vocab.unknown_penalty(text.text)
+    with tempfile.TemporaryDirectory(prefix=".derive-", dir=bundle.path.parent) as tmp:
+        staged = Path(tmp) / bundle.style / bundle.version
+        staged.mkdir(parents=True)
+        for item in bundle.path.iterdir():
+            if item.is_file() and item.name not in (PREFILL_FILE, INT8_FILE):
+                shutil.copyfile(item, staged / item.name)
+        fields = add_derived_graphs(staged, val_ids, unk_penalty, int8, log)
+        card = bundle.card
+        metrics = {**card["metrics"], "val_loss_int8": fields["int8"]["val_loss"]} if int8 else {}
+        update_card(staged, **fields, **({"metrics": metrics} if metrics else {}))
+        _verify(load_bundle(staged))
+        old = Path(tmp) / "old"
+        os.rename(bundle.path, old)
+        os.rename(staged, bundle.path)
+    log(f"{bundle.path}: added {PREFILL_FILE}{' and ' + INT8_FILE if int8 else ''}")
+    return load_bundle(bundle.path)
 
 
 def tool_versions() -> dict[str, str]:
@@ -284,13 +358,12 @@ def export_run(
         if not worst <= PARITY_TOLERANCE:
             raise ExportError(f"parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}; not exported")
         card["metrics"]["val_loss_onnx"] = onnx_loss(session, val_ids, unk_penalty)
+        card.update(add_derived_graphs(staged, val_ids, unk_penalty, int8, log))
         if int8:
-            quantize(tmp / MODEL_FILE, tmp / INT8_FILE)
-            files[INT8_FILE] = tmp / INT8_FILE
-            shutil.copyfile(tmp / INT8_FILE, staged / INT8_FILE)
-            int8_session = StepModel(load_bundle(staged), providers="cpu", int8=True)
-            card["metrics"]["val_loss_int8"] = onnx_loss(int8_session, val_ids, unk_penalty)
-            log(f"int8 validation loss {card['metrics']['val_loss_int8']:.4f} nats/char")
+            card["metrics"]["val_loss_int8"] = card["int8"]["val_loss"]
+        for name in (PREFILL_FILE, INT8_FILE):
+            if (staged / name).exists():
+                files[name] = staged / name
         bundle_path = write_bundle(models_dir, vocab, card, files)
 
     bundle = load_bundle(bundle_path)

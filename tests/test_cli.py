@@ -76,3 +76,18 @@ def test_serving_never_imports_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generate_serves_the_int8_graph_when_asked_and_says_when_a_bundle_has_none(tmp_path):
+    make_bundle(tmp_path / "models", "verse", int8=True)
+    make_bundle(tmp_path / "models", "plain")
+    base = ["--models", str(tmp_path / "models"), "--length", "60", "--seed", "3"]
+    fp32 = run("generate", "--style", "verse", *base)
+    int8 = run("generate", "--style", "verse", *base, env={"MODEL_PRECISION": "int8"})
+    assert fp32.returncode == int8.returncode == 0, int8.stderr
+    assert len(int8.stdout.rstrip("\n")) == 60
+    assert "(int8)" in int8.stderr and "(int8)" not in fp32.stderr
+    fallback = run("generate", "--style", "plain", *base, "--precision", "int8")
+    assert fallback.returncode == 0 and "has no int8 graph; serving fp32" in fallback.stderr
+    wrong = run("generate", "--style", "verse", *base, env={"MODEL_PRECISION": "fp16"})
+    assert wrong.returncode == 2 and "MODEL_PRECISION" in wrong.stderr

@@ -1,0 +1,485 @@
+"""Serving speed: the engine against the usual ways of sampling a char-RNN, in one run.
+
+    python -m benchmarks.serve [--style shakespeare] [--length 400] [--quick]
+
+On the bundled model, 400-character requests from 1, 8, 64 and 256 concurrent clients (each
+sends its next request when its last one is answered), aggregate characters per second and
+per-request latency p50/p99 for:
+
+  a.  the engine: continuous batching (fp32, and the per-row int8 graph);
+  b.  the engine with batching off: one request at a time on onnxruntime;
+  c.  TensorFlow: the text-generation tutorial's `OneStep`, a tf.function that carries the
+      state and samples with tf.random.categorical, batch 1;
+  d.  Keras `model.predict` on the whole window so far for every character (textgenrnn's way).
+
+The TensorFlow model gets the bundle's own weights, so every variant computes the same network.
+b, c and d serve one request at a time: where they are not run at a concurrency (too slow to
+wait for), their rate is the rate measured at concurrency 1 and each request's latency is the
+time to serve the c requests ahead of and including it, marked "derived".
+
+Also: the machine's fp32 matrix-multiply rate on the step's own shapes (numpy, and
+onnxruntime's MatMul, the better of them is the roofline) and the step's FLOPs, so the engine's
+share of the roofline is printed; the event loop's timer lag under load; and what a
+200-character prompt costs next to writing 200 characters. Results go to
+benchmarks/results/serve.json and serve.md. Timings on shared machines are noisy: compare the
+ratios, which come from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from benchmarks.stats import percentile
+from bot.bundle import active_version, load_bundle
+from bot.engine import Limits, Request, Scheduler, StepModel
+from export.graphs import StepWeights, read_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+CONCURRENCY = (1, 8, 64, 256)
+
+
+# The roofline ------------------------------------------------------------------------------
+def numpy_matmul_rate(weights: StepWeights, batch: int, seconds: float = 1.0) -> float:
+    """FLOP/s of numpy multiplying [batch, inner] by every [inner, outer] weight of a step."""
+    rng = np.random.default_rng(0)
+    pairs = [
+        (rng.standard_normal((batch, k), np.float32), rng.standard_normal((k, n), np.float32))
+        for k, n in weights.matmul_shapes()
+    ]
+    flops = sum(2 * batch * k * n for k, n in weights.matmul_shapes())
+
+    def once() -> None:
+        for a, b in pairs:
+            a @ b
+
+    return flops / _best_time(once, seconds)
+
+
+def ort_matmul_rate(weights: StepWeights, batch: int, seconds: float = 1.0) -> float:
+    """FLOP/s of onnxruntime's MatMul (MLAS) on the same shapes, in one graph."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inputs, outputs, nodes, inits, feeds = [], [], [], [], {}
+    for i, (k, n) in enumerate(weights.matmul_shapes()):
+        inputs.append(helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, [batch, k]))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [batch, n]))
+        inits.append(numpy_helper.from_array(rng.standard_normal((k, n), np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [f"x{i}", f"w{i}"], [f"y{i}"]))
+        feeds[f"x{i}"] = rng.standard_normal((batch, k), np.float32)
+    model = helper.make_model(
+        helper.make_graph(nodes, "matmuls", inputs, outputs, inits),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    flops = sum(2 * batch * k * n for k, n in weights.matmul_shapes())
+    return flops / _best_time(lambda: session.run(None, feeds), seconds)
+
+
+def _best_time(fn, seconds: float) -> float:
+    """The fastest of several timed batches of calls: the machine's rate, not its noise."""
+    for _ in range(3):
+        fn()
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(5):
+            fn()
+        best = min(best, (time.perf_counter() - start) / 5)
+    return best
+
+
+# The engine ---------------------------------------------------------------------------------
+async def _clients(
+    generate, concurrency: int, total: int, length: int, prompt: str = ""
+) -> dict[str, Any]:
+    """`concurrency` clients share `total` requests; each sends its next when answered.
+    Returns rate, latencies and the event loop's timer lag meanwhile."""
+    latencies: list[float] = []
+    lags: list[float] = []
+    counter = iter(range(total))
+    done = asyncio.Event()
+
+    async def client() -> None:
+        for seed in counter:
+            start = time.perf_counter()
+            result = await generate(Request(prompt=prompt, length=length, seed=seed))
+            assert len(result.text) == len(prompt) + length
+            latencies.append(time.perf_counter() - start)
+
+    async def ticker() -> None:
+        while not done.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - start - 0.01)
+
+    tick = asyncio.create_task(ticker())
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    done.set()
+    await tick
+    return {
+        "concurrency": concurrency,
+        "requests": total,
+        "chars_per_second": total * length / wall,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "loop_lag_p99": percentile(lags, 0.99) if lags else 0.0,
+        "measured": True,
+    }
+
+
+def engine_runs(model: StepModel, length: int, levels, batching: bool, budget: float) -> list:
+    """The engine at each concurrency; without batching only while a level fits `budget`
+    seconds, the rest derived from the measured one-at-a-time rate."""
+    out: list[dict[str, Any]] = []
+    for c in levels:
+        total = max(2 * c, 8)
+        if out and not batching:
+            per_request = length / out[-1]["chars_per_second"]
+            if total * per_request > budget:
+                out.append(_derived(c, per_request, length))
+                continue
+        limits = Limits(
+            max_batch=256 if batching else 1,
+            max_queue=4096,
+            deadline=3600.0,
+            max_length=max(length, 2000),
+        )
+
+        async def run(c: int = c, total: int = total, limits: Limits = limits) -> dict:
+            scheduler = Scheduler(model, limits)
+            try:
+                await scheduler.generate(Request(length=20, seed=0))  # warm-up
+                return await _clients(scheduler.generate, c, total, length)
+            finally:
+                await scheduler.close()
+
+        out.append(asyncio.run(run()))
+        _say(out[-1], "engine" if batching else "engine, batching off", model.int8)
+    return out
+
+
+def _derived(concurrency: int, per_request: float, length: int) -> dict[str, Any]:
+    """A one-at-a-time server with `concurrency` closed-loop clients: each request waits for
+    the others ahead of it, so its latency is concurrency x the service time."""
+    return {
+        "concurrency": concurrency,
+        "requests": 0,
+        "chars_per_second": length / per_request,
+        "p50": concurrency * per_request,
+        "p99": concurrency * per_request,
+        "loop_lag_p99": None,
+        "measured": False,
+    }
+
+
+def prompt_cost(model: StepModel, prompt_chars: int, reps: int) -> dict[str, float]:
+    """Seconds to read a prompt (request with the prompt and 1 character, minus one with no
+    prompt and 1 character) next to seconds to write the same number of characters, alone."""
+    verse = "Shall I compare thee to a summer's day? Thou art more lovely and more temperate. "
+    text = (verse * (prompt_chars // len(verse) + 1))[:prompt_chars]
+
+    async def timed(request: Request) -> float:
+        scheduler = Scheduler(model, Limits(max_prompt=prompt_chars, deadline=3600.0))
+        try:
+            await scheduler.generate(Request(length=5, seed=0))
+            times = []
+            for _ in range(reps):
+                start = time.perf_counter()
+                await scheduler.generate(request)
+                times.append(time.perf_counter() - start)
+            return statistics.median(times)
+        finally:
+            await scheduler.close()
+
+    with_prompt = asyncio.run(timed(Request(prompt=text, length=1, seed=1)))
+    bare = asyncio.run(timed(Request(length=1, seed=1)))
+    write = asyncio.run(timed(Request(length=prompt_chars, seed=1)))
+    read = max(with_prompt - bare, 0.0)
+    return {
+        "prompt_chars": prompt_chars,
+        "read_seconds": read,
+        "write_seconds": write,
+        "ratio": read / write,
+    }
+
+
+# TensorFlow ---------------------------------------------------------------------------------
+def keras_model(weights: StepWeights):
+    """The training graph (training.model.build_model) holding the bundle's weights."""
+    from training.model import ModelConfig, build_model
+
+    cfg = ModelConfig(
+        vocab_size=weights.vocab_size,
+        cell=weights.cell,
+        layers=len(weights.layers),
+        units=weights.units,
+        embedding=weights.embedding.shape[1],
+        dropout=0.0,
+    )
+    model = build_model(cfg)
+    model.get_layer("embedding").set_weights([weights.embedding])
+    u = weights.units
+    for i, layer in enumerate(weights.layers):
+        if weights.cell == "lstm":  # ONNX gate blocks i o f c -> Keras i f c o
+            order = np.concatenate([np.arange(g * u, (g + 1) * u) for g in (0, 2, 3, 1)])
+            bias = (layer.b[: 4 * u] + layer.b[4 * u :])[order]
+            values = [layer.w[order].T, layer.r[order].T, bias]
+        else:  # z r h in both; Keras keeps input and recurrent biases apart (reset_after)
+            values = [layer.w.T, layer.r.T, layer.b.reshape(2, 3 * u)]
+        model.get_layer(f"rnn_{i}").set_weights(values)
+    model.get_layer("logits").set_weights([weights.dense_w, weights.dense_b])
+    return model, cfg
+
+
+def tf_one_step(model, cfg, length: int, requests: int, check: StepModel) -> dict[str, Any]:
+    """The TensorFlow tutorial's OneStep: one tf.function call per character, state carried,
+    tf.random.categorical sampling, batch 1."""
+    import tensorflow as tf
+
+    from training.model import forward, zero_states
+
+    @tf.function
+    def one_step(ids, states, temperature):
+        logits, states = forward(model, cfg, ids, states)
+        logits = logits[:, -1, :] / temperature
+        return tf.random.categorical(logits, 1, dtype=tf.int32), states, logits
+
+    # Same network: the first logits agree with onnxruntime's.
+    ids = tf.constant([[3]], tf.int32)
+    _, _, logits = one_step(ids, zero_states(cfg, 1), tf.constant(1.0))
+    expected, _ = check.step(np.array([3]), check.zero_states(1))
+    agreement = float(np.abs(logits.numpy() - expected).max())
+    times = []
+    for r in range(requests + 1):
+        tf.random.set_seed(r)
+        states, ids = zero_states(cfg, 1), tf.constant([[check.bundle.vocab.start_id]], tf.int32)
+        start = time.perf_counter()
+        for _ in range(length):
+            ids, states, _ = one_step(ids, states, tf.constant(0.8))
+        if r:  # the first request traces the function
+            times.append(time.perf_counter() - start)
+    per_request = statistics.median(times)
+    return {"per_request": per_request, "max_abs_logit_diff_vs_onnx": agreement}
+
+
+def keras_predict_window(model, length: int, points=(1, 100, 200, 400), reps: int = 3) -> dict:
+    """Keras model.predict on the whole window so far, for each character: its cost grows
+    with the window, so it is measured at a few window sizes and summed over 1..length."""
+    costs = {}
+    for t in points:
+        window = np.ones((1, t), np.int32)
+        model.predict(window, verbose=0)
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            model.predict(window, verbose=0)
+            times.append(time.perf_counter() - start)
+        costs[t] = statistics.median(times)
+    slope, intercept = np.polyfit(list(costs), list(costs.values()), 1)
+    per_request = float(sum(intercept + slope * t for t in range(1, length + 1)))
+    return {"per_request": per_request, "seconds_at_window": costs}
+
+
+# Report -------------------------------------------------------------------------------------
+def _say(row: dict, name: str, int8: bool = False) -> None:
+    tag = f"{name}{' int8' if int8 else ''}"
+    print(
+        f"{tag:>28} c={row['concurrency']:<4} {row['chars_per_second']:>9.0f} chars/s  "
+        f"p50 {row['p50']:.3f} s  p99 {row['p99']:.3f} s"
+        + ("" if row["measured"] else "  (derived)"),
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__)
+    p.add_argument("--style", default="shakespeare")
+    p.add_argument("--length", type=int, default=400)
+    p.add_argument("--quick", action="store_true", help="fewer levels, for a smoke run")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    models = ROOT / "models"
+    path = models / args.style / (active_version(models, args.style) or "v1")
+    bundle = load_bundle(path)
+    weights = read_weights(onnx.load(bundle.model_path()))
+    levels = (1, 8) if args.quick else CONCURRENCY
+    flops = weights.flops_per_char()
+
+    # The roofline first, while no onnxruntime session keeps threads busy.
+    roof = {
+        "numpy": numpy_matmul_rate(weights, 64),
+        "onnxruntime_matmul": ort_matmul_rate(weights, 64),
+        "numpy_batch1": numpy_matmul_rate(weights, 1),
+    }
+    print(
+        f"step: {flops / 1e6:.2f} MFLOP per character; matmul roofline at batch 64: numpy "
+        f"{roof['numpy'] / 1e9:.1f}, onnxruntime {roof['onnxruntime_matmul'] / 1e9:.1f} GFLOP/s"
+    )
+
+    fp32 = StepModel(bundle, providers="cpu")
+    has_int8 = bundle.model_path(int8=True).exists()
+    int8 = StepModel(bundle, providers="cpu", int8=True) if has_int8 else None
+    results: dict[str, Any] = {
+        "style": bundle.style,
+        "version": bundle.version,
+        "length": args.length,
+        "machine": {"cpus": os.cpu_count(), "arch": platform.machine()},
+        "flops_per_char": flops,
+        "roofline_flops": roof,
+    }
+    budget = 30.0 if not args.quick else 5.0
+    results["a_engine"] = engine_runs(fp32, args.length, levels, True, budget)
+    if int8 is not None:
+        results["a_engine_int8"] = engine_runs(int8, args.length, levels, True, budget)
+    results["b_no_batching"] = engine_runs(fp32, args.length, levels, False, budget)
+    results["prompt"] = prompt_cost(fp32, 200, reps=5)
+    print(
+        f"prompt of 200 characters: read in {results['prompt']['read_seconds'] * 1e3:.1f} ms, "
+        f"writing 200 takes {results['prompt']['write_seconds'] * 1e3:.1f} ms "
+        f"(ratio {results['prompt']['ratio']:.2f})",
+        flush=True,
+    )
+    # Roofline again after the runs: the better of the two measurements counts.
+    roof["numpy"] = max(roof["numpy"], numpy_matmul_rate(weights, 64))
+
+    model, cfg = keras_model(weights)
+    one = tf_one_step(model, cfg, args.length, requests=2 if args.quick else 3, check=fp32)
+    results["c_tf_one_step"] = [_derived(c, one["per_request"], args.length) for c in levels]
+    results["c_tf_one_step"][0]["measured"] = True
+    results["tf_logit_agreement"] = one["max_abs_logit_diff_vs_onnx"]
+    window = keras_predict_window(model, args.length)
+    results["d_keras_predict_window"] = [
+        _derived(c, window["per_request"], args.length) for c in levels
+    ]
+    results["d_seconds_at_window"] = window["seconds_at_window"]
+    for key, name in (("c_tf_one_step", "TF OneStep"), ("d_keras_predict_window", "Keras predict")):
+        for row in results[key]:
+            _say(row, name)
+
+    results["summary"] = summarise(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (args.out / "serve.md").write_text(markdown(results), encoding="utf-8")
+    print(markdown(results))
+    return 0
+
+
+def _at(rows: list[dict], concurrency: int) -> dict | None:
+    return next((r for r in rows if r["concurrency"] == concurrency), None)
+
+
+def summarise(r: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets as ratios from this run."""
+    a64, b64 = _at(r["a_engine"], 64), _at(r["b_no_batching"], 64)
+    c64, d64 = _at(r["c_tf_one_step"], 64), _at(r["d_keras_predict_window"], 64)
+    roofline = max(r["roofline_flops"]["numpy"], r["roofline_flops"]["onnxruntime_matmul"])
+    out: dict[str, Any] = {}
+    if a64 and b64 and c64 and d64:
+        engine_flops = a64["chars_per_second"] * r["flops_per_char"]
+        out.update(
+            {
+                "a_over_b_at_64": a64["chars_per_second"] / b64["chars_per_second"],
+                "a_over_c_at_64": a64["chars_per_second"] / c64["chars_per_second"],
+                "a_over_d_at_64": a64["chars_per_second"] / d64["chars_per_second"],
+                "engine_flops_at_64": engine_flops,
+                "share_of_roofline_at_64": engine_flops / roofline,
+                "share_of_numpy_roofline_at_64": engine_flops / r["roofline_flops"]["numpy"],
+                "p99_at_64": a64["p99"],
+            }
+        )
+        i64 = _at(r.get("a_engine_int8", []), 64)
+        if i64:
+            out["int8_over_fp32_at_64"] = i64["chars_per_second"] / a64["chars_per_second"]
+    a1, a256 = _at(r["a_engine"], 1), _at(r["a_engine"], 256)
+    if a1:
+        out["p50_at_1"] = a1["p50"]
+    if a256:
+        out["loop_lag_p99_at_256"] = a256["loop_lag_p99"]
+    out["prompt_over_generate_200"] = r["prompt"]["ratio"]
+    return out
+
+
+def markdown(r: dict[str, Any]) -> str:
+    s = r["summary"]
+    lines = [
+        "# Serving speed",
+        "",
+        f"`python -m benchmarks.serve` on `{r['style']}/{r['version']}`, "
+        f"{r['length']}-character requests, {r['machine']['cpus']} CPUs, no GPU. Step: "
+        f"{r['flops_per_char'] / 1e6:.2f} MFLOP per character (its matrix multiplies). Closed "
+        "loop: each client sends its next request when the last is answered. Rows marked * are "
+        "derived from the one-at-a-time rate measured at concurrency 1 (latency = concurrency "
+        "x service time).",
+        "",
+        "| variant | concurrency | chars/s | p50 s | p99 s | loop lag p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    names = {
+        "a_engine": "a. engine (fp32)",
+        "a_engine_int8": "a. engine (int8)",
+        "b_no_batching": "b. engine, batching off",
+        "c_tf_one_step": "c. TF OneStep, batch 1",
+        "d_keras_predict_window": "d. Keras predict on the window",
+    }
+    for key, name in names.items():
+        for row in r.get(key, []):
+            lag = row["loop_lag_p99"]
+            lines.append(
+                f"| {name} | {row['concurrency']}{'' if row['measured'] else '*'} | "
+                f"{row['chars_per_second']:,.0f} | {row['p50']:.3f} | {row['p99']:.3f} | "
+                f"{'' if lag is None else f'{lag * 1e3:.1f}'} |"
+            )
+    roof = r["roofline_flops"]
+    lines += [
+        "",
+        "| measure | value | target |",
+        "|---|---:|---|",
+    ]
+
+    def row(label: str, key: str, fmt: str, target: str) -> None:
+        if key in s:
+            lines.append(f"| {label} | {format(s[key], fmt)} | {target} |")
+
+    row("a / b at 64", "a_over_b_at_64", ".1f", ">= 15")
+    row("a / c at 64", "a_over_c_at_64", ".1f", ">= 10")
+    row("a / d at 64", "a_over_d_at_64", ",.0f", ">= 1000")
+    row("engine share of the matmul roofline at 64", "share_of_roofline_at_64", ".0%", ">= 85%")
+    row("... of numpy's rate alone", "share_of_numpy_roofline_at_64", ".0%", "")
+    row("p99 latency at 64, s", "p99_at_64", ".2f", "<= 2.5")
+    row("p50 latency at 1, s", "p50_at_1", ".3f", "<= 0.6")
+    row("event-loop timer lag p99 at 256, s", "loop_lag_p99_at_256", ".3f", "<= 0.050")
+    row("200-char prompt / writing 200 chars", "prompt_over_generate_200", ".2f", "<= 0.5")
+    row("int8 / fp32 throughput at 64", "int8_over_fp32_at_64", ".2f", ">= 1.8")
+    lines += [
+        "",
+        f"Matrix-multiply rate on the step's shapes at batch 64: numpy {roof['numpy'] / 1e9:.1f} "
+        f"GFLOP/s, onnxruntime MatMul {roof['onnxruntime_matmul'] / 1e9:.1f} GFLOP/s (the "
+        f"roofline is the better); numpy at batch 1: {roof['numpy_batch1'] / 1e9:.1f} GFLOP/s. "
+        f"TensorFlow and onnxruntime logits agree to {r['tf_logit_agreement']:.1e}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
