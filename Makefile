@@ -26,5 +26,9 @@ lint: $(VENV)/.dev
 test: lint
 	$(PY) -m pytest
 
+# The measurements quoted in benchmarks/results/ (about 15 minutes on 2 cores).
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.kneser_ney
+	$(PY) -m benchmarks.serve
+	$(PY) -m benchmarks.footprint
+	$(PY) -m benchmarks.train_throughput

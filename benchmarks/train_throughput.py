@@ -1,0 +1,171 @@
+"""Training throughput of each bundled configuration against this machine's FLOP limit, and
+whether the input pipeline ever holds training back.
+
+    python -m benchmarks.train_throughput [--steps 12]
+
+For each bundled style, the model of its card (cell, layers, units, embedding, vocabulary,
+batch size, sequence length) is trained for a few steps with the project's own pieces
+(`training.model.build_model`, `training.train.windows`, Adam with clipping, the training
+loss) on random ids of its vocabulary (speed does not depend on the text):
+
+  - fit on the real tf.data pipeline (windows, shuffle, map, batch, prefetch);
+  - fit on one batch held in memory (no input work at all): if the pipeline were the
+    bottleneck, this would be faster;
+  - the pipeline alone, iterated without training: how many characters per second it can feed.
+
+The FLOP limit is 3 x the forward pass's matrix-multiply FLOPs per character (forward, and
+backward ~2x forward) over the rate numpy multiplies the same shapes at on this machine: input
+projections over the whole [batch x time] block, recurrent products one time step at a time.
+Results go to benchmarks/results/train_throughput.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.bundle import active_version, load_bundle, styles
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def forward_shapes(card: dict, batch: int, seq: int) -> list[tuple[int, int, int, int]]:
+    """(count, rows, inner, outer) of the matrix multiplies of one forward pass of a batch."""
+    gates = 4 if card["cell"] == "lstm" else 3
+    units, width = card["units"], card["embedding"]
+    shapes = []
+    for _ in range(card["layers"]):
+        shapes.append((1, batch * seq, width, gates * units))  # input projection, all steps
+        shapes.append((seq, batch, units, gates * units))  # recurrent, one step at a time
+        width = units
+    shapes.append((1, batch * seq, units, card["vocab_size"]))  # logits
+    return shapes
+
+
+def matmul_rate(shapes: list[tuple[int, int, int, int]], seconds: float = 2.0) -> float:
+    """FLOP/s numpy reaches on these shapes (the best of several timed passes)."""
+    rng = np.random.default_rng(0)
+    pairs = [
+        (count, rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32))
+        for count, m, k, n in shapes
+    ]
+    flops = sum(2 * count * m * k * n for count, m, k, n in shapes)
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for count, a, b in pairs:
+            for _ in range(count):
+                a @ b
+        best = min(best, time.perf_counter() - start)
+    return flops / best
+
+
+def measure(card: dict, steps: int) -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    from training.model import ModelConfig, NovelCharLoss, build_model
+    from training.train import windows
+
+    cfg = card["training"]["config"]
+    batch, seq = cfg["batch_size"], cfg["seq_len"]
+    model_cfg = ModelConfig(
+        vocab_size=card["vocab_size"],
+        cell=card["cell"],
+        layers=card["layers"],
+        units=card["units"],
+        embedding=card["embedding"],
+        dropout=card.get("dropout", 0.2),
+    )
+    ids = np.random.default_rng(0).integers(1, card["vocab_size"], (steps + 4) * batch * seq + 1)
+    dataset = windows(ids, seq, batch, seed=1)
+    model = build_model(model_cfg)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=5.0), loss=NovelCharLoss(0, 0.0)
+    )
+    chars = steps * batch * seq
+
+    def fit_rate(data) -> float:
+        model.fit(data.take(2), epochs=1, verbose=0)  # trace and warm up
+        start = time.perf_counter()
+        model.fit(data.take(steps), epochs=1, verbose=0)
+        return chars / (time.perf_counter() - start)
+
+    pipeline = fit_rate(dataset)
+    held = next(iter(dataset))
+    in_memory = fit_rate(tf.data.Dataset.from_tensors(held).repeat())
+    start = time.perf_counter()
+    fed = sum(1 for _ in dataset.take(steps))
+    feed_rate = fed * batch * seq / (time.perf_counter() - start)
+
+    shapes = forward_shapes(card, batch, seq)
+    forward_flops = sum(2 * count * m * k * n for count, m, k, n in shapes) / (batch * seq)
+    rate = matmul_rate(shapes)
+    limit = rate / (3 * forward_flops)
+    return {
+        "batch_size": batch,
+        "seq_len": seq,
+        "forward_flops_per_char": forward_flops,
+        "matmul_flops_per_second": rate,
+        "flop_limited_chars_per_second": limit,
+        "chars_per_second": pipeline,
+        "chars_per_second_in_memory": in_memory,
+        "pipeline_alone_chars_per_second": feed_rate,
+        "share_of_flop_limit": pipeline / limit,
+        "pipeline_over_in_memory": pipeline / in_memory,
+        "card_chars_per_second": card["metrics"].get("chars_per_second"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput", description=__doc__)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    models = ROOT / "models"
+    report: dict[str, Any] = {}
+    for style in styles(models):
+        card = load_bundle(models / style / (active_version(models, style) or "v1")).card
+        report[style] = {
+            "model": f"{card['layers']}x{card['cell'].upper()} {card['units']}, "
+            f"embedding {card['embedding']}, vocabulary {card['vocab_size']}",
+            **measure(card, args.steps),
+        }
+        print(style, json.dumps(report[style]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# Training throughput",
+        "",
+        f"`python -m benchmarks.train_throughput --steps {args.steps}`, {os.cpu_count()} CPUs. "
+        "FLOP limit = numpy's matrix-multiply rate on the training shapes / (3 x forward "
+        "FLOPs per character).",
+        "",
+        "| style | model | batch x seq | chars/s (tf.data) | chars/s (batch in memory) | "
+        "tf.data alone, chars/s | FLOP limit, chars/s | share of limit |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for style, r in report.items():
+        lines.append(
+            f"| {style} | {r['model']} | {r['batch_size']} x {r['seq_len']} | "
+            f"{r['chars_per_second']:,.0f} | {r['chars_per_second_in_memory']:,.0f} | "
+            f"{r['pipeline_alone_chars_per_second']:,.0f} | "
+            f"{r['flop_limited_chars_per_second']:,.0f} | {r['share_of_flop_limit']:.0%} |"
+        )
+    lines.append("")
+    (args.out / "train_throughput.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
