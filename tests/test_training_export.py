@@ -104,18 +104,38 @@ def test_export_matches_tensorflow_and_serves(runs, tmp_path, cell):
     ops = [n.op_type for n in onnx.load(bundle.model_path()).graph.node]
     assert ops.count(cell.upper()) == 1 and "Loop" not in ops
     assert card["metrics"]["val_loss_onnx"] == pytest.approx(card["metrics"]["val_loss"], abs=1e-3)
+    assert bundle.prefill_path is not None and card["prefill"]["max_abs_state_diff"] <= 1e-4
     result = asyncio.run(generate_once(bundle.path, Request(prompt="MENENIUS:", length=50, seed=3)))
     assert result.text.startswith("MENENIUS:") and len(result.text) == 59
 
 
-def test_int8_export_reports_its_own_loss(runs, tmp_path):
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_int8_export_reports_its_own_loss(runs, tmp_path, cell):
     models = tmp_path / "models"
-    assert (
-        export_main([str(runs["lstm"]), "--models", str(models), "--int8", "--version", "q1"]) == 0
-    )
-    bundle = load_bundle(models / "tiny-lstm" / "q1")
+    assert export_main([str(runs[cell]), "--models", str(models), "--int8"]) == 0
+    bundle = load_bundle(models / f"tiny-{cell}" / "v1")
     assert bundle.model_path(int8=True).is_file()
-    assert abs(bundle.card["metrics"]["val_loss_int8"] - bundle.card["metrics"]["val_loss"]) < 0.1
+    metrics = bundle.card["metrics"]
+    assert abs(metrics["val_loss_int8"] - metrics["val_loss"]) < 0.02
+    assert "per batch row" in bundle.card["int8"]["method"]
+
+
+def test_derive_adds_prefill_and_int8_to_a_bundle_that_lacks_them(runs, tmp_path):
+    models = tmp_path / "models"
+    assert export_main([str(runs["lstm"]), "--models", str(models)]) == 0
+    path = models / "tiny-lstm" / "v1"
+    request = Request(prompt="CORIOLANUS: " * 4, length=60, seed=9)
+    before = asyncio.run(generate_once(path, request)).text
+    (path / "prefill.onnx").unlink()
+    assert load_bundle(path).prefill_path is None
+    assert export_main(["derive", str(path), "--corpus", CORPUS]) == 0
+    bundle = load_bundle(path)
+    assert bundle.prefill_path is not None and bundle.model_path(int8=True).is_file()
+    assert "val_loss_int8" in bundle.card["metrics"]
+    assert asyncio.run(generate_once(path, request)).text == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["v1"]  # nothing left behind
+    wrong = export_main(["derive", str(path), "--corpus", str(FIXTURES / "tang_excerpt.txt")])
+    assert wrong == 2
 
 
 def test_init_from_a_finished_run_starts_where_it_ended(runs, tmp_path, capsys):
