@@ -17,7 +17,7 @@ import secrets
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -332,6 +332,48 @@ class _Row:
     next_id: int = 0
 
 
+UNIFORM_BLOCK = 64  # draws taken from a row's random stream at a time
+
+
+@dataclass
+class _Columns:
+    """The running batch's per-row values as arrays in row order, so a step's bookkeeping is
+    a few vector operations instead of a Python loop over the rows."""
+
+    temperature: np.ndarray
+    top_k: np.ndarray
+    top_p: np.ndarray
+    left: np.ndarray  # characters each row has still to write
+    deadline: np.ndarray
+    next_id: np.ndarray  # what each row reads at the next step
+    uniforms: np.ndarray  # [rows, UNIFORM_BLOCK]: the next draws of each row's own stream
+    used: np.ndarray  # how many of its uniforms each row has used
+
+    @classmethod
+    def of(cls, rows: list[_Row]) -> _Columns:
+        # A block of draws is the same sequence as as many single draws, so a row's text does
+        # not depend on when its blocks are taken.
+        blocks = [r.rng.random(UNIFORM_BLOCK) for r in rows]
+        return cls(
+            np.array([r.request.temperature for r in rows], np.float64),
+            np.array([r.request.top_k for r in rows], np.int64),
+            np.array([r.request.top_p for r in rows], np.float64),
+            np.array([r.request.length for r in rows], np.int64),
+            np.array([r.deadline for r in rows], np.float64),
+            np.array([r.next_id for r in rows], np.int64),
+            np.array(blocks, np.float64).reshape(len(rows), UNIFORM_BLOCK),
+            np.zeros(len(rows), np.int64),
+        )
+
+    def extend(self, other: _Columns) -> _Columns:
+        return _Columns(
+            *(np.concatenate([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self))
+        )
+
+    def select(self, index: np.ndarray) -> _Columns:
+        return _Columns(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
 class Scheduler:
     """Continuous batching over one StepModel.
 
@@ -348,6 +390,9 @@ class Scheduler:
         self._rows: list[_Row] = []
         self._states = model.to_device(model.zero_states(0))
         self._admitting: list[_Row] = []
+        self._cols = _Columns.of([])
+        self._feeding = False  # some row reads its prompt one step at a time (no prefill graph)
+        self._cancelled = False  # some row's caller gave up since the last step
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"step-{model.bundle.style}")
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -401,6 +446,7 @@ class Scheduler:
         finally:
             if not row.future.done():  # the caller gave up: free the slot at the next step
                 row.future.cancel()
+                self._cancelled = True
 
     async def close(self) -> None:
         """Take no new requests, let running and queued ones finish, then stop."""
@@ -446,11 +492,13 @@ class Scheduler:
                 newcomers[i].feed = deque([newcomers[i].feed[-1]])
         for row in newcomers:
             row.next_id = row.feed.popleft()
+            self._feeding = self._feeding or bool(row.feed)
         # One concatenation for the whole burst of newcomers.
         old = self.model.host(self._states)
         self._states = self.model.to_device(
             [np.concatenate([s, z]) for s, z in zip(old, fresh, strict=True)]
         )
+        self._cols = self._cols.extend(_Columns.of(newcomers))
         self._rows.extend(newcomers)
         self._admitting = []
 
@@ -465,7 +513,7 @@ class Scheduler:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                ids = np.fromiter((r.next_id for r in self._rows), np.int64, len(self._rows))
+                ids = self._cols.next_id
                 started = time.monotonic()
                 logits, self._states = await loop.run_in_executor(
                     self._executor, self.model.step, ids, self._states
@@ -481,41 +529,59 @@ class Scheduler:
                         row.future.set_exception(RuntimeError(f"the model failed: {err}"))
                 self._admitting = []
                 self._rows, self._states = [], self.model.to_device(self.model.zero_states(0))
+                self._cols, self._feeding = _Columns.of([]), False
 
     def _advance(self, logits: np.ndarray) -> None:
-        rows = self._rows
-        sampling = [i for i, r in enumerate(rows) if not r.feed]
-        if sampling:
+        rows, cols = self._rows, self._cols
+        if self._feeding:  # rows still reading their prompt are not sampled
+            reading = np.fromiter((bool(r.feed) for r in rows), bool, len(rows))
+            sampling = np.flatnonzero(~reading)
+        else:
+            reading, sampling = None, np.arange(len(rows))
+        if sampling.size:
+            uniforms = cols.uniforms[sampling, cols.used[sampling]]
+            cols.used[sampling] += 1
             picked = sample(
                 logits[sampling],
-                np.array([rows[i].request.temperature for i in sampling]),
-                np.array([rows[i].request.top_k for i in sampling]),
-                np.array([rows[i].request.top_p for i in sampling]),
-                np.array([rows[i].rng.random() for i in sampling]),
+                cols.temperature[sampling],
+                cols.top_k[sampling],
+                cols.top_p[sampling],
+                uniforms,
                 banned=self.vocab.unk_id,
             )
-            for i, token in zip(sampling, picked.tolist(), strict=True):
+            cols.next_id[sampling] = picked
+            cols.left[sampling] -= 1
+            for i, token in zip(sampling.tolist(), picked.tolist(), strict=True):
                 rows[i].out.append(token)
-                rows[i].next_id = token
+            for i in np.flatnonzero(cols.used == UNIFORM_BLOCK).tolist():
+                cols.uniforms[i] = rows[i].rng.random(UNIFORM_BLOCK)
+                cols.used[i] = 0
+        if reading is not None:
+            for i in np.flatnonzero(reading).tolist():
+                cols.next_id[i] = rows[i].feed.popleft()
+            self._feeding = any(r.feed for r in rows)
         now = time.monotonic()
-        keep: list[int] = []
-        for i, row in enumerate(rows):
-            if row.feed:  # still reading its prompt: the output is not sampled
-                row.next_id = row.feed.popleft()
+        finished = cols.left <= 0
+        retire = finished | (cols.deadline < now)
+        if self._cancelled:
+            self._cancelled = False
+            retire |= np.fromiter((r.future.done() for r in rows), bool, len(rows))
+        if not retire.any():
+            return
+        for i in np.flatnonzero(retire).tolist():
+            row = rows[i]
             if row.future.done():
                 continue
-            if len(row.out) >= row.request.length:
+            if finished[i]:
                 row.future.set_result(self._finish(row, now))
-            elif now > row.deadline:
+            else:
                 row.future.set_exception(
                     Busy("the poem took too long to write", self.retry_after())
                 )
-            else:
-                keep.append(i)
-        if len(keep) != len(rows):
-            self._rows = [rows[i] for i in keep]
-            index = np.array(keep, dtype=np.int64)
-            self._states = self.model.to_device([s[index] for s in self.model.host(self._states)])
+        keep = np.flatnonzero(~retire)
+        self._rows = [rows[i] for i in keep.tolist()]
+        self._cols = cols.select(keep)
+        self._states = self.model.to_device([s[keep] for s in self.model.host(self._states)])
 
     def _finish(self, row: _Row, now: float) -> Generation:
         r = row.request
