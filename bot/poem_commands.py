@@ -132,7 +132,9 @@ async def write_poem(
             f"I'm busy writing other poems; try again in {scheduler.retry_after():.0f} s."
         )
     try:
-        slot = bot.throttle.take(interaction.user.id, interaction.channel_id or 0)
+        slot = bot.throttle.take(
+            interaction.user.id, interaction.channel_id or 0, scheduler.estimate(request)
+        )
     except Throttled as err:
         raise UserError(str(err)) from None
     with slot:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -288,6 +289,8 @@ async def test_user_cooldown_and_channel_cap_answer_privately_with_the_wait(tmp_
             await record.first_response()
         _, full = await w.poem({"style": "verse", "length": 10}, user=w.operator)
         assert full.ephemeral and "2 poems are being written in this channel" in full.content
+        # 5000 characters at the measured step time: a wait in whole seconds, never zero.
+        assert int(re.search(r"try again in (\d+) s\.$", full.content)[1]) >= 1
         other = w.guild.add_text_channel("elsewhere")
         record = await w.discord.invoke(
             w.guild, other, w.operator, "poem", {"style": "verse", "length": 10}
