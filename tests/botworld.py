@@ -10,10 +10,11 @@ import functools
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.app import PoemBot
 from bot.config import Settings
@@ -31,6 +32,8 @@ from .loopback import (
     point_discord_py_at,
     run_bot,
 )
+
+T = TypeVar("T")
 
 TOKEN = "MTIz.loopback.token-for-tests"
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,6 +163,36 @@ async def bot_world(
         world.bot = LoopbackPoemBot(settings, data_dir=root / "data", guild_ready_timeout=0.05)
         await stack.enter_async_context(run_bot(world.bot, discord, timeout=20))
         yield world
+
+
+class WorldThread:
+    """A bot world whose event loop runs in a thread of its own, so that synchronous tests
+    (hypothesis properties) reuse one world across many examples: `run` waits for a coroutine
+    run there."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.world: World = None  # type: ignore[assignment]
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+
+@contextlib.contextmanager
+def world_thread(root: Path, settings: Settings | None = None) -> Iterator[WorldThread]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="bot-world", daemon=True)
+    thread.start()
+    running = WorldThread(loop)
+    stack = contextlib.AsyncExitStack()
+    try:
+        running.world = running.run(stack.enter_async_context(bot_world(root, settings)))
+        yield running
+    finally:
+        running.run(stack.aclose())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def _member(discord: LoopbackDiscord, guild: Guild, name: str, permissions: int) -> Member:
