@@ -210,6 +210,11 @@ class Outcome:
     wait: int | None = None  # the "try again in N s" of a busy answer
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def answered_at(self) -> float:
+        """Seconds from the run's start to the answer (to the arrival if there was none)."""
+        return self.arrival.at + (self.answer or 0.0)
+
 
 def judge(arrival: Arrival, record: InteractionRecord) -> Outcome:
     """Classify an interaction's answer and name every invariant it breaks."""
@@ -403,8 +408,16 @@ def summarise(
     poems = [o for o in outcomes if o.kind == "poem"]
     answers = [o.answer for o in poems if o.answer is not None]
     refusals = [o.answer for o in outcomes if o.kind != "poem" and o.answer is not None]
-    last = max((o.arrival.at + (o.answer or 0)) for o in outcomes)
+    last = max(o.answered_at for o in outcomes)
     characters = sum(o.arrival.options["length"] for o in poems)
+    delivered: dict[int, list[float]] = {}
+    for o in poems:
+        delivered.setdefault(o.arrival.channel, []).append(o.answered_at)
+    freed = []
+    for o in outcomes:
+        later = [t for t in delivered.get(o.arrival.channel, []) if t > o.answered_at]
+        if o.kind == "channel full" and later:
+            freed.append(round(min(later) - o.answered_at, 2))
 
     def ms(value: float | None) -> float | None:
         return None if value is None else round(1e3 * value, 1)
@@ -431,6 +444,11 @@ def summarise(
             kind: {"p50": pct(waits, 0.5), "max": max(waits)}
             for kind in BUSY_ANSWERS
             if (waits := [o.wait for o in outcomes if o.kind == kind])
+        },
+        # How good the channel-full promise was: when that channel's next poem was delivered.
+        "channel_full_slot_freed_after_s": {
+            "p50": pct(freed, 0.5),
+            "max": max(freed, default=None),
         },
         "throughput": {
             "poems_per_s": round(len(poems) / last, 2),
@@ -486,7 +504,9 @@ def markdown(report: Report, command: str) -> str:
                 f"{kind} {w['p50']} s (p50), {w['max']} s (max)"
                 for kind, w in s["promised_wait_s"].items()
             )
-            + ".",
+            + f". After a channel-full answer, that channel's next poem was delivered "
+            f"{s['channel_full_slot_freed_after_s']['p50']} s later (p50), "
+            f"{s['channel_full_slot_freed_after_s']['max']} s (max).",
             "",
             f"Throughput: {s['throughput']['poems_per_s']} poems/s, "
             f"{s['throughput']['characters_per_s']} characters/s, measured until the last "
@@ -494,7 +514,9 @@ def markdown(report: Report, command: str) -> str:
             "",
             f"Bot memory (RSS): {mem.get('start_mib')} MiB at the start, {mem.get('middle_mib')} "
             f"MiB at the middle, {mem.get('end_mib')} MiB at the end; peak {mem.get('peak_mib')} "
-            "MiB.",
+            "MiB. Poems written at once are bounded by CHANNEL_MAX_POEMS per channel "
+            f"({int(report.env.get('CHANNEL_MAX_POEMS', 0)) * shape.channels} here) before "
+            f"the engine's MAX_QUEUE; the engine said busy {s['answers']['busy']} times.",
             "",
             f"Machine: {os.cpu_count()} cores, shared with other work; load average before "
             f"{s['load_average_before']}, after {s['load_average_after']}.",

@@ -30,7 +30,6 @@ async def test_a_burst_of_poems_is_acknowledged_in_time_and_answered_once_each(t
     report = await run_load(tmp_path, make_models(tmp_path), SHAPE, PROMPTS, DEFAULT_STYLE="verse")
     assert report.problems == []
     counts = report.counts
-    assert sum(counts.values()) == SHAPE.interactions and counts["none"] == 0
     # Every user's first request comes with no cooldown, in a channel that is rarely full.
     assert counts["poem"] >= SHAPE.users // 2, counts
     assert counts["cooldown"] > 0, counts
