@@ -32,3 +32,7 @@ bench: $(VENV)/.dev
 	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.footprint
 	$(PY) -m benchmarks.train_throughput
+
+# 1,000 /poem in bursts through the loopback Discord against the bot process (about 2 minutes).
+load: $(VENV)/.dev
+	$(PY) -m benchmarks.load

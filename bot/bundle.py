@@ -60,8 +60,9 @@ class BundleError(Exception):
 def check_name(name: str, what: str = "name") -> str:
     """Return `name` if it is a valid style or version name, else raise ValueError saying why."""
     if not isinstance(name, str) or not _NAME.match(name):
+        shown = name if not isinstance(name, str) or len(name) <= 40 else name[:40] + "…"
         raise ValueError(
-            f"{what} {name!r} is not valid: use 1-32 characters from a-z, 0-9, '_' and '-', "
+            f"{what} {shown!r} is not valid: use 1-32 characters from a-z, 0-9, '_' and '-', "
             "starting with a letter or digit"
         )
     return name

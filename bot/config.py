@@ -17,6 +17,13 @@ def load_dotenv(path: Path = Path(".env")) -> None:
     """Put `KEY=value` lines of `path` into os.environ; variables already set win."""
     if not path.is_file():
         return
+    for key, value in read_dotenv(path).items():
+        os.environ.setdefault(key, value)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """The `KEY=value` lines of a .env file (comments and blank lines skipped, quotes removed)."""
+    values: dict[str, str] = {}
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -28,7 +35,8 @@ def load_dotenv(path: Path = Path(".env")) -> None:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        os.environ.setdefault(key, value)
+        values[key] = value
+    return values
 
 
 def _int(name: str, default: int, low: int = 0) -> int:

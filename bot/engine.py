@@ -418,6 +418,10 @@ class Scheduler:
         ahead += sum(r.request.length + len(r.feed) for r in self._queue)
         return max(1.0, math.ceil(ahead / self.limits.max_batch * self._step_seconds))
 
+    def estimate(self, request: Request) -> float:
+        """Seconds `request` should take once in the batch, at the measured step time."""
+        return (1 + len(request.prompt) + request.length) * self._step_seconds
+
     async def generate(self, request: Request) -> Generation:
         """Run one request to the end; raises ValueError for bad options, Busy past the limits."""
         request = validate(request, self.limits)

@@ -16,7 +16,7 @@ from bot.bundle import BundleError, check_name, load_bundle, styles, versions
 from bot.jobs import SIZES, Job
 from bot.poem_commands import UserError
 from bot.registry import UnknownStyle
-from bot.replies import escape
+from bot.replies import escape, quoted
 
 if TYPE_CHECKING:
     from bot.app import PoemBot
@@ -53,19 +53,26 @@ class ModelGroup(app_commands.Group):
         try:
             check_name(style, "style")
         except ValueError as err:
-            raise UserError(str(err)) from None
+            raise UserError(escape(str(err))) from None
         if not versions(self.bot.registry.models_dir, style):
-            raise UserError(f"There is no style named {escape(style)}.")
+            raise UserError(f"There is no style named {quoted(style)}.")
         return style
 
     def _version(self, style: str, version: str) -> str:
         try:
             check_name(version, "version")
         except ValueError as err:
-            raise UserError(str(err)) from None
+            raise UserError(escape(str(err))) from None
         if version not in versions(self.bot.registry.models_dir, style):
-            raise UserError(f"{style} has no version {escape(version)}.")
+            raise UserError(f"{style} has no version {quoted(version)}.")
         return version
+
+    @staticmethod
+    def _epochs(epochs: int) -> int:
+        # Discord's client keeps to the option's bounds; a modified one need not.
+        if not 1 <= epochs <= MAX_EPOCHS:
+            raise UserError(f"Epochs must be between 1 and {MAX_EPOCHS}.")
+        return epochs
 
     @app_commands.command(name="list")
     async def list_(self, interaction: discord.Interaction) -> None:
@@ -204,6 +211,7 @@ class ModelGroup(app_commands.Group):
     ) -> None:
         """Train a new version of a style as a background job."""
         style = self._style(style)
+        epochs = self._epochs(epochs)
         try:
             card = self.bot.registry.live(style).bundle.card
         except UnknownStyle:
@@ -245,9 +253,10 @@ class ModelGroup(app_commands.Group):
         try:
             check_name(name, "style name")
         except ValueError as err:
-            raise UserError(str(err)) from None
+            raise UserError(escape(str(err))) from None
         if versions(self.bot.registry.models_dir, name):
             raise UserError(f"{name} exists already; use /model retrain {name}.")
+        epochs = self._epochs(epochs)
         if size not in SIZES:
             raise UserError(f"size must be one of {', '.join(SIZES)}.")
         limit = self.bot.settings.max_corpus_bytes

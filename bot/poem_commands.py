@@ -13,7 +13,7 @@ from discord import app_commands
 from bot.channel_settings import ChannelSettings, SettingsUnavailable
 from bot.engine import Busy, Request
 from bot.registry import Live, UnknownStyle
-from bot.replies import escape, poem_reply
+from bot.replies import poem_reply, quoted
 from bot.throttle import Throttled
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ async def write_poem(
         raise UserError("No styles are loaded right now; ask the bot's operators.")
     if chosen not in bot.registry.styles():
         known = ", ".join(bot.registry.styles())
-        raise UserError(f"There is no style named {escape(chosen)!s}. Styles: {known}.")
+        raise UserError(f"There is no style named {quoted(chosen)}. Styles: {known}.")
     if temperature is None:
         temperature = saved.temperature
     if temperature is None:
@@ -113,7 +113,7 @@ async def write_poem(
     request = Request(
         prompt=prompt or "",
         length=length if length is not None else bot.settings.default_length,
-        temperature=temperature,
+        temperature=temperature + 0.0,  # -0.0 would show as "-0" in the footer
         # A seed the user can type back into the option (Discord stops at 2^53).
         seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
     )
@@ -132,7 +132,9 @@ async def write_poem(
             f"I'm busy writing other poems; try again in {scheduler.retry_after():.0f} s."
         )
     try:
-        slot = bot.throttle.take(interaction.user.id, interaction.channel_id or 0)
+        slot = bot.throttle.take(
+            interaction.user.id, interaction.channel_id or 0, scheduler.estimate(request)
+        )
     except Throttled as err:
         raise UserError(str(err)) from None
     with slot:
@@ -207,6 +209,7 @@ class SettingsGroup(app_commands.Group):
         """Set this channel's default temperature."""
         if not 0.0 <= value <= MAX_TEMPERATURE:
             raise UserError(f"Temperature must be between 0 and {MAX_TEMPERATURE:g}.")
+        value += 0.0  # -0.0 is 0: shown and stored the same way
         await self._save(
             interaction, f"Poems in this channel now use temperature {value:g}.", temperature=value
         )
@@ -217,7 +220,7 @@ class SettingsGroup(app_commands.Group):
         """Set this channel's default style."""
         if name not in self.bot.registry.styles():
             known = ", ".join(self.bot.registry.styles())
-            raise UserError(f"There is no style named {escape(name)}. Styles: {known}.")
+            raise UserError(f"There is no style named {quoted(name)}. Styles: {known}.")
         await self._save(interaction, f"Poems in this channel now default to {name}.", style=name)
 
     @style.autocomplete("name")

@@ -37,6 +37,12 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def quoted(text: str, limit: int = 100) -> str:
+    """What a user typed, echoed in a reply: shortened (a reply that Discord refuses for its
+    length reaches nobody) and shown literally."""
+    return escape(_shorten(text, limit))
+
+
 def poem_reply(result: Generation, display_name: str) -> tuple[discord.Embed, discord.File | None]:
     """The embed for a poem, and a .txt attachment when the poem does not fit in it."""
     body = escape(result.text)

@@ -32,8 +32,11 @@ def sample(
     if not hot.any():
         return chosen
     rows = np.flatnonzero(hot)
-    z = z[rows] / temperature[rows, None]
-    z -= z.max(axis=1, keepdims=True)
+    z = z[rows]
+    # The maximum comes off before dividing: a tiny temperature then sends every other logit
+    # to -inf (greedy, as it should) instead of overflowing to inf - inf = NaN.
+    with np.errstate(over="ignore"):
+        z = (z - z.max(axis=1, keepdims=True)) / temperature[rows, None]
     p = np.exp(z)
     k, top = top_k[rows], top_p[rows]
     trim = ((k > 0) & (k < p.shape[1])) | (top < 1.0)

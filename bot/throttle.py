@@ -30,11 +30,12 @@ class Throttle:
         self.channel_concurrency = channel_concurrency
         self.clock = clock
         self._last_start: dict[int, float] = {}
-        self._writing: dict[int, int] = {}
+        self._writing: dict[int, list[float]] = {}  # channel -> expected ends of its poems
 
-    def take(self, user_id: int, channel_id: int) -> Slot:
+    def take(self, user_id: int, channel_id: int, seconds: float = 0.0) -> Slot:
         """One of the channel's slots, held until the returned Slot's `with` block ends;
-        Throttled if the user is inside their cooldown or the channel is full."""
+        `seconds` is how long the poem is expected to take. Throttled if the user is inside
+        their cooldown or the channel is full (with when its first poem should be done)."""
         now = self.clock()
         if len(self._last_start) > 10_000:  # keep memory bounded under a flood of users
             horizon = now - self.user_cooldown
@@ -42,27 +43,30 @@ class Throttle:
         wait = self._last_start.get(user_id, -math.inf) + self.user_cooldown - now
         if wait > 0:
             raise Throttled(f"You can ask for another poem in {math.ceil(wait)} s.", wait)
-        if self._writing.get(channel_id, 0) >= self.channel_concurrency:
+        ends = self._writing.setdefault(channel_id, [])
+        if len(ends) >= self.channel_concurrency:
+            # A poem running late still frees its slot soon: never promise less than a second.
+            wait = max(1.0, min(ends) - now)
             raise Throttled(
-                f"{self.channel_concurrency} poems are being written in this channel; "
-                "try again in a few seconds.",
-                2.0,
+                f"{len(ends)} poems are being written in this channel; "
+                f"try again in {math.ceil(wait)} s.",
+                wait,
             )
         self._last_start[user_id] = now
-        self._writing[channel_id] = self._writing.get(channel_id, 0) + 1
-        return Slot(self._writing, channel_id)
+        end = now + seconds
+        ends.append(end)
+        return Slot(self._writing, channel_id, end)
 
 
 class Slot:
-    def __init__(self, writing: dict[int, int], channel_id: int) -> None:
-        self._writing, self._channel_id = writing, channel_id
+    def __init__(self, writing: dict[int, list[float]], channel_id: int, end: float) -> None:
+        self._writing, self._channel_id, self._end = writing, channel_id, end
 
     def __enter__(self) -> Slot:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        left = self._writing[self._channel_id] - 1
-        if left:
-            self._writing[self._channel_id] = left
-        else:
+        ends = self._writing[self._channel_id]
+        ends.remove(self._end)
+        if not ends:
             del self._writing[self._channel_id]

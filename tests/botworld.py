@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.app import PoemBot
 from bot.config import Settings
@@ -30,7 +33,10 @@ from .loopback import (
     run_bot,
 )
 
+T = TypeVar("T")
+
 TOKEN = "MTIz.loopback.token-for-tests"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def asynchronous(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -107,10 +113,11 @@ class World:
         )
 
     async def run(self, command: str, user: Member, options=None, subcommand=None, **kw):
+        timeout = kw.pop("timeout", 30)
         record = await self.discord.invoke(
             self.guild, self.channel, user, command, options or {}, subcommand=subcommand, **kw
         )
-        return record, await record.final(timeout=kw.pop("timeout", 30))
+        return record, await record.final(timeout=timeout)
 
 
 def job_text(record) -> str:
@@ -158,6 +165,36 @@ async def bot_world(
         yield world
 
 
+class WorldThread:
+    """A bot world whose event loop runs in a thread of its own, so that synchronous tests
+    (hypothesis properties) reuse one world across many examples: `run` waits for a coroutine
+    run there."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.world: World = None  # type: ignore[assignment]
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+
+@contextlib.contextmanager
+def world_thread(root: Path, settings: Settings | None = None) -> Iterator[WorldThread]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="bot-world", daemon=True)
+    thread.start()
+    running = WorldThread(loop)
+    stack = contextlib.AsyncExitStack()
+    try:
+        running.world = running.run(stack.enter_async_context(bot_world(root, settings)))
+        yield running
+    finally:
+        running.run(stack.aclose())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
 def _member(discord: LoopbackDiscord, guild: Guild, name: str, permissions: int) -> Member:
     existing = next((m for m in guild.members.values() if m.user.name == name), None)
     if existing is not None:
@@ -165,3 +202,50 @@ def _member(discord: LoopbackDiscord, guild: Guild, name: str, permissions: int)
     user: User = discord.add_user(name)
     roles = [guild.add_role(f"{name}-role", permissions)] if permissions else []
     return guild.add_member(user, roles)
+
+
+@dataclass
+class BotProcess:
+    """`python -m bot` running as an operator runs it, its log read while it runs (a full pipe
+    would block its logging)."""
+
+    process: asyncio.subprocess.Process
+    output: asyncio.Task[bytes]
+
+    async def log(self) -> str:
+        """Everything the bot wrote, once it has exited."""
+        return (await self.output).decode()
+
+
+@contextlib.asynccontextmanager
+async def bot_process(
+    cwd: Path, discord: LoopbackDiscord, env: dict[str, str], timeout: float = 60.0
+) -> AsyncIterator[BotProcess]:
+    """Start the bot configured only by environment variables (`env` on top of this process's
+    own, the two Discord URLs pointing at `discord`); yield once it is connected; kill it on
+    exit if it is still running."""
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DISCORD")},
+        "DISCORD_TOKEN": TOKEN,
+        "DISCORD_API_BASE_URL": discord.rest_url,
+        "DISCORD_GATEWAY_URL": discord.gateway_url,
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        cwd=cwd,
+        env=full_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    running = BotProcess(process, asyncio.create_task(process.stdout.read()))
+    try:
+        await discord.wait_until_connected(timeout=timeout)
+        yield running
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from .botworld import asynchronous, bot_world, footer, footer_seed
-from .loopback import InvocationRefused, Permission
+from .loopback import ALL_PERMISSIONS, InvocationRefused, Permission, Upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -162,21 +163,48 @@ MODEL_CALLS = [
     ("rollback", {"style": "verse"}),
     ("reload", {}),
     ("retrain", {"style": "verse"}),
+    ("add", {"name": "bard", "corpus": Upload("bard.txt", b"To be, or not to be. " * 200)}),
     ("jobs", {}),
     ("cancel", {"job": 1}),
 ]
 
 
+PERMISSIONS_SENT = {
+    "administrator": str(ALL_PERMISSIONS),
+    "no permissions": "0",
+    "permissions field absent": None,
+}
+
+
+def _drop_permissions(payload: dict) -> None:
+    del payload["member"]["permissions"]
+
+
+@pytest.mark.parametrize("who", ["administrator", "no permissions", "permissions field absent"])
 @asynchronous
-async def test_guild_administrator_who_is_not_an_operator_is_refused_every_model_command(
-    tmp_path,
-):
+async def test_every_model_command_is_refused_to_anyone_but_the_operators(tmp_path, who):
     async with bot_world(tmp_path) as w:
-        for sub, options in MODEL_CALLS:
-            _, reply = await w.run("model", w.admin, options, subcommand=sub)
+        assert {o["name"] for o in w.discord.command("model")["options"]} == {
+            sub for sub, _ in MODEL_CALLS
+        }
+        member, options = w.admin, {}
+        if who != "administrator":
+            # Discord would not deliver these: a client that ignores its gate sends them.
+            member = w.guild.add_member(w.discord.add_user("nobody"))
+            w.channel.overwrite(member, deny=ALL_PERMISSIONS)
+            options["skip_client_checks"] = True
+        if who == "permissions field absent":
+            options["edit_payload"] = _drop_permissions
+        for sub, values in MODEL_CALLS:
+            record, reply = await w.run("model", member, values, subcommand=sub, **options)
+            assert record.payload["member"].get("permissions") == PERMISSIONS_SENT[who]
             assert reply.ephemeral and "Only the bot's operators" in reply.content, sub
+            assert len(record.messages) == 1, sub
         assert (w.root / "models" / "verse" / "ACTIVE").read_text().strip() == "v1"
         assert w.bot.registry.live("verse").version == "v1"
+        assert w.bot.registry.styles() == ["tang", "verse"]
+        assert sorted(p.name for p in (w.root / "models").iterdir()) == ["tang", "verse"]
+        assert not (w.root / "data" / "corpora").exists()
         assert w.bot.jobs.jobs == {}
 
 
@@ -288,6 +316,8 @@ async def test_user_cooldown_and_channel_cap_answer_privately_with_the_wait(tmp_
             await record.first_response()
         _, full = await w.poem({"style": "verse", "length": 10}, user=w.operator)
         assert full.ephemeral and "2 poems are being written in this channel" in full.content
+        # 5000 characters at the measured step time: a wait in whole seconds, never zero.
+        assert int(re.search(r"try again in (\d+) s\.$", full.content)[1]) >= 1
         other = w.guild.add_text_channel("elsewhere")
         record = await w.discord.invoke(
             w.guild, other, w.operator, "poem", {"style": "verse", "length": 10}

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import io
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -420,6 +421,10 @@ async def test_invalid_option_values_are_not_delivered() -> None:
             await s.fake.invoke(s.guild, s.general, s.reader, "poem", {"style": "x", "length": 13})
         with pytest.raises(InvocationRefused, match="required"):
             await s.fake.invoke(s.guild, s.general, s.reader, "poem", {"length": 2})
+        for number in (math.nan, math.inf):  # Discord's JSON carries neither
+            with pytest.raises(InvocationRefused, match="takes a number"):
+                options = {"style": "x", "temperature": number}
+                await s.fake.invoke(s.guild, s.general, s.reader, "poem", options)
         assert s.fake.interactions == []
 
 

@@ -27,6 +27,12 @@ def test_temperature_zero_is_argmax():
     assert (run(logits, temperature=0.0) == logits.argmax(axis=1)).all()
 
 
+def test_a_tiny_temperature_is_greedy_not_garbage():
+    logits = np.random.default_rng(6).standard_normal((50, 40)) * 20
+    for temperature in (5e-324, 1e-300, 1e-12):
+        assert (run(logits, temperature=temperature, banned=0) == logits[:, 1:].argmax(1) + 1).all()
+
+
 def test_banned_id_is_never_chosen_even_when_likeliest():
     logits = np.zeros((200, 10))
     logits[:, 0] = 50.0

@@ -31,7 +31,8 @@ Option types come from the schema the bot synced; `discord_fake.command(name, gu
 `global_commands()`, `guild_commands(guild)` and `command_syncs` show what was synced.
 `invoke` raises `InvocationRefused` where Discord would not deliver (default_member_permissions
 not met, missing USE_APPLICATION_COMMANDS, wrong context, bad option values);
-`skip_client_checks=True` delivers anyway, to prove the bot checks on its own.
+`skip_client_checks=True` delivers anyway, to prove the bot checks on its own;
+`edit_payload=fn` changes the payload before it is sent (an optional field left out, say).
 
 Records: `InteractionRecord` (`callbacks`, `original`, `followups`, `messages`, `choices`,
 `await first_response()`, `await final()`, `await wait_for(predicate)`), `Message` (content,

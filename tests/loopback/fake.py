@@ -209,15 +209,19 @@ class LoopbackDiscord:
         group: str | None = None,
         locale: str = "en-US",
         skip_client_checks: bool = False,
+        edit_payload: Callable[[dict[str, Any]], None] | None = None,
     ) -> InteractionRecord:
         """`user` runs /command in `channel` of `guild` (both None: in a DM with the bot).
 
         Option types come from the synced schema; pass `Upload` objects for attachment
         options. Raises `InvocationRefused` where Discord would not deliver the command
         (unless `skip_client_checks`, which plays a client that ignores Discord's gate).
-        Returns as soon as the interaction is dispatched.
+        `edit_payload` changes the INTERACTION_CREATE payload in place before it is sent, to
+        deliver what Discord's documents allow but the fake does not build (an optional field
+        left out, say). Returns as soon as the interaction is dispatched.
         """
         return await self._deliver(
+            edit_payload,
             kind=2,
             guild=guild,
             channel=channel,
@@ -248,6 +252,7 @@ class LoopbackDiscord:
         """`user` types into option `focused`; returns the choices the bot offered (empty if
         Discord refused the answer, which is then recorded as a violation)."""
         record = await self._deliver(
+            None,
             kind=4,
             guild=guild,
             channel=channel,
@@ -263,9 +268,13 @@ class LoopbackDiscord:
         await record.first_response(timeout)
         return record.choices
 
-    async def _deliver(self, **spec: Any) -> InteractionRecord:
+    async def _deliver(
+        self, edit_payload: Callable[[dict[str, Any]], None] | None, **spec: Any
+    ) -> InteractionRecord:
         state = self.state
         invocation = build_interaction(state, **spec)
+        if edit_payload is not None:
+            edit_payload(invocation.payload)
         record = InteractionRecord(
             id=int(invocation.payload["id"]),
             token=invocation.token,

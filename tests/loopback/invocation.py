@@ -9,6 +9,7 @@ ignores them.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ ACCEPTS: dict[int, Callable[[Any], bool]] = {
     3: lambda v: isinstance(v, str),
     4: lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_SAFE_INTEGER,
     5: lambda v: isinstance(v, bool),
-    10: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    # Discord's JSON has no NaN or infinities.
+    10: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
     11: lambda v: isinstance(v, Upload),
 }
 GUILD_CONTEXT, BOT_DM_CONTEXT = 0, 1
