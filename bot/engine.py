@@ -374,6 +374,18 @@ class _Columns:
         return _Columns(*(getattr(self, f.name)[index] for f in fields(self)))
 
 
+@dataclass
+class _Plan:
+    """What one step samples: the rows (indices into the batch), their options and draws."""
+
+    sampling: np.ndarray
+    reading: np.ndarray | None  # rows reading a prompt character this step, if any
+    temperature: np.ndarray
+    top_k: np.ndarray
+    top_p: np.ndarray
+    uniforms: np.ndarray
+
+
 class Scheduler:
     """Continuous batching over one StepModel.
 
@@ -517,15 +529,15 @@ class Scheduler:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                ids = self._cols.next_id
+                plan = self._plan()
                 started = time.monotonic()
-                logits, self._states = await loop.run_in_executor(
-                    self._executor, self.model.step, ids, self._states
+                picked, self._states = await loop.run_in_executor(
+                    self._executor, self._compute, self._cols.next_id, self._states, plan
                 )
                 elapsed = time.monotonic() - started
                 self._step_seconds += 0.05 * (elapsed - self._step_seconds)
                 self.steps += 1
-                self._advance(logits)
+                self._advance(plan, picked)
             except Exception as err:  # a bug or a broken device: fail the batch, keep serving
                 log.exception("step failed for %s", self.model.bundle.path)
                 for row in (*self._rows, *self._admitting):
@@ -535,31 +547,53 @@ class Scheduler:
                 self._rows, self._states = [], self.model.to_device(self.model.zero_states(0))
                 self._cols, self._feeding = _Columns.of([]), False
 
-    def _advance(self, logits: np.ndarray) -> None:
+    def _plan(self) -> _Plan:
+        """On the event loop, before a step: which rows sample, with what, and their draws."""
         rows, cols = self._rows, self._cols
         if self._feeding:  # rows still reading their prompt are not sampled
             reading = np.fromiter((bool(r.feed) for r in rows), bool, len(rows))
             sampling = np.flatnonzero(~reading)
         else:
             reading, sampling = None, np.arange(len(rows))
+        for i in np.flatnonzero(cols.used == UNIFORM_BLOCK).tolist():
+            cols.uniforms[i] = rows[i].rng.random(UNIFORM_BLOCK)
+            cols.used[i] = 0
+        uniforms = cols.uniforms[sampling, cols.used[sampling]]
+        cols.used[sampling] += 1
+        return _Plan(
+            sampling,
+            reading,
+            cols.temperature[sampling],
+            cols.top_k[sampling],
+            cols.top_p[sampling],
+            uniforms,
+        )
+
+    def _compute(self, ids: np.ndarray, states: list, plan: _Plan) -> tuple[np.ndarray, list]:
+        """In the worker thread: one step of the model, then the next character of every
+        sampling row (sampling a large vocabulary would hold the event loop up otherwise)."""
+        logits, states = self.model.step(ids, states)
+        if not plan.sampling.size:
+            return np.zeros(0, np.int64), states
+        picked = sample(
+            logits[plan.sampling],
+            plan.temperature,
+            plan.top_k,
+            plan.top_p,
+            plan.uniforms,
+            banned=self.vocab.unk_id,
+        )
+        return picked, states
+
+    def _advance(self, plan: _Plan, picked: np.ndarray) -> None:
+        """On the event loop, after a step: record the characters, retire finished rows."""
+        rows, cols = self._rows, self._cols
+        sampling, reading = plan.sampling, plan.reading
         if sampling.size:
-            uniforms = cols.uniforms[sampling, cols.used[sampling]]
-            cols.used[sampling] += 1
-            picked = sample(
-                logits[sampling],
-                cols.temperature[sampling],
-                cols.top_k[sampling],
-                cols.top_p[sampling],
-                uniforms,
-                banned=self.vocab.unk_id,
-            )
             cols.next_id[sampling] = picked
             cols.left[sampling] -= 1
             for i, token in zip(sampling.tolist(), picked.tolist(), strict=True):
                 rows[i].out.append(token)
-            for i in np.flatnonzero(cols.used == UNIFORM_BLOCK).tolist():
-                cols.uniforms[i] = rows[i].rng.random(UNIFORM_BLOCK)
-                cols.used[i] = 0
         if reading is not None:
             for i in np.flatnonzero(reading).tolist():
                 cols.next_id[i] = rows[i].feed.popleft()

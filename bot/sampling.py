@@ -51,17 +51,40 @@ def sample(
     return chosen
 
 
+FIRST_CANDIDATES = 64
+
+
 def _nucleus(p: np.ndarray, k: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Zero all but each row's top-k ids and, within those, its top-p nucleus."""
-    order = np.argsort(-p, axis=1, kind="stable")
-    ranked = np.take_along_axis(p, order, axis=1)
-    vocab = p.shape[1]
+    """Zero all but each row's top-k ids and, within those, its top-p nucleus.
+
+    Sorting a whole row costs O(vocab log vocab), 6,500 ids for the Chinese styles. The kept
+    set is nearly always small, so each row sorts only its c likeliest ids (c = 64, doubled
+    until the kept set fits among them). A row's c depends on the row alone, so its result
+    does not depend on the other rows.
+    """
+    n, vocab = p.shape
     keep_k = np.where((k > 0) & (k < vocab), k, vocab)
-    mass = np.cumsum(ranked, axis=1)
-    # Ids ranked before the one that brings the mass to p*total are kept, and that one too.
-    needed = (mass < top[:, None] * mass[:, -1:]).sum(axis=1) + 1
-    keep = np.minimum(keep_k, needed)
-    mask_ranked = np.arange(vocab)[None, :] < keep[:, None]
-    mask = np.zeros_like(mask_ranked)
-    np.put_along_axis(mask, order, mask_ranked, axis=1)
+    total = p.sum(axis=1)
+    mask = np.zeros(p.shape, dtype=bool)
+    pending = np.arange(n)
+    c = FIRST_CANDIDATES
+    while pending.size:
+        rows = p[pending]
+        if c >= vocab:
+            order = np.argsort(-rows, axis=1, kind="stable")
+        else:
+            part = np.argpartition(-rows, c - 1, axis=1)[:, :c]
+            part.sort(axis=1)  # id order first, so the stable sort breaks ties by id
+            ranked = np.take_along_axis(rows, part, axis=1)
+            order = np.take_along_axis(part, np.argsort(-ranked, axis=1, kind="stable"), axis=1)
+        mass = np.cumsum(np.take_along_axis(rows, order, axis=1), axis=1)
+        # Ids ranked before the one that brings the mass to p*total are kept, and that one too.
+        needed = (mass < top[pending, None] * total[pending, None]).sum(axis=1) + 1
+        keep = np.minimum(keep_k[pending], needed)
+        done = (keep <= order.shape[1]) & ((keep < needed) | (needed <= mass.shape[1]))
+        done |= order.shape[1] >= vocab
+        for j in np.flatnonzero(done).tolist():
+            mask[pending[j], order[j, : keep[j]]] = True
+        pending = pending[~done]
+        c *= 4
     return np.where(mask, p, 0.0)

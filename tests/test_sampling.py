@@ -94,3 +94,26 @@ def test_per_row_temperatures_in_one_batch():
     cold, hot = picked[:2000], picked[2000:]
     assert (cold == 0).all()
     assert 0.2 < (hot == 0).mean() < 0.4  # near uniform when hot
+
+
+def test_top_k_and_top_p_over_a_large_vocabulary_keep_exactly_the_defined_set():
+    """6,500 ids (the Chinese styles' size): the sampler sorts only the likeliest candidates,
+    widening them when the nucleus is wide; the kept set must be the definition's."""
+    from bot.sampling import _nucleus
+
+    rng = np.random.default_rng(11)
+    vocab = 6500
+    # Peaky rows (a small nucleus) and flat rows (a nucleus of thousands of ids).
+    logits = np.concatenate(
+        [rng.standard_normal((8, vocab)) * 4.0, rng.standard_normal((8, vocab)) * 0.3]
+    )
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    for k, top in ((0, 0.9), (40, 1.0), (40, 0.5), (3000, 0.99), (0, 0.999)):
+        ks, tops = np.full(len(p), k), np.full(len(p), top)
+        kept = _nucleus(p, ks, tops) > 0
+        for row, probs in enumerate(p):
+            order = np.argsort(-probs, kind="stable")
+            mass = np.cumsum(probs[order])
+            needed = int((mass < top * probs.sum()).sum()) + 1
+            size = min(k if 0 < k < vocab else vocab, needed)
+            assert set(np.flatnonzero(kept[row])) == set(order[:size].tolist()), (k, top, row)
