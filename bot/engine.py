@@ -1,8 +1,11 @@
 """The inference engine: an onnxruntime session per bundle and a continuous-batching scheduler.
 
-Every step, one `session.run` (off the event loop) advances every active request by one
-character; requests join the batch and leave it at any step. Prompts are fed through the same
-step, inside the batch, so a long prompt never blocks other requests.
+Every step, one `session.run` advances every active request by one character, and every
+row's next character is sampled at once. Steps run in a worker thread in bursts (until a row
+finishes, a queued request could join, or 20 ms pass), so the event loop is free and pays no
+hand-off per character; between bursts it answers finished requests and admits new ones, whose
+prompts the bundle's prefill graph reads in one run (or, without one, the same step reads them
+inside the batch). A request's text depends only on its own seed and options.
 """
 
 from __future__ import annotations
@@ -333,6 +336,7 @@ class _Row:
 
 
 UNIFORM_BLOCK = 64  # draws taken from a row's random stream at a time
+BURST_SECONDS = 0.02  # longest run of steps in the worker before the event loop gets the batch
 
 
 @dataclass
@@ -529,15 +533,14 @@ class Scheduler:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                plan = self._plan()
                 started = time.monotonic()
-                picked, self._states = await loop.run_in_executor(
-                    self._executor, self._compute, self._cols.next_id, self._states, plan
+                self._states, steps = await loop.run_in_executor(
+                    self._executor, self._burst, self._states
                 )
-                elapsed = time.monotonic() - started
+                elapsed = (time.monotonic() - started) / steps
                 self._step_seconds += 0.05 * (elapsed - self._step_seconds)
-                self.steps += 1
-                self._advance(plan, picked)
+                self.steps += steps
+                self._retire()
             except Exception as err:  # a bug or a broken device: fail the batch, keep serving
                 log.exception("step failed for %s", self.model.bundle.path)
                 for row in (*self._rows, *self._admitting):
@@ -547,8 +550,40 @@ class Scheduler:
                 self._rows, self._states = [], self.model.to_device(self.model.zero_states(0))
                 self._cols, self._feeding = _Columns.of([]), False
 
+    def _burst(self, states: list) -> tuple[list, int]:
+        """In the worker thread: steps of the whole batch, each followed by sampling and
+        recording every row's next character, until a row is done, out of time or given up,
+        a queued request could take a free slot, or BURST_SECONDS have passed. The event loop
+        meanwhile only queues new requests; it gets the batch back to retire and admit rows.
+        """
+        started = time.monotonic()
+        steps = 0
+        cols = self._cols
+        while True:
+            plan = self._plan()
+            logits, states = self.model.step(cols.next_id, states)
+            picked = sample(
+                logits[plan.sampling],
+                plan.temperature,
+                plan.top_k,
+                plan.top_p,
+                plan.uniforms,
+                banned=self.vocab.unk_id,
+            )
+            self._record(plan, picked)
+            steps += 1
+            now = time.monotonic()
+            if (
+                (cols.left <= 0).any()
+                or (cols.deadline < now).any()
+                or self._cancelled
+                or (self._queue and len(self._rows) < self.limits.max_batch)
+                or now - started > BURST_SECONDS
+            ):
+                return states, steps
+
     def _plan(self) -> _Plan:
-        """On the event loop, before a step: which rows sample, with what, and their draws."""
+        """Before a step: which rows sample, with what options, and their draws."""
         rows, cols = self._rows, self._cols
         if self._feeding:  # rows still reading their prompt are not sampled
             reading = np.fromiter((bool(r.feed) for r in rows), bool, len(rows))
@@ -569,24 +604,8 @@ class Scheduler:
             uniforms,
         )
 
-    def _compute(self, ids: np.ndarray, states: list, plan: _Plan) -> tuple[np.ndarray, list]:
-        """In the worker thread: one step of the model, then the next character of every
-        sampling row (sampling a large vocabulary would hold the event loop up otherwise)."""
-        logits, states = self.model.step(ids, states)
-        if not plan.sampling.size:
-            return np.zeros(0, np.int64), states
-        picked = sample(
-            logits[plan.sampling],
-            plan.temperature,
-            plan.top_k,
-            plan.top_p,
-            plan.uniforms,
-            banned=self.vocab.unk_id,
-        )
-        return picked, states
-
-    def _advance(self, plan: _Plan, picked: np.ndarray) -> None:
-        """On the event loop, after a step: record the characters, retire finished rows."""
+    def _record(self, plan: _Plan, picked: np.ndarray) -> None:
+        """After a step: each sampling row's new character, each reading row's next input."""
         rows, cols = self._rows, self._cols
         sampling, reading = plan.sampling, plan.reading
         if sampling.size:
@@ -598,6 +617,11 @@ class Scheduler:
             for i in np.flatnonzero(reading).tolist():
                 cols.next_id[i] = rows[i].feed.popleft()
             self._feeding = any(r.feed for r in rows)
+
+    def _retire(self) -> None:
+        """On the event loop, after a burst: answer the rows that are done, out of time or
+        given up, and close the batch up behind them."""
+        rows, cols = self._rows, self._cols
         now = time.monotonic()
         finished = cols.left <= 0
         retire = finished | (cols.deadline < now)
