@@ -10,11 +10,13 @@ already ships without TensorFlow and without its training run. numpy and onnx on
   character + states after it. One LSTM/GRU operator per layer runs the whole prompt (its
   `sequence_lens` input stops each row at its own length), so the input projections of a
   prompt are one matrix multiply instead of one per character.
-- `int8_step_graph`: the step with int8 weights (one scale per output column) and int8
+- `int8_step_graph`: the step with int8 weights (7-bit, one scale per output column) and int8
   activations with one scale per batch row. The integer products are exact and every scale
   belongs to one row, so a row's logits do not depend on the other rows of the batch.
   onnxruntime's dynamic quantisation uses one activation scale for the whole batch, which
-  makes a request's text depend on its neighbours.
+  makes a request's text depend on its neighbours. Each LSTM layer is one integer product of
+  [x, h] with [W; R]; where the vocabulary is small, the first layer's input projection is a
+  table lookup instead.
 """
 
 from __future__ import annotations
@@ -278,11 +280,18 @@ def _dense_fp32(g: _Builder, w: StepWeights, x: str) -> str:
     return g.one("Add", g.one("MatMul", x, g.const(w.dense_w)), g.const(w.dense_b))
 
 
+WEIGHT_LEVELS = 63  # 7-bit weights: see _quantize_columns
+
+
 def _quantize_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """m [inner, outer] -> (int8 [inner, outer], scale [outer]), symmetric per column."""
-    scale = np.abs(m).max(axis=0) / 127.0
+    """m [inner, outer] -> (int8 [inner, outer], scale [outer]), symmetric per column.
+
+    Weights use 7 bits (-63..63): x86 kernels without VNNI add pairs of uint8 x int8
+    products in int16, which 8-bit weights can overflow (255 * 127 * 2 > 32767).
+    """
+    scale = np.abs(m).max(axis=0) / WEIGHT_LEVELS
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    q = np.clip(np.rint(m / scale), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(m / scale), -WEIGHT_LEVELS, WEIGHT_LEVELS).astype(np.int8)
     return q, scale
 
 
@@ -295,14 +304,22 @@ class _Int8:
         self.inv127 = g.const(np.array(1 / 127, np.float32))
         self.offset = g.const(np.array(128, np.float32))
         self.zero_point = g.const(np.array(128, np.uint8))
+        self.nothing = g.const(np.array(0, np.float32))
+        self.axis1 = g.const(np.array([1], np.int64))
 
     def row_quantize(self, x: str) -> tuple[str, str]:
-        """x -> (uint8 codes around 128, scale [batch, 1]): each row's own scale."""
+        """x -> (uint8 codes around 128, scale [batch, 1]): each row's own scale. One
+        QuantizeLinear along the batch axis rounds, offsets and saturates in one pass."""
         g = self.g
-        peak = g.one("ReduceMax", g.one("Abs", x), axes=[1], keepdims=1)
+        peak = g.one("ReduceMax", g.one("Abs", x), axes=[1], keepdims=0)  # [batch]
         scale = g.one("Max", g.one("Mul", peak, self.inv127), self.tiny)
-        codes = g.one("Add", g.one("Round", g.one("Div", x, scale)), self.offset)
-        return g.one("Cast", codes, to=TensorProto.UINT8), scale
+        zero = g.one(
+            "Cast",
+            g.one("Add", g.one("Mul", scale, self.nothing), self.offset),
+            to=TensorProto.UINT8,
+        )  # [batch] of 128
+        codes = g.one("QuantizeLinear", x, scale, zero, axis=0)
+        return codes, g.one("Unsqueeze", scale, self.axis1)
 
     def matmul(self, quantized: tuple[str, str], m: np.ndarray) -> str:
         g = self.g
@@ -318,18 +335,28 @@ def int8_step_graph(w: StepWeights) -> onnx.ModelProto:
     are written out as gate arithmetic around MatMulInteger."""
     g = _Builder()
     q = _Int8(g)
-    x = g.one("Gather", g.const(w.embedding), "ids")  # [batch, embedding]
     per = 2 if w.cell == "lstm" else 1
     new_states: list[str] = []
     units = w.units
+    gates = GATES[w.cell]
+    first = w.layers[0]
+    # Where the vocabulary is about as small as the embedding, the first layer's input
+    # projection of every character fits in a table as small as its weights: a lookup, exact.
+    table = w.cell == "lstm" and w.vocab_size <= 2 * first.w.shape[1]
+    x = "" if table else g.one("Gather", g.const(w.embedding), "ids")  # [batch, embedding]
     for i, layer in enumerate(w.layers):
         names = w.state_names[i * per : (i + 1) * per]
-        gates = GATES[w.cell]
-        xw = q.matmul(q.row_quantize(x), layer.w.T)
-        hr = q.matmul(q.row_quantize(names[0]), layer.r.T)
         wb, rb = layer.b[: gates * units], layer.b[gates * units :]
         if w.cell == "lstm":
-            z = g.one("Add", g.one("Add", xw, hr), g.const(wb + rb))
+            if i == 0 and table:
+                projected = (w.embedding @ layer.w.T + wb + rb).astype(np.float32)
+                xw = g.one("Gather", g.const(projected), "ids")
+                z = g.one("Add", xw, q.matmul(q.row_quantize(names[0]), layer.r.T))
+            else:
+                # One product for input and state: [x, h] @ [W; R]^T, one scale per row.
+                both = g.one("Concat", x, names[0], axis=1)
+                stacked = np.concatenate([layer.w.T, layer.r.T])
+                z = g.one("Add", q.matmul(q.row_quantize(both), stacked), g.const(wb + rb))
             gi, go, gf, gc = g.op(
                 "Split", z, g.const(np.full(4, units, np.int64)), axis=1, outputs=4
             )
@@ -341,6 +368,8 @@ def int8_step_graph(w: StepWeights) -> onnx.ModelProto:
             h = g.one("Mul", g.one("Sigmoid", go), g.one("Tanh", c))
             new_states += [h, c]
         else:
+            xw = q.matmul(q.row_quantize(x), layer.w.T)
+            hr = q.matmul(q.row_quantize(names[0]), layer.r.T)
             split = g.const(np.full(3, units, np.int64))
             xz, xr, xh = g.op("Split", g.one("Add", xw, g.const(wb)), split, axis=1, outputs=3)
             hz, hr_, hh = g.op("Split", g.one("Add", hr, g.const(rb)), split, axis=1, outputs=3)

@@ -7,6 +7,7 @@ import math
 import time
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -292,7 +293,23 @@ def test_prompt_is_read_in_one_prefill_run_and_writes_what_stepping_writes(model
     assert counts == [60, 60 + len(LONG_PROMPT)]
 
 
-def test_int8_step_stays_close_to_fp32(model, int8_model):
+@pytest.fixture(scope="module")
+def table_models(tmp_path_factory):
+    """A bundle whose vocabulary is small next to its embedding: the int8 graph looks the first
+    layer's input projection up in a table."""
+    path = make_bundle(
+        tmp_path_factory.mktemp("models"), units=48, embedding=64, scale=2.0, int8=True
+    )
+    return StepModel.load(path, providers="cpu"), StepModel.load(path, providers="cpu", int8=True)
+
+
+@pytest.mark.parametrize("pair", ["plain", "table"])
+def test_int8_step_stays_close_to_fp32(pair, model, int8_model, table_models):
+    if pair == "table":
+        model, int8_model = table_models
+    ops = [node.op_type for node in onnx.load(int8_model.bundle.model_path(True)).graph.node]
+    assert ops.count("MatMulInteger") == 3  # one per layer ([x, h] together) and the logits
+    assert ops.count("Concat") == (1 if pair == "table" else 2)  # the table replaces one
     rng = np.random.default_rng(3)
     ids = rng.integers(1, len(model.bundle.vocab), (16, 40))
     states32, states8 = model.zero_states(16), int8_model.zero_states(16)
