@@ -27,10 +27,31 @@ def sample(
     z = logits.astype(np.float64, copy=True)
     if banned is not None:
         z[:, banned] = -np.inf
-    chosen = np.argmax(z, axis=1)
     hot = temperature > 0
-    if not hot.any():
+    everyone = bool(hot.all())  # the common case: no row-selection copies
+    chosen = np.zeros(len(z), np.int64) if everyone else np.argmax(z, axis=1)
+    if not everyone and not hot.any():
         return chosen
+    rows = slice(None) if everyone else np.flatnonzero(hot)
+    if not everyone:
+        z = z[rows]
+    # The maximum comes off before dividing: a tiny temperature then sends every other logit
+    # to -inf (greedy, as it should) instead of overflowing to inf - inf = NaN.
+    with np.errstate(over="ignore"):
+        z -= z.max(axis=1, keepdims=True)
+        z /= temperature[rows, None]
+    p = np.exp(z, out=z)
+    k, top = top_k[rows], top_p[rows]
+    trim = ((k > 0) & (k < p.shape[1])) | (top < 1.0)
+    if trim.any():
+        p[trim] = _nucleus(p[trim], k[trim], top[trim])
+    # Inverse-CDF draw: the first id whose cumulative mass exceeds u * total. cumsum runs
+    # left to right along each row alone, so the result is independent of the other rows.
+    cdf = np.cumsum(p, axis=1)
+    threshold = uniforms[rows, None] * cdf[:, -1:]
+    picked = np.minimum((cdf <= threshold).sum(axis=1), p.shape[1] - 1)
+    chosen[rows] = picked
+    return chosen
     rows = np.flatnonzero(hot)
     z = z[rows]
     # The maximum comes off before dividing: a tiny temperature then sends every other logit
