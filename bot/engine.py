@@ -669,6 +669,17 @@ def load_model(path: Path, providers: str = "auto", precision: str = "fp32") -> 
     int8 = precision == "int8" and bundle.model_path(int8=True).is_file()
     if precision == "int8" and not int8:
         log.info("%s/%s has no int8 graph; serving fp32", bundle.style, bundle.version)
+    elif int8 and "int8" not in bundle.card:
+        # Written by onnxruntime's dynamic quantisation (one activation scale per batch), whose
+        # text would depend on the other requests in the batch.
+        log.warning(
+            "%s/%s: its int8 graph predates per-row scales; serving fp32 "
+            "(`python -m export derive %s` rebuilds it)",
+            bundle.style,
+            bundle.version,
+            bundle.path,
+        )
+        int8 = False
     return StepModel(bundle, providers=providers, int8=int8)
 
 

@@ -79,6 +79,8 @@ def make_bundle(
         "metrics": {"val_loss": val_loss, "val_bpc": val_loss / np.log(2)},
         "created_at": "2026-11-26T00:00:00+00:00",
     }
+    if int8:
+        card["int8"] = {"method": "per-row activation scales (tests)", "file": INT8_FILE}
     try:
         return write_bundle(models_dir, vocab, card, {name: scratch / name for name in files})
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,5 +90,11 @@ def test_generate_serves_the_int8_graph_when_asked_and_says_when_a_bundle_has_no
     assert "(int8)" in int8.stderr and "(int8)" not in fp32.stderr
     fallback = run("generate", "--style", "plain", *base, "--precision", "int8")
     assert fallback.returncode == 0 and "has no int8 graph; serving fp32" in fallback.stderr
+    old = make_bundle(tmp_path / "models", "old", int8=True)  # dynamic quantisation's card
+    card = json.loads((old / "card.json").read_text())
+    del card["int8"]
+    (old / "card.json").write_text(json.dumps(card))
+    stale = run("generate", "--style", "old", *base, "--precision", "int8")
+    assert stale.returncode == 0 and "predates per-row scales; serving fp32" in stale.stderr
     wrong = run("generate", "--style", "verse", *base, env={"MODEL_PRECISION": "fp16"})
     assert wrong.returncode == 2 and "MODEL_PRECISION" in wrong.stderr
