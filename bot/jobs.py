@@ -200,7 +200,9 @@ class JobRunner:
             return
         job.status = "exporting"
         await self._notify(job)
-        export = [self.python, "-m", "export", str(run), "--models", str(self.registry.models_dir)]
+        # --int8: every bundle can serve either precision (MODEL_PRECISION).
+        models = str(self.registry.models_dir)
+        export = [self.python, "-m", "export", str(run), "--models", models, "--int8"]
         ok = await self._child(job, export, logfile, started)
         if not ok:
             return
