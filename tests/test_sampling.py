@@ -117,3 +117,20 @@ def test_top_k_and_top_p_over_a_large_vocabulary_keep_exactly_the_defined_set():
             needed = int((mass < top * probs.sum()).sum()) + 1
             size = min(k if 0 < k < vocab else vocab, needed)
             assert set(np.flatnonzero(kept[row])) == set(order[:size].tolist()), (k, top, row)
+
+
+def test_draws_over_a_large_vocabulary_follow_the_distribution_and_skip_empty_ids():
+    """6,500 ids, drawn block by block: the frequencies follow the probabilities, and ids
+    with no mass (the banned one, a zeroed stretch) are never drawn."""
+    rng = np.random.default_rng(4)
+    vocab, n = 6500, 20000
+    logits = rng.standard_normal(vocab) * 2.0
+    logits[1000:1300] = -np.inf  # a run of impossible ids across block boundaries
+    picked = run(np.tile(logits, (n, 1)), temperature=1.0, banned=7, seed=9)
+    assert not np.isin(picked, [7, *range(1000, 1300)]).any()
+    p = np.exp(logits - logits.max())
+    p[7] = 0.0
+    p /= p.sum()
+    top = np.argsort(-p)[:20]  # the likeliest ids are drawn about as often as they should be
+    observed = np.bincount(picked, minlength=vocab)[top] / n
+    assert np.all(np.abs(observed - p[top]) < 4 * np.sqrt(p[top] / n) + 1e-3)
