@@ -156,3 +156,16 @@ def test_init_from_a_finished_run_starts_where_it_ended(runs, tmp_path, capsys):
             "32",
             *TINY[4:],
         )
+
+
+def test_select_by_full_keeps_the_epoch_with_the_best_full_context_loss(tmp_path):
+    out = tmp_path / "full"
+    assert train("full", out, "--epochs", "3", "--select-by", "full", *TINY) == 0
+    state = json.loads((out / "state.json").read_text())
+    full = {h["epoch"]: h["val_loss_full"] for h in state["history"]}
+    assert state["best_val_loss"] == min(full.values())
+    assert state["best_epoch"] == min(full, key=full.get)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_loss"] == pytest.approx(full[metrics["best_epoch"]], abs=1e-4)
+    windowed = {h["epoch"]: h["val_loss"] for h in state["history"]}
+    assert metrics["val_loss_windowed"] == windowed[metrics["best_epoch"]]

@@ -41,6 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of each target given to the unknown id (default: estimated from the data)",
     )
     p.add_argument("--init-from", help="start from this finished run's weights (fine-tuning)")
+    p.add_argument(
+        "--select-by",
+        choices=("windowed", "full"),
+        default="windowed",
+        help="validation loss that picks the best epoch and early-stops: Keras's windows, or "
+        "the full-context figure the card reports (about a second more per epoch)",
+    )
     p.add_argument("--sample-chars", type=int, default=200, help="sample printed per epoch")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         init_from=args.init_from,
         unk_rate=args.unk_rate,
         sample_chars=args.sample_chars,
+        select_by=args.select_by,
     )
     model_args = {
         "cell": args.cell,
