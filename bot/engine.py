@@ -393,9 +393,11 @@ class _Plan:
 class Scheduler:
     """Continuous batching over one StepModel.
 
-    `generate` queues a request; the step loop admits queued requests into the running batch
-    whenever a slot is free, advances all rows with one `session.run`, samples every row that
-    is past its prompt, and retires rows that are done, all at every step.
+    `generate` queues a request; the loop admits queued requests into the running batch
+    whenever a slot is free (reading their prompts with the prefill graph), then hands the
+    batch to the worker thread, which advances all rows with one `session.run` per step and
+    samples every row past its prompt, step after step, until a row is done or a newcomer
+    could join; back on the loop, finished rows are answered and the batch closes up.
     """
 
     def __init__(self, model: StepModel, limits: Limits | None = None) -> None:
