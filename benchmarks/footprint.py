@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.stats import write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_RSS_MB = 300
@@ -107,8 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         report[precision] = summary
         print(precision, json.dumps(summary), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "footprint.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Footprint of the serving process",
         "",
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             f" | {'yes' if s['tensorflow_imported'] else 'no'} |"
         )
     lines += ["", f"Targets: resident memory <= {TARGET_RSS_MB} MB, ready <= {TARGET_READY_S} s.\n"]
-    (args.out / "footprint.md").write_text("\n".join(lines))
+    write_results(args.out, "footprint", report, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

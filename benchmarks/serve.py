@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -42,7 +41,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from benchmarks.stats import percentile
+from benchmarks.stats import percentile, write_results
 from bot.bundle import active_version, load_bundle
 from bot.engine import Limits, Request, Scheduler, StepModel
 from export.graphs import StepWeights, read_weights
@@ -404,9 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             _say(row, name)
 
     results["summary"] = summarise(results)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (args.out / "serve.md").write_text(markdown(results), encoding="utf-8")
+    write_results(args.out, "serve", results, markdown(results))
     print(markdown(results))
     return 0
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.stats import write_results
 from bot.bundle import active_version, load_bundle, styles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,8 +142,6 @@ def main(argv: list[str] | None = None) -> int:
             **measure(card, args.steps),
         }
         print(style, json.dumps(report[style]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Training throughput",
         "",
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['flop_limited_chars_per_second']:,.0f} | {r['share_of_flop_limit']:.0%} |"
         )
     lines.append("")
-    (args.out / "train_throughput.md").write_text("\n".join(lines))
+    write_results(args.out, "train_throughput", report, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

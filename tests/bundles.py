@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto
 
 from bot.bundle import INT8_FILE, MODEL_FILE, PREFILL_FILE, Vocab, write_bundle
 from export import graphs
@@ -19,20 +18,10 @@ from export import graphs
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def step_graph(
-    vocab_size: int,
-    cell: str = "lstm",
-    layers: int = 2,
-    units: int = 32,
-    embedding: int = 16,
-    seed: int = 0,
-    ids_type: int = TensorProto.INT64,
-    scale: float = 0.6,
-) -> onnx.ModelProto:
-    """The bundle contract's one-step graph with random weights."""
-    return graphs.step_graph(
-        graphs.random_weights(vocab_size, cell, layers, units, embedding, seed, scale, ids_type)
-    )
+def step_graph(vocab_size: int, *args, **kwargs) -> onnx.ModelProto:
+    """The bundle contract's one-step graph with random weights (`graphs.random_weights`'s
+    arguments)."""
+    return graphs.step_graph(graphs.random_weights(vocab_size, *args, **kwargs))
 
 
 def make_bundle(
