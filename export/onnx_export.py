@@ -324,6 +324,7 @@ def export_run(
                 "epochs": metrics["epochs"],
                 "best_epoch": metrics["best_epoch"],
                 "training_seconds": metrics["training_seconds"],
+                "wall_seconds": metrics.get("wall_seconds", metrics["training_seconds"]),
                 "chars_per_second": metrics["chars_per_second"],
             },
             "training": {

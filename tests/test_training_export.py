@@ -65,6 +65,8 @@ def test_loss_falls_and_the_run_folder_is_complete(runs):
     assert vals[-1] < vals[0]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val_bpc"] == pytest.approx(metrics["val_loss"] / 0.6931471805599453)
+    # The run's cost includes each epoch's scoring, sample and checkpoint, not just the fit.
+    assert metrics["wall_seconds"] > metrics["training_seconds"] > 0
     for name in (
         "vocab.json",
         "best.weights.h5",

@@ -164,6 +164,9 @@ class RunLog(keras.callbacks.Callback):
         elif self.deadline is not None and time.time() > self.deadline:
             reason = f"stopped at the --max-minutes budget ({self.cfg.max_minutes} min)"
         st["stopped"] = reason
+        # Wall time with this callback's own work (scoring, sample, checkpoint): what the
+        # run cost; training_seconds above is the fit alone, the basis of chars/s.
+        st["wall_seconds"] = st.get("wall_seconds", 0.0) + time.monotonic() - self.epoch_started
         self.model.save(self.run / "last.keras")
         write_json(self.run / "state.json", st)
         with open(self.run / "progress.jsonl", "a", encoding="utf-8") as f:
@@ -372,6 +375,7 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
         "best_epoch": state["best_epoch"],
         "epochs": state["epoch"],
         "training_seconds": round(state["training_seconds"], 1),
+        "wall_seconds": round(state.get("wall_seconds", state["training_seconds"]), 1),
         "chars_per_second": round(
             state["train_chars_per_epoch"] * state["epoch"] / max(state["training_seconds"], 1e-9)
         ),
