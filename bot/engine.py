@@ -127,6 +127,10 @@ def create_session(model_path: Path, providers: str = "auto", threads: int = 0):
     return ort.InferenceSession(str(model_path), options, providers=[_CPU])
 
 
+def _ids_dtype(session) -> type:
+    return np.int64 if session.get_inputs()[0].type == "tensor(int64)" else np.int32
+
+
 class StepModel:
     """One bundle's one-step graph in an onnxruntime session: ids + state in, logits + state out.
 
@@ -147,13 +151,10 @@ class StepModel:
         self.bundle = bundle
         self.int8 = int8
         self.session = self._open(bundle.model_path(int8), providers, threads)
-        signature = [(a.name, a.shape, a.type) for a in self.session.get_inputs()]
-        outputs = [(a.name, a.shape, a.type) for a in self.session.get_outputs()]
-        check_signature(bundle, signature, outputs, bundle.model_path(int8).name)
         self.provider = self.session.get_providers()[0]
-        self.input_names = [name for name, _, _ in signature]
-        self.output_names = [name for name, _, _ in outputs]
-        self.ids_dtype = np.int64 if signature[0][2] == "tensor(int64)" else np.int32
+        self.input_names = [a.name for a in self.session.get_inputs()]
+        self.output_names = [a.name for a in self.session.get_outputs()]
+        self.ids_dtype = _ids_dtype(self.session)
         self.units = bundle.units
         self.n_states = len(bundle.state_names)
         self.device = "cuda" if self.provider == _CUDA else "cpu"
@@ -161,18 +162,8 @@ class StepModel:
         self.prefill_session = None
         if bundle.prefill_path is not None:
             self.prefill_session = self._open(bundle.prefill_path, self.device, threads)
-            check_signature(
-                bundle,
-                [(a.name, a.shape, a.type) for a in self.prefill_session.get_inputs()],
-                [(a.name, a.shape, a.type) for a in self.prefill_session.get_outputs()],
-                PREFILL_FILE,
-            )
             self._prefill_inputs = [a.name for a in self.prefill_session.get_inputs()]
-            self._prefill_ids_dtype = (
-                np.int64
-                if self.prefill_session.get_inputs()[0].type == "tensor(int64)"
-                else np.int32
-            )
+            self._prefill_ids_dtype = _ids_dtype(self.prefill_session)
         log.info(
             "%s/%s runs on %s%s%s",
             bundle.style,
@@ -183,6 +174,7 @@ class StepModel:
         )
 
     def _open(self, path: Path, providers: str, threads: int):
+        """A session of one of the bundle's graphs, its inputs and outputs checked."""
         if not path.is_file():
             raise BundleError(f"{path} is missing")
         try:
@@ -191,6 +183,12 @@ class StepModel:
             raise
         except Exception as err:  # a truncated or foreign file: onnxruntime's errors are untyped
             raise BundleError(f"{path}: onnxruntime cannot load it ({err})") from err
+        check_signature(
+            self.bundle,
+            [(a.name, a.shape, a.type) for a in session.get_inputs()],
+            [(a.name, a.shape, a.type) for a in session.get_outputs()],
+            path.name,
+        )
         return session
 
     def warm_up(self) -> None:
@@ -333,6 +331,12 @@ class _Row:
     started: float
     out: list[int] = field(default_factory=list)
     next_id: int = 0
+
+
+def _fail(rows: list[_Row], err: Exception) -> None:
+    for row in rows:
+        if not row.future.done():
+            row.future.set_exception(RuntimeError(f"the model failed: {err}"))
 
 
 UNIFORM_BLOCK = 64  # draws taken from a row's random stream at a time
@@ -504,9 +508,7 @@ class Scheduler:
                 states = await loop.run_in_executor(self._executor, self.model.prefill, prompts)
             except Exception as err:  # fail these newcomers, keep the running batch going
                 log.exception("prefill failed for %s", self.model.bundle.path)
-                for row in newcomers:
-                    if not row.future.done():
-                        row.future.set_exception(RuntimeError(f"the model failed: {err}"))
+                _fail(newcomers, err)
                 return
             for fresh_state, state in zip(fresh, states, strict=True):
                 fresh_state[reading] = state
@@ -545,9 +547,7 @@ class Scheduler:
                 self._retire()
             except Exception as err:  # a bug or a broken device: fail the batch, keep serving
                 log.exception("step failed for %s", self.model.bundle.path)
-                for row in (*self._rows, *self._admitting):
-                    if not row.future.done():
-                        row.future.set_exception(RuntimeError(f"the model failed: {err}"))
+                _fail([*self._rows, *self._admitting], err)
                 self._admitting = []
                 self._rows, self._states = [], self.model.to_device(self.model.zero_states(0))
                 self._cols, self._feeding = _Columns.of([]), False

@@ -178,13 +178,15 @@ INT8_METHOD = (
 
 def add_derived_graphs(
     staged: Path,
+    metrics: dict[str, Any],
     val_ids: np.ndarray,
     unk_penalty: float,
     int8: bool,
     log=print,
 ) -> dict[str, Any]:
     """Write the prefill graph (and with `int8` the int8 step graph) next to the staged
-    bundle's model.onnx, check them, and return the card fields that describe them."""
+    bundle's model.onnx, check them, and return the card fields that describe them (with
+    `metrics`, the card's, gaining the int8 graph's validation loss)."""
     import onnx
 
     weights = graphs.read_weights(onnx.load(staged / MODEL_FILE))
@@ -204,6 +206,7 @@ def add_derived_graphs(
         loss = onnx_loss(int8_session, val_ids, unk_penalty)
         log(f"int8 validation loss {loss:.4f} nats/char")
         fields["int8"] = {"method": INT8_METHOD, "val_loss": loss, "file": INT8_FILE}
+        fields["metrics"] = {**metrics, "val_loss_int8": loss}
     return fields
 
 
@@ -220,13 +223,12 @@ def derive(bundle_path: Path, corpus: str | None = None, int8: bool = True, log=
     with tempfile.TemporaryDirectory(prefix=".derive-", dir=bundle.path.parent) as tmp:
         staged = Path(tmp) / bundle.style / bundle.version
         staged.mkdir(parents=True)
+        rebuilt = (PREFILL_FILE, INT8_FILE) if int8 else (PREFILL_FILE,)
         for item in bundle.path.iterdir():
-            if item.is_file() and item.name not in (PREFILL_FILE, INT8_FILE):
+            if item.is_file() and item.name not in rebuilt:
                 shutil.copyfile(item, staged / item.name)
-        fields = add_derived_graphs(staged, val_ids, unk_penalty, int8, log)
-        card = bundle.card
-        metrics = {**card["metrics"], "val_loss_int8": fields["int8"]["val_loss"]} if int8 else {}
-        update_card(staged, **fields, **({"metrics": metrics} if metrics else {}))
+        fields = add_derived_graphs(staged, bundle.card["metrics"], val_ids, unk_penalty, int8, log)
+        update_card(staged, **fields)
         _verify(load_bundle(staged))
         old = Path(tmp) / "old"
         os.rename(bundle.path, old)
@@ -359,9 +361,7 @@ def export_run(
         if not worst <= PARITY_TOLERANCE:
             raise ExportError(f"parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}; not exported")
         card["metrics"]["val_loss_onnx"] = onnx_loss(session, val_ids, unk_penalty)
-        card.update(add_derived_graphs(staged, val_ids, unk_penalty, int8, log))
-        if int8:
-            card["metrics"]["val_loss_int8"] = card["int8"]["val_loss"]
+        card.update(add_derived_graphs(staged, card["metrics"], val_ids, unk_penalty, int8, log))
         for name in (PREFILL_FILE, INT8_FILE):
             if (staged / name).exists():
                 files[name] = staged / name
