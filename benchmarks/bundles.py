@@ -30,9 +30,9 @@ def kneser_ney(results: Path) -> dict[str, float]:
 def table(models: Path, results: Path) -> str:
     baseline = kneser_ney(results)
     rows = [
-        "| style | version | cell | parameters | validation nats/char (bits) | KN 6-gram | "
-        "int8 nats/char | parity | epochs | training | chars/s | size MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| style | version | cell | parameters | validation nats/char (bits) | n-gram mixed in | "
+        "KN 6-gram | int8 nats/char | parity | epochs | training | chars/s | size MB |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for style in styles(models):
         version = active_version(models, style)
@@ -40,6 +40,13 @@ def table(models: Path, results: Path) -> str:
         card, m = bundle.card, bundle.card["metrics"]
         kn = baseline.get(card["corpus"]["name"])
         int8 = m.get("val_loss_int8")
+        ngram = card.get("ngram")
+        mixed = (
+            f"{ngram['order']}-gram at {1 - ngram['weight']:g} (network alone "
+            f"{m['val_loss_network']:.4f}, n-gram alone {ngram['val_loss']:.4f})"
+            if ngram
+            else "-"
+        )
         rows.append(
             "| "
             + " | ".join(
@@ -49,6 +56,7 @@ def table(models: Path, results: Path) -> str:
                     f"{card['layers']}x{card['cell'].upper()} {card['units']}",
                     f"{card.get('parameters', 0):,}",
                     f"{m['val_loss']:.4f} ({m['val_bpc']:.3f})",
+                    mixed,
                     f"{kn:.4f}" if kn is not None else "-",
                     f"{int8:.4f}" if int8 is not None else "-",
                     f"{card.get('parity', {}).get('max_abs_logit_diff', float('nan')):.1e}",

@@ -13,12 +13,12 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bot.ngram import DEFAULT_ORDER, FALLBACK_DISCOUNTS, NGram
 from training.corpus import fetch_known, load_corpus, read_text_file, split
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -27,11 +27,6 @@ DEFAULT_CORPORA = [
     for name in ("shakespeare.txt", "jaychou_lyrics.txt", "tang_poems.txt")
 ]
 DEFAULT_OUT = PROJECT_ROOT / "benchmarks" / "results"
-DEFAULT_ORDER = 6
-
-# KenLM's --discount_fallback values, for orders whose count-of-counts cannot give valid ones
-# (tiny corpora, or unigram continuation counts over a 65-character alphabet).
-FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 
 
 def code_points(text: str) -> np.ndarray:
@@ -39,54 +34,15 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
 
 
-def estimate_discounts(counts: np.ndarray, modified: bool = True) -> tuple[tuple[float, ...], bool]:
-    """Discounts (D1, D2, D3+) from count-of-counts (Chen & Goodman 1998); True if they fell back.
-
-    Plain Kneser-Ney uses one discount for every count, returned three times.
-    """
-    n1, n2, n3, n4 = (int(np.count_nonzero(counts == r)) for r in (1, 2, 3, 4))
-    if n1 == 0 or (modified and min(n2, n3, n4) == 0):
-        return FALLBACK_DISCOUNTS, True
-    y = n1 / (n1 + 2 * n2)
-    discounts = (
-        (y, y, y)
-        if not modified
-        else (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
-    )
-    # A discount outside (0, r] would either remove no mass for unseen events or make a count
-    # negative, breaking normalisation.
-    if not all(0 < d <= r for r, d in enumerate(discounts, start=1)):
-        return FALLBACK_DISCOUNTS, True
-    return discounts, False
-
-
-@dataclass(frozen=True)
-class _Level:
-    """One order k of the model: the k-grams seen in training, keyed by (context id, char id)."""
-
-    keys: np.ndarray  # sorted context_id * vocab_size + char_id; a k-gram's id is its index here
-    discounted: np.ndarray  # per k-gram: its count minus its discount
-    total: np.ndarray  # per context ((k-1)-gram id): the sum of its k-grams' counts
-    backoff: np.ndarray  # per context: the discounted mass given to order k-1
-    discounts: tuple[float, ...]
-    fallback: bool
-
-
 class KneserNey:
-    """Interpolated (modified) Kneser-Ney over characters, bottoming out in a uniform distribution.
-
-    The highest order uses raw counts and the lower ones continuation counts (how many distinct
-    characters precede an n-gram), as in Chen & Goodman's interpolated modified Kneser-Ney.
-    """
+    """`bot.ngram.NGram` over the code points of a text, the vocabulary every character of
+    `vocab` (so validation characters unseen in training share the uniform floor)."""
 
     def __init__(self, train: str, vocab: str, order: int = DEFAULT_ORDER, modified: bool = True):
-        if order < 1:
-            raise ValueError(f"order must be >= 1, got {order}")
-        self.order = order
-        self.modified = modified
         self.vocab = np.unique(code_points(vocab))
         self.size = len(self.vocab)
-        self.levels = self._fit(self.encode(train))
+        self.model = NGram.fit(self.encode(train), self.size, order, modified)
+        self.order, self.levels = order, self.model.levels
 
     def encode(self, text: str) -> np.ndarray:
         """Character ids in the vocabulary; a character outside it is an error."""
@@ -97,95 +53,10 @@ class KneserNey:
             raise ValueError(f"character {chr(points[outside][0])!r} is not in the vocabulary")
         return ids
 
-    def _fit(self, ids: np.ndarray) -> list[_Level]:
-        # Ids are built hierarchically: a k-gram is (id of its first k-1 chars, last char), which
-        # keeps keys well inside int64 however large the order or vocabulary.
-        n = len(ids)
-        keys: list[np.ndarray] = []
-        raw: list[np.ndarray] = []
-        first_end: list[np.ndarray] = []  # end position of each k-gram's first occurrence
-        ending_at = [np.zeros(n, dtype=np.int64)]  # [k][i]: id of the k-gram ending at i, or -1
-        for k in range(1, self.order + 1):
-            ends = np.arange(k - 1, n)
-            prefix = ending_at[k - 1][ends - 1] if k > 1 else np.zeros(len(ends), dtype=np.int64)
-            level_keys, first, inverse, counts = np.unique(
-                prefix * self.size + ids[ends],
-                return_index=True,
-                return_inverse=True,
-                return_counts=True,
-            )
-            ids_k = np.full(n, -1, dtype=np.int64)
-            ids_k[ends] = inverse
-            keys.append(level_keys)
-            raw.append(counts)
-            first_end.append(ends[first])
-            ending_at.append(ids_k)
-
-        levels = []
-        for k in range(1, self.order + 1):
-            if k == self.order:
-                counts = raw[k - 1]
-            else:
-                # The continuation count of a k-gram is the number of distinct (k+1)-grams that
-                # end with it; any occurrence of a (k+1)-gram tells us which k-gram that is.
-                suffix = ending_at[k][first_end[k]]
-                counts = np.bincount(suffix, minlength=len(keys[k - 1]))
-            levels.append(
-                self._level(keys[k - 1], counts, contexts=len(keys[k - 2]) if k > 1 else 1)
-            )
-        return levels
-
-    def _level(self, keys: np.ndarray, counts: np.ndarray, contexts: int) -> _Level:
-        discounts, fallback = estimate_discounts(counts, self.modified)
-        by_count = np.array((0.0, *discounts))[np.minimum(counts, 3)]
-        context = keys // self.size
-        return _Level(
-            keys=keys,
-            discounted=counts - by_count,
-            total=np.bincount(context, weights=counts, minlength=contexts).astype(np.float64),
-            backoff=np.bincount(context, weights=by_count, minlength=contexts),
-            discounts=discounts,
-            fallback=fallback,
-        )
-
-    def _lookup(self, level: _Level, context: np.ndarray, chars: np.ndarray) -> np.ndarray:
-        """The k-gram id of each (context id, char), or -1 if it was not seen in training."""
-        query = np.where(context >= 0, context * self.size + chars, -1)
-        if len(level.keys) == 0:
-            return np.full(len(query), -1, dtype=np.int64)
-        found = np.minimum(np.searchsorted(level.keys, query), len(level.keys) - 1)
-        return np.where(level.keys[found] == query, found, -1)
-
-    def _probabilities(self, contexts: list[np.ndarray], chars: np.ndarray) -> np.ndarray:
-        """P(char | context) where contexts[k-1] holds each char's order-k context id (or -1)."""
-        prob = np.full(len(chars), 1.0 / self.size)
-        for level, context in zip(self.levels, contexts, strict=True):
-            gram = self._lookup(level, context, chars)
-            seen = context >= 0
-            total = np.where(seen, level.total[np.maximum(context, 0)], 0.0)
-            backoff = np.where(seen, level.backoff[np.maximum(context, 0)], 0.0)
-            discounted = np.where(gram >= 0, level.discounted[np.maximum(gram, 0)], 0.0)
-            # A context never seen at this order passes the lower order's estimate through.
-            prob = np.where(
-                total > 0, (discounted + backoff * prob) / np.where(total > 0, total, 1.0), prob
-            )
-        return prob
-
-    def _context_ids(self, ids: np.ndarray) -> list[np.ndarray]:
-        """Per order k, the id of the (k-1) characters before each position (-1 if unseen)."""
-        contexts = [np.zeros(len(ids), dtype=np.int64)]
-        for level in self.levels[:-1]:
-            gram = self._lookup(level, contexts[-1], ids)
-            # The k-gram ending at i-1 is the order-(k+1) context of position i.
-            contexts.append(np.concatenate(([-1], gram))[:-1])
-        return contexts
-
     def log_probs(self, text: str, start: int = 0) -> np.ndarray:
         """Natural log P of each char of text[start:] given up to order-1 chars before it."""
         window = max(start - (self.order - 1), 0)
-        ids = self.encode(text[window:])
-        probs = self._probabilities(self._context_ids(ids), ids)
-        return np.log(probs[start - window :])
+        return self.model.log_probs(self.encode(text[window:]))[start - window :]
 
     def cross_entropy(self, text: str, start: int = 0) -> float:
         """Mean loss over text[start:] in nats/char, contexts reaching back before `start`."""
@@ -193,11 +64,7 @@ class KneserNey:
 
     def distribution(self, context: str) -> np.ndarray:
         """P(next char | context) over the whole vocabulary, in `vocab` order."""
-        tail = context[len(context) - (self.order - 1) :] if self.order > 1 else ""
-        # A position's context ids do not depend on its own char, so any placeholder will do.
-        ids = np.append(self.encode(tail), 0)
-        contexts = [np.repeat(c[-1], self.size) for c in self._context_ids(ids)]
-        return self._probabilities(contexts, np.arange(self.size))
+        return self.model.distribution(self.model.state_after(list(self.encode(context)))[None])[0]
 
 
 def evaluate(name: str, text: str, orders: Sequence[int], modified: bool = True) -> dict[str, Any]:

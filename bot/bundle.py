@@ -1,10 +1,11 @@
 """The bundle format and the vocabulary: the one place that reads and writes them.
 
 A bundle is `models/<style>/<version>/` holding `model.onnx` (one step of the network),
-`vocab.json`, `card.json` and optionally `model.int8.onnx` (the step with int8 weights) and
-`prefill.onnx` (many prompt characters per run); `models/<style>/ACTIVE` names the live
-version. Training, export and the bot all go through this module. numpy only: no TensorFlow,
-no onnxruntime.
+`vocab.json`, `card.json` and optionally `model.int8.onnx` (the step with int8 weights),
+`prefill.onnx` (many prompt characters per run) and `ngram.npz` (a Kneser-Ney n-gram model
+the engine mixes with the network's distribution, with its weight in the card);
+`models/<style>/ACTIVE` names the live version. Training, export and the bot all go through
+this module. numpy only: no TensorFlow, no onnxruntime.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from bot.ngram import NGram
+
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 PREFILL_FILE = "prefill.onnx"
+NGRAM_FILE = "ngram.npz"
 VOCAB_FILE = "vocab.json"
 CARD_FILE = "card.json"
 ACTIVE_FILE = "ACTIVE"
@@ -187,6 +191,30 @@ class Bundle:
         return path if path.is_file() else None
 
     @property
+    def ngram_weight(self) -> float | None:
+        """The network's share of the served distribution when the bundle carries an n-gram
+        model (the n-gram's is the rest), else None."""
+        section = self.card.get("ngram")
+        return None if section is None else float(section["weight"])
+
+    def load_ngram(self) -> NGram | None:
+        """The bundle's n-gram model, checked against its vocabulary, or None if it has none."""
+        if self.ngram_weight is None:
+            return None
+        path = self.path / NGRAM_FILE
+        if not path.is_file():
+            raise BundleError(f"{path}: the card's ngram section names it, but it is missing")
+        try:
+            model = NGram.load(path)
+        except ValueError as err:
+            raise BundleError(f"{path}: {err}") from err
+        if model.size != len(self.vocab):
+            raise BundleError(
+                f"{path}: it covers {model.size} ids but {VOCAB_FILE} holds {len(self.vocab)}"
+            )
+        return model
+
+    @property
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 
@@ -243,6 +271,11 @@ def load_bundle(path: Path) -> Bundle:
         check_name(card["version"], "version")
     except ValueError as err:
         raise BundleError(f"{path}: {CARD_FILE}: {err}") from err
+    ngram = card.get("ngram")
+    if ngram is not None:
+        weight = ngram.get("weight") if isinstance(ngram, dict) else None
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < 1:
+            raise BundleError(f"{path}: {CARD_FILE} ngram weight must be a number in (0, 1)")
     if (path.parent.name, path.name) != (card["style"], card["version"]):
         raise BundleError(
             f"{path}: the card names {card['style']}/{card['version']}, "

@@ -5,7 +5,9 @@ row's next character is sampled at once. Steps run in a worker thread in bursts 
 finishes, a queued request could join, or 20 ms pass), so the event loop is free and pays no
 hand-off per character; between bursts it answers finished requests and admits new ones, whose
 prompts the bundle's prefill graph reads in one run (or, without one, the same step reads them
-inside the batch). A request's text depends only on its own seed and options.
+inside the batch). Where the bundle carries an n-gram model, each sampled row's distribution is
+the card's mixture of the network's and the n-gram's. A request's text depends only on its own
+seed and options.
 """
 
 from __future__ import annotations
@@ -159,18 +161,21 @@ class StepModel:
         self.n_states = len(bundle.state_names)
         self.device = "cuda" if self.provider == _CUDA else "cpu"
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding
+        self.ngram = bundle.load_ngram()
+        self.ngram_weight = bundle.ngram_weight
         self.prefill_session = None
         if bundle.prefill_path is not None:
             self.prefill_session = self._open(bundle.prefill_path, self.device, threads)
             self._prefill_inputs = [a.name for a in self.prefill_session.get_inputs()]
             self._prefill_ids_dtype = _ids_dtype(self.prefill_session)
         log.info(
-            "%s/%s runs on %s%s%s",
+            "%s/%s runs on %s%s%s%s",
             bundle.style,
             bundle.version,
             self.provider,
             " (int8)" if int8 else "",
             " with prompt prefill" if self.prefill_session else "",
+            f", mixed with a {self.ngram.order}-gram model" if self.ngram else "",
         )
 
     def _open(self, path: Path, providers: str, threads: int):
@@ -331,6 +336,8 @@ class _Row:
     started: float
     out: list[int] = field(default_factory=list)
     next_id: int = 0
+    # The n-gram model's context ids per order once the prefill graph has read the prompt.
+    ngram_state: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _fail(rows: list[_Row], err: Exception) -> None:
@@ -356,9 +363,10 @@ class _Columns:
     next_id: np.ndarray  # what each row reads at the next step
     uniforms: np.ndarray  # [rows, UNIFORM_BLOCK]: the next draws of each row's own stream
     used: np.ndarray  # how many of its uniforms each row has used
+    ngram: np.ndarray  # [rows, order]: each row's n-gram context ids ([rows, 0] without one)
 
     @classmethod
-    def of(cls, rows: list[_Row]) -> _Columns:
+    def of(cls, rows: list[_Row], order: int = 0) -> _Columns:
         # A block of draws is the same sequence as as many single draws, so a row's text does
         # not depend on when its blocks are taken.
         blocks = [r.rng.random(UNIFORM_BLOCK) for r in rows]
@@ -371,6 +379,7 @@ class _Columns:
             np.array([r.next_id for r in rows], np.int64),
             np.array(blocks, np.float64).reshape(len(rows), UNIFORM_BLOCK),
             np.zeros(len(rows), np.int64),
+            np.array([r.ngram_state for r in rows], np.int64).reshape(len(rows), order),
         )
 
     def extend(self, other: _Columns) -> _Columns:
@@ -412,7 +421,8 @@ class Scheduler:
         self._rows: list[_Row] = []
         self._states = model.to_device(model.zero_states(0))
         self._admitting: list[_Row] = []
-        self._cols = _Columns.of([])
+        self._order = model.ngram.order if model.ngram else 0
+        self._cols = _Columns.of([], self._order)
         self._feeding = False  # some row reads its prompt one step at a time (no prefill graph)
         self._cancelled = False  # some row's caller gave up since the last step
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"step-{model.bundle.style}")
@@ -499,6 +509,10 @@ class Scheduler:
             newcomers.append(row)
         if not newcomers:
             return
+        ngram = self.model.ngram
+        if ngram is not None:
+            for row in newcomers:
+                row.ngram_state = ngram.start(1)[0]
         fresh = self.model.zero_states(len(newcomers))
         reading = [i for i, r in enumerate(newcomers) if len(r.feed) > 1]
         if reading and self.model.prefill_session is not None:
@@ -512,8 +526,10 @@ class Scheduler:
                 return
             for fresh_state, state in zip(fresh, states, strict=True):
                 fresh_state[reading] = state
-            for i in reading:
+            for i, prompt in zip(reading, prompts, strict=True):
                 newcomers[i].feed = deque([newcomers[i].feed[-1]])
+                if ngram is not None:
+                    newcomers[i].ngram_state = ngram.state_after(prompt)
         for row in newcomers:
             row.next_id = row.feed.popleft()
             self._feeding = self._feeding or bool(row.feed)
@@ -522,7 +538,7 @@ class Scheduler:
         self._states = self.model.to_device(
             [np.concatenate([s, z]) for s, z in zip(old, fresh, strict=True)]
         )
-        self._cols = self._cols.extend(_Columns.of(newcomers))
+        self._cols = self._cols.extend(_Columns.of(newcomers, self._order))
         self._rows.extend(newcomers)
         self._admitting = []
 
@@ -550,7 +566,7 @@ class Scheduler:
                 _fail([*self._rows, *self._admitting], err)
                 self._admitting = []
                 self._rows, self._states = [], self.model.to_device(self.model.zero_states(0))
-                self._cols, self._feeding = _Columns.of([]), False
+                self._cols, self._feeding = _Columns.of([], self._order), False
 
     def _burst(self, states: list) -> tuple[list, int]:
         """In the worker thread: steps of the whole batch, each followed by sampling and
@@ -561,11 +577,18 @@ class Scheduler:
         started = time.monotonic()
         steps = 0
         cols = self._cols
+        ngram = self.model.ngram
         while True:
             plan = self._plan()
             logits, states = self.model.step(cols.next_id, states)
+            scores = logits[plan.sampling]
+            if ngram is not None:
+                cols.ngram = ngram.advance(cols.ngram, cols.next_id)
+                scores = ngram.mixed_logits(
+                    scores, cols.ngram[plan.sampling], self.model.ngram_weight
+                )
             picked = sample(
-                logits[plan.sampling],
+                scores,
                 plan.temperature,
                 plan.top_k,
                 plan.top_p,

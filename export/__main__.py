@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bot.ngram import DEFAULT_WEIGHT  # numpy only: no TensorFlow at parse time
 
 
 def derive_main(argv: list[str]) -> int:
@@ -49,6 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", help="version name (default: the next vN)")
     p.add_argument("--activate", action="store_true", help="make it the live version")
     p.add_argument("--int8", action="store_true", help="also write the int8 step graph")
+    p.add_argument(
+        "--ngram",
+        type=int,
+        default=0,
+        metavar="ORDER",
+        help="also fit a Kneser-Ney n-gram model of this order on the training split, which "
+        "the bot mixes with the network (worth it on a small corpus; default 0: none)",
+    )
+    p.add_argument(
+        "--ngram-weight",
+        type=float,
+        default=DEFAULT_WEIGHT,
+        help=f"the network's share of the mixture, in (0, 1) (default {DEFAULT_WEIGHT})",
+    )
     p.add_argument("--display-name", help="name shown to users (default: the corpus's)")
     p.add_argument("--language", help="BCP 47 language tag of the corpus, e.g. en, zh-Hant")
     args = p.parse_args(argv)
@@ -66,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             int8=args.int8,
             display_name=args.display_name,
             language=args.language,
+            ngram=args.ngram,
+            ngram_weight=args.ngram_weight,
+            command=shlex.join(["python", "-m", "export", *argv]),
         )
     except (ExportError, BundleError, CorpusError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -22,6 +22,7 @@ import numpy as np
 from bot.bundle import (
     INT8_FILE,
     MODEL_FILE,
+    NGRAM_FILE,
     PREFILL_FILE,
     Bundle,
     Vocab,
@@ -33,6 +34,7 @@ from bot.bundle import (
     write_bundle,
 )
 from bot.engine import Request, StepModel, generate_once
+from bot.ngram import DEFAULT_WEIGHT, NGram
 from export import graphs
 from training.corpus import KNOWN_CORPORA, load_corpus, split
 from training.model import eval_streams, evaluate_stream
@@ -41,6 +43,10 @@ OPSET = 17
 PARITY_STEPS = 200
 PARITY_TOLERANCE = 1e-4
 RECURRENT_OPS = {"lstm": "LSTM", "gru": "GRU"}
+NGRAM_METHOD = (
+    "interpolated modified Kneser-Ney over the vocabulary's ids, fitted on the training split; "
+    "the engine samples from weight * network + (1 - weight) * n-gram"
+)
 
 
 class ExportError(Exception):
@@ -141,22 +147,41 @@ def parity(model, model_cfg, session: StepModel, ids: np.ndarray) -> float:
     return worst
 
 
-def onnx_loss(session: StepModel, ids: np.ndarray, unk_penalty: float) -> float:
-    """nats/char of a session over `ids`: training's evaluate_stream, on onnxruntime."""
+Mixture = tuple[NGram, float]  # an n-gram model and the network's weight beside it
+
+
+def onnx_loss(
+    session: StepModel, ids: np.ndarray, unk_penalty: float, mixture: Mixture | None = None
+) -> float:
+    """nats/char of a session over `ids`: training's evaluate_stream, on onnxruntime; with
+    `mixture`, of the distribution the engine serves (network and n-gram mixed), the n-gram
+    reading each stream from its start as the network does."""
     x, y = eval_streams(ids)
     streams, n = x.shape
     states = session.zero_states(streams)
-    total = 0.0
+    log_p = np.empty((streams, n))
     rows = np.arange(streams)
     for t in range(n):
         logits, states = session.step(x[:, t], states)
         z = logits.astype(np.float64)
         m = z.max(axis=1)
         log_norm = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
-        total += float((log_norm - z[rows, y[:, t]]).sum())
+        log_p[:, t] = z[rows, y[:, t]] - log_norm
+    if mixture is not None:
+        ngram, weight = mixture
+        counted = np.stack([ngram.log_probs(np.append(x[s], y[s, -1]))[1:] for s in rows])
+        log_p = np.logaddexp(np.log(weight) + log_p, np.log1p(-weight) + counted)
     unk_id = session.bundle.vocab.unk_id
-    total += unk_penalty * int((y == unk_id).sum())
-    return total / (streams * n)
+    return float(-log_p.sum() + unk_penalty * int((y == unk_id).sum())) / (streams * n)
+
+
+def ngram_loss(ngram: NGram, ids: np.ndarray, unk_id: int, unk_penalty: float) -> float:
+    """nats/char of the n-gram model alone over `ids`, read as onnx_loss reads them."""
+    x, y = eval_streams(ids)
+    counted = np.stack(
+        [ngram.log_probs(np.append(xs, ys[-1]))[1:] for xs, ys in zip(x, y, strict=True)]
+    )
+    return float(-counted.sum() + unk_penalty * int((y == unk_id).sum())) / y.size
 
 
 def prefill_parity(session: StepModel, ids: np.ndarray) -> float:
@@ -183,10 +208,12 @@ def add_derived_graphs(
     unk_penalty: float,
     int8: bool,
     log=print,
+    mixture: Mixture | None = None,
 ) -> dict[str, Any]:
     """Write the prefill graph (and with `int8` the int8 step graph) next to the staged
     bundle's model.onnx, check them, and return the card fields that describe them (with
-    `metrics`, the card's, gaining the int8 graph's validation loss)."""
+    `metrics`, the card's, gaining the int8 graph's validation loss, mixed with the bundle's
+    n-gram model as served where `mixture` gives one)."""
     import onnx
 
     weights = graphs.read_weights(onnx.load(staged / MODEL_FILE))
@@ -203,7 +230,7 @@ def add_derived_graphs(
     if int8:
         onnx.save(graphs.int8_step_graph(weights), staged / INT8_FILE)
         int8_session = StepModel(load_bundle(staged), providers="cpu", int8=True)
-        loss = onnx_loss(int8_session, val_ids, unk_penalty)
+        loss = onnx_loss(int8_session, val_ids, unk_penalty, mixture)
         log(f"int8 validation loss {loss:.4f} nats/char")
         fields["int8"] = {"method": INT8_METHOD, "val_loss": loss, "file": INT8_FILE}
         fields["metrics"] = {**metrics, "val_loss_int8": loss}
@@ -227,7 +254,11 @@ def derive(bundle_path: Path, corpus: str | None = None, int8: bool = True, log=
         for item in bundle.path.iterdir():
             if item.is_file() and item.name not in rebuilt:
                 shutil.copyfile(item, staged / item.name)
-        fields = add_derived_graphs(staged, bundle.card["metrics"], val_ids, unk_penalty, int8, log)
+        ngram = bundle.load_ngram()
+        mixture = None if ngram is None else (ngram, float(bundle.ngram_weight))
+        fields = add_derived_graphs(
+            staged, bundle.card["metrics"], val_ids, unk_penalty, int8, log, mixture
+        )
         update_card(staged, **fields)
         _verify(load_bundle(staged))
         old = Path(tmp) / "old"
@@ -263,8 +294,17 @@ def export_run(
     display_name: str | None = None,
     language: str | None = None,
     log=print,
+    ngram: int = 0,
+    ngram_weight: float = DEFAULT_WEIGHT,
+    command: str | None = None,
 ) -> Bundle:
-    """Export a finished run into models_dir/<style>/<version>/ and verify it; returns it."""
+    """Export a finished run into models_dir/<style>/<version>/ and verify it; returns it.
+
+    With `ngram` (an order), the bundle also carries a Kneser-Ney model of that order fitted
+    on the training split, which the engine mixes in with `ngram_weight` for the network; the
+    card's val_loss is then the mixture's, the network's own kept as val_loss_network."""
+    if ngram < 0 or not 0 < ngram_weight < 1:
+        raise ExportError("--ngram must be an order >= 1 (0: none), --ngram-weight in (0, 1)")
     run, models_dir = Path(run), Path(models_dir)
     info = read_run(run)
     config, metrics, vocab = info["config"], info["metrics"], info["vocab"]
@@ -279,7 +319,8 @@ def export_run(
     corpus = load_corpus(config["train"]["corpus"])
     if corpus.sha256 != config["corpus"]["sha256"]:
         raise ExportError(f"{config['train']['corpus']} changed since training; cannot verify")
-    val_ids, _ = vocab.encode(split(corpus.text)[1])
+    train_text, val_text = split(corpus.text)
+    val_ids, _ = vocab.encode(val_text)
     unk_penalty = vocab.unknown_penalty(corpus.text)
     # Scored again here so the card's figure and the ONNX one follow the same protocol.
     val_loss = evaluate_stream(model, model_cfg, val_ids, vocab.unk_id, unk_penalty)
@@ -333,6 +374,7 @@ def export_run(
                 "command": config.get("command"),
                 "config": config["train"],
             },
+            "export": {"command": command},
             "opset": OPSET,
             "tools": tool_versions(),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -360,9 +402,32 @@ def export_run(
         log(f"parity: max |logit difference| {worst:.2e} over {PARITY_STEPS} steps")
         if not worst <= PARITY_TOLERANCE:
             raise ExportError(f"parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}; not exported")
-        card["metrics"]["val_loss_onnx"] = onnx_loss(session, val_ids, unk_penalty)
-        card.update(add_derived_graphs(staged, card["metrics"], val_ids, unk_penalty, int8, log))
-        for name in (PREFILL_FILE, INT8_FILE):
+        mixture = None
+        if ngram:
+            mixture = (NGram.fit(vocab.encode(train_text)[0], len(vocab), ngram), ngram_weight)
+            mixture[0].save(staged / NGRAM_FILE)
+            alone = ngram_loss(mixture[0], val_ids, vocab.unk_id, unk_penalty)
+            mixed = onnx_loss(session, val_ids, unk_penalty, mixture)
+            log(
+                f"{ngram}-gram alone {alone:.4f}, network alone {val_loss:.4f}, mixed "
+                f"{mixed:.4f} nats/char (network weight {ngram_weight})"
+            )
+            card["ngram"] = {
+                "file": NGRAM_FILE,
+                "order": ngram,
+                "weight": ngram_weight,
+                "method": NGRAM_METHOD,
+                "val_loss": alone,
+            }
+            metrics_out = card["metrics"]
+            metrics_out["val_loss_network"] = val_loss
+            metrics_out["val_loss"] = mixed
+            metrics_out["val_bpc"] = mixed / math.log(2.0)
+        card["metrics"]["val_loss_onnx"] = onnx_loss(session, val_ids, unk_penalty, mixture)
+        card.update(
+            add_derived_graphs(staged, card["metrics"], val_ids, unk_penalty, int8, log, mixture)
+        )
+        for name in (PREFILL_FILE, INT8_FILE, NGRAM_FILE):
             if (staged / name).exists():
                 files[name] = staged / name
         bundle_path = write_bundle(models_dir, vocab, card, files)

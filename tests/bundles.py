@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from bot.bundle import INT8_FILE, MODEL_FILE, PREFILL_FILE, Vocab, write_bundle
+from bot.bundle import INT8_FILE, MODEL_FILE, NGRAM_FILE, PREFILL_FILE, Vocab, write_bundle
+from bot.ngram import NGram
 from export import graphs
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -36,10 +37,13 @@ def make_bundle(
     val_loss: float = 3.0,
     prefill: bool = True,
     int8: bool = False,
+    ngram: int = 0,
+    ngram_weight: float = 0.5,
     **graph_args,
 ) -> Path:
     """A complete bundle at models_dir/style/version with random weights, with the prompt
-    prefill graph unless `prefill=False` and the int8 step graph if `int8`."""
+    prefill graph unless `prefill=False`, the int8 step graph if `int8`, and with `ngram` an
+    n-gram model of that order fitted on `text`, mixed in at `ngram_weight` for the network."""
     if text is None:
         text = (FIXTURES / "shakespeare_excerpt.txt").read_text(encoding="utf-8")
     vocab = Vocab.build(text)
@@ -53,6 +57,10 @@ def make_bundle(
         files[INT8_FILE] = graphs.int8_step_graph(weights)
     for name, graph in files.items():
         onnx.save(graph, scratch / name)
+    paths = {name: scratch / name for name in files}
+    if ngram:
+        NGram.fit(vocab.encode(text)[0], len(vocab), ngram).save(scratch / NGRAM_FILE)
+        paths[NGRAM_FILE] = scratch / NGRAM_FILE
     card = {
         "style": style,
         "display_name": style.title(),
@@ -70,7 +78,9 @@ def make_bundle(
     }
     if int8:
         card["int8"] = {"method": "per-row activation scales (tests)", "file": INT8_FILE}
+    if ngram:
+        card["ngram"] = {"file": NGRAM_FILE, "order": ngram, "weight": ngram_weight}
     try:
-        return write_bundle(models_dir, vocab, card, {name: scratch / name for name in files})
+        return write_bundle(models_dir, vocab, card, paths)
     finally:
         shutil.rmtree(scratch)

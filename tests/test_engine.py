@@ -41,6 +41,13 @@ def bound_model(bundle_path):
     return StepModel.load(bundle_path, providers="cpu", io_binding=True)
 
 
+@pytest.fixture(scope="module")
+def ngram_model(tmp_path_factory):
+    """A bundle that mixes a 6-gram model of its corpus into the network's distribution."""
+    path = make_bundle(tmp_path_factory.mktemp("models"), units=48, scale=2.0, ngram=6)
+    return StepModel.load(path, providers="cpu")
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -52,7 +59,7 @@ async def generate_all(scheduler, requests):
         await scheduler.close()
 
 
-@pytest.mark.parametrize("variant", ["model", "int8_model", "bound_model"])
+@pytest.mark.parametrize("variant", ["model", "int8_model", "bound_model", "ngram_model"])
 def test_same_seed_same_text_alone_or_among_63_others(variant, request):
     model = request.getfixturevalue(variant)
     target = Request(prompt="First Citizen:", length=120, temperature=0.9, seed=42)
@@ -276,9 +283,14 @@ def test_a_failing_step_fails_its_batch_and_the_engine_keeps_serving(model, monk
     assert len(run(scenario()).text) == 50
 
 
-def test_prompt_is_read_in_one_prefill_run_and_writes_what_stepping_writes(model, tmp_path):
-    stepping = StepModel.load(
-        make_bundle(tmp_path, units=48, scale=2.0, prefill=False), providers="cpu"
+@pytest.mark.parametrize("ngram", [0, 6])
+def test_prompt_is_read_in_one_prefill_run_and_writes_what_stepping_writes(ngram, tmp_path):
+    model, stepping = (
+        StepModel.load(
+            make_bundle(tmp_path / str(p), units=48, scale=2.0, prefill=p, ngram=ngram),
+            providers="cpu",
+        )
+        for p in (True, False)
     )
     assert model.prefill_session is not None and stepping.prefill_session is None
     request = Request(prompt=LONG_PROMPT, length=60, temperature=0.8, seed=5)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.kneser_ney import FALLBACK_DISCOUNTS, KneserNey, estimate_discounts, main
+from benchmarks.kneser_ney import KneserNey, main
+from bot.ngram import FALLBACK_DISCOUNTS, estimate_discounts
 
 TRAIN = "the cat sat on the mat. the rat ate the hat; a cat, a bat.\n" * 3 + "that cat? the mat!\n"
 VOCAB = TRAIN + "zq"  # z and q never occur in training

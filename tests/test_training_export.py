@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("tensorflow", reason="the train extra is not installed")
 
 from bot.bundle import active_version, load_bundle
-from bot.engine import Request, generate_once
+from bot.engine import Request, StepModel, generate_once
 from export.__main__ import main as export_main
 from training.__main__ import main as train_main
 
@@ -120,6 +120,24 @@ def test_int8_export_reports_its_own_loss(runs, tmp_path, cell):
     metrics = bundle.card["metrics"]
     assert abs(metrics["val_loss_int8"] - metrics["val_loss"]) < 0.02
     assert "per batch row" in bundle.card["int8"]["method"]
+
+
+def test_ngram_export_serves_the_mixture_and_reports_its_loss(runs, tmp_path):
+    models = tmp_path / "models"
+    args = [str(runs["lstm"]), "--models", str(models), "--int8", "--ngram", "3"]
+    assert export_main([*args, "--ngram-weight", "1.5"]) == 2
+    assert export_main([*args, "--ngram-weight", "0.4"]) == 0
+    bundle = load_bundle(models / "tiny-lstm" / "v1")
+    card, metrics = bundle.card, bundle.card["metrics"]
+    assert (card["ngram"]["order"], card["ngram"]["weight"]) == (3, 0.4)
+    # log is concave, so the mixture's loss is at most the same mix of the two losses.
+    average = 0.4 * metrics["val_loss_network"] + 0.6 * card["ngram"]["val_loss"]
+    assert metrics["val_loss"] <= average + 1e-4
+    assert metrics["val_loss"] != pytest.approx(metrics["val_loss_network"], abs=1e-3)
+    assert abs(metrics["val_loss_int8"] - metrics["val_loss"]) < 0.02
+    assert StepModel.load(bundle.path, providers="cpu").ngram.order == 3
+    result = asyncio.run(generate_once(bundle.path, Request(prompt="MENENIUS:", length=50)))
+    assert len(result.text) == 59
 
 
 def test_derive_adds_prefill_and_int8_to_a_bundle_that_lacks_them(runs, tmp_path):
