@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.bundle import check_name
+from bot.bundle import CARD_FILE, check_name
 from bot.registry import Registry, UnknownStyle
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,7 @@ class JobRunner:
         # --int8: every bundle can serve either precision (MODEL_PRECISION).
         models = str(self.registry.models_dir)
         export = [self.python, "-m", "export", str(run), "--models", models, "--int8"]
+        export += self._recipe(job.style)
         ok = await self._child(job, export, logfile, started)
         if not ok:
             return
@@ -211,8 +212,24 @@ class JobRunner:
             await self._finish(job, "failed", "export finished without naming a bundle")
             return
         job.version = found[-1][1]
-        job.val_loss = json.loads((run / "metrics.json").read_text())["val_loss"]
+        # The exported card's figure is the one the engine serves (with any n-gram mixed in),
+        # so it compares with the live card's.
+        card = json.loads(
+            (self.registry.models_dir / job.style / job.version / CARD_FILE).read_text("utf-8")
+        )
+        job.val_loss = card["metrics"]["val_loss"]
         await self._maybe_activate(job)
+
+    def _recipe(self, style: str) -> list[str]:
+        """Export options that keep the live version's make-up: a style served with an n-gram
+        model mixed in is retrained into one served the same way."""
+        try:
+            ngram = self.registry.live(style).bundle.card.get("ngram")
+        except UnknownStyle:
+            return []
+        if not ngram:
+            return []
+        return ["--ngram", str(ngram["order"]), "--ngram-weight", str(ngram["weight"])]
 
     async def _maybe_activate(self, job: Job) -> None:
         try:

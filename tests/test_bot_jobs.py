@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import zipfile
 
 import pytest
+
+from bot.bundle import CARD_FILE, NGRAM_FILE, load_bundle
+from bot.ngram import NGram
 
 from .botworld import asynchronous, bot_world, footer, job_text
 from .bundles import FIXTURES
@@ -34,6 +38,20 @@ async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
         _, poem = await w.poem({"style": "bard", "prompt": "KING:", "length": 60})
         assert "bard v1" in footer(poem)
 
+        # The operator mixes a trigram model into v1 (as `export --ngram 3` would) and makes it
+        # live again: the retrain below must serve its new version the same way.
+        v1 = tmp_path / "models" / "bard" / "v1"
+        vocab = load_bundle(v1).vocab
+        NGram.fit(vocab.encode(CORPUS.decode())[0], len(vocab), 3).save(v1 / NGRAM_FILE)
+        card = json.loads((v1 / CARD_FILE).read_text(encoding="utf-8"))
+        card["ngram"] = {"file": NGRAM_FILE, "order": 3, "weight": 0.6}
+        card["metrics"]["val_loss"] = 99.0  # so the retrain compares better and goes live
+        (v1 / CARD_FILE).write_text(json.dumps(card), encoding="utf-8")
+        _, reply = await w.run(
+            "model", w.operator, {"style": "bard", "version": "v1"}, subcommand="activate"
+        )
+        assert "bard now serves v1" in reply.content
+
         record = await w.discord.invoke(
             w.guild,
             w.channel,
@@ -57,6 +75,11 @@ async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
             timeout=240,
         )
         assert "Job 2" in channel_message.content
+        v2 = load_bundle(tmp_path / "models" / "bard" / "v2")
+        assert (v2.card["ngram"]["order"], v2.ngram_weight) == (3, 0.6)
+        # It compares the figure the engine serves (the mixture's), markdown-escaped.
+        served = f"{v2.card['metrics']['val_loss']:.4f}".replace(".", "\\.")
+        assert f"validation {served} vs live 99\\.0000" in channel_message.content
         _, poem = await w.poem({"style": "bard", "length": 60})
         assert "bard v2" in footer(poem)
         _, jobs = await w.run("model", w.operator, subcommand="jobs")
