@@ -119,11 +119,18 @@ class ModelGroup(app_commands.Group):
         embed = discord.Embed(
             title=f"{card.get('display_name', style)} · {version}", colour=0x7A5CFA
         )
+        ngram = card.get("ngram")
+        mixed = (
+            f" · mixed with a {ngram.get('order', '?')}-gram model at "
+            f"{1 - bundle.ngram_weight:g} (network alone {_loss(metrics.get('val_loss_network'))})"
+            if ngram
+            else ""
+        )
         embed.add_field(
             name="Model",
             value=f"{card['layers']} x {card['cell'].upper()} {card['units']} · embedding "
             f"{card['embedding']} · vocab {card['vocab_size']:,} · "
-            f"{card.get('parameters', 0):,} parameters",
+            f"{card.get('parameters', 0):,} parameters{mixed}",
             inline=False,
         )
         embed.add_field(

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from .botworld import asynchronous, bot_world, footer, footer_seed
+from .botworld import asynchronous, bot_world, footer, footer_seed, make_models
+from .bundles import make_bundle
 from .loopback import ALL_PERMISSIONS, InvocationRefused, Permission, Upload
 
 pytestmark = pytest.mark.timeout(120)
@@ -210,6 +211,8 @@ async def test_every_model_command_is_refused_to_anyone_but_the_operators(tmp_pa
 
 @asynchronous
 async def test_operator_lists_and_inspects_models(tmp_path):
+    models = make_models(tmp_path)
+    make_bundle(models, "verse", "v3", seed=4, val_loss=1.8, ngram=3, ngram_weight=0.75)
     async with bot_world(tmp_path) as w:
         _, listing = await w.run("model", w.operator, subcommand="list")
         fields = {f["name"]: f["value"] for f in listing.embeds[0]["fields"]}
@@ -217,6 +220,11 @@ async def test_operator_lists_and_inspects_models(tmp_path):
         assert "1.900 nats/char" in fields["verse"]
         _, info = await w.run("model", w.operator, {"style": "tang"}, subcommand="info")
         assert info.embeds[0]["title"].startswith("Tang")
+        _, info = await w.run(
+            "model", w.operator, {"style": "verse", "version": "v3"}, subcommand="info"
+        )
+        model = next(f["value"] for f in info.embeds[0]["fields"] if f["name"] == "Model")
+        assert "mixed with a 3-gram model at 0.25" in model
 
 
 @asynchronous
