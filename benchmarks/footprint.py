@@ -44,17 +44,18 @@ def child(models: Path, precision: str) -> None:
 
     async def main() -> dict:
         registry = Registry(models, providers="auto", precision=precision)
-        problems = await registry.reload()
+        loaded = await registry.reload()  # one line per style: "jaychou: now v2"
         ready = time.time()
         ready_rss = _status_mb("VmRSS")
-        for style in registry.styles():
+        styles = registry.styles()
+        for style in styles:
             await registry.generate(style, Request(prompt="", length=200, seed=1))
         served_rss = _status_mb("VmRSS")
         await registry.close()
         return {
             "ready_at": ready,
-            "styles": registry.styles(),
-            "problems": problems,
+            "styles": styles,
+            "loaded": loaded,
             "rss_ready_mb": ready_rss,
             "rss_after_poems_mb": served_rss,
             "peak_rss_mb": _status_mb("VmHWM"),
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [measure(args.models, precision) for _ in range(args.runs)]
         summary = {
             "styles": runs[0]["styles"],
-            "problems": runs[0]["problems"],
+            "loaded": runs[0]["loaded"],
             "tensorflow_imported": any(r["tensorflow_imported"] for r in runs),
             "seconds_to_ready_median": statistics.median(r["seconds_to_ready"] for r in runs),
             "seconds_to_ready_max": max(r["seconds_to_ready"] for r in runs),
