@@ -23,6 +23,8 @@ DEFAULT_ORDER = 6
 # The network's share when a bundle mixes in an n-gram model: an even mixture, fixed in advance
 # rather than tuned on the validation tail (which would make the reported loss optimistic).
 DEFAULT_WEIGHT = 0.5
+FORMAT = 1  # of the saved file
+BYTES_PER_NGRAM = 44  # in memory, at most
 
 # KenLM's --discount_fallback values, for orders whose count-of-counts cannot give valid ones
 # (tiny corpora, or unigram continuation counts over a 65-character alphabet).
@@ -51,13 +53,10 @@ def estimate_discounts(counts: np.ndarray, modified: bool = True) -> tuple[tuple
 
 
 @dataclass(frozen=True)
-class Level:
-    """One order k of the model: the k-grams seen in training, keyed by (context id, char id)."""
+class Order:
+    """What one order k of a model reports: its n-gram count and its discounts."""
 
-    keys: np.ndarray  # sorted context_id * size + char_id; a k-gram's id is its index here
-    discounted: np.ndarray  # per k-gram: its count minus its discount
-    total: np.ndarray  # per context ((k-1)-gram id): the sum of its k-grams' counts
-    backoff: np.ndarray  # per context: the discounted mass given to order k-1
+    ngrams: int
     discounts: tuple[float, ...]
     fallback: bool
 
@@ -66,47 +65,67 @@ class NGram:
     """Interpolated (modified) Kneser-Ney over ids 0..size-1, bottoming out in a uniform
     distribution. The highest order uses raw counts and the lower ones continuation counts (how
     many distinct characters precede an n-gram), as in Chen & Goodman's interpolated modified
-    Kneser-Ney."""
+    Kneser-Ney.
 
-    def __init__(self, levels: list[Level], size: int) -> None:
-        if not levels:
+    Every order's tables are laid end to end, so one vectorised operation covers all orders and
+    nothing is held twice: the k-grams' keys (order base + context id * size + char, sorted) and
+    discounted counts, and per context (the (k-1)-gram it extends; one empty context for order
+    1) where its k-grams start and its ratios backoff/total and 1/total. A last context stands
+    for "never seen": no k-grams, ratio 1. At most 44 bytes per n-gram in memory.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        keys: list[np.ndarray],
+        counts: list[np.ndarray],
+        discounts: list[tuple[float, ...]],
+        fallback: list[bool] | None = None,
+    ) -> None:
+        """Per order: its k-grams' keys (context id * size + char, sorted), their counts (raw
+        for the highest order, continuation counts below) and its discounts (D1, D2, D3+)."""
+        if not keys:
             raise ValueError("an n-gram model needs at least one order")
-        self.levels = levels
         self.size = size
-        self.order = len(levels)
-        # For serving, every order's tables laid end to end, so that one vectorised operation
-        # covers all orders: `advance` searches one sorted key array, `distribution` gathers
-        # per-context values (with a last entry for "no context": ratio 1, no continuations).
-        contexts = [len(lv.total) for lv in levels]
-        key_base = np.cumsum([0, *(c * size for c in contexts[:-1])])
-        self._keys = np.concatenate(
-            [key_base[k] + lv.keys for k, lv in enumerate(levels[:-1])] or [np.zeros(0, np.int64)]
-        )
-        self._key_base = key_base[:-1]
-        self._key_start = np.cumsum([0, *(len(lv.keys) for lv in levels[:-2])])
-        upper = levels[1:]
-        self._context_base = np.cumsum([0, *contexts[1:-1]])
-        ratio, inv_total, lo, hi = [], [], [], []
-        position = 0
-        for lv in upper:
-            offsets = np.searchsorted(lv.keys, np.arange(len(lv.total) + 1) * size) + position
-            lo.append(offsets[:-1])
-            hi.append(offsets[1:])
-            seen = lv.total > 0
-            safe = np.where(seen, lv.total, 1.0)
-            ratio.append(np.where(seen, lv.backoff / safe, 1.0))
+        self.order = len(keys)
+        fallback = fallback or [False] * self.order
+        self.levels = [
+            Order(len(k), tuple(float(d) for d in ds), bool(f))
+            for k, ds, f in zip(keys, discounts, fallback, strict=True)
+        ]
+        ngrams = [len(k) for k in keys]
+        contexts = [1, *ngrams[:-1]]  # order k's contexts are order k-1's k-grams
+        self._level_start = np.cumsum([0, *ngrams[:-1]])
+        self._key_base = np.cumsum([0, *(c * size for c in contexts[:-1])])
+        self._context_base = np.cumsum([0, *contexts[:-1]])
+        self._keys = np.concatenate([b + k for b, k in zip(self._key_base, keys, strict=True)])
+        self._counts = np.concatenate(counts).astype(np.uint32)  # for `save`
+        removed = [
+            np.array((0.0, *ds))[np.minimum(c, 3)] for c, ds in zip(counts, discounts, strict=True)
+        ]
+        self._discounted = np.concatenate(
+            [c - r for c, r in zip(counts, removed, strict=True)]
+        ).astype(np.float64)
+        lo, ratio, inv_total = [], [], []
+        for k in range(self.order):
+            context = keys[k] // size
+            lengths = np.bincount(context, minlength=contexts[k])
+            lo.append(self._level_start[k] + np.cumsum(lengths) - lengths)
+            total = np.bincount(context, weights=counts[k], minlength=contexts[k])
+            backoff = np.bincount(context, weights=removed[k], minlength=contexts[k])
+            seen = total > 0
+            safe = np.where(seen, total, 1.0)
+            ratio.append(np.where(seen, backoff / safe, 1.0))
             inv_total.append(np.where(seen, 1.0 / safe, 0.0))
-            position += len(lv.keys)
+        # Context g's k-grams are positions lo[g] to lo[g + 1] - 1 (contexts and k-grams are
+        # laid out in the same order); the "never seen" context at the end has none.
+        self._lo = np.concatenate([*lo, [len(self._keys)] * 2]).astype(np.int64)
         self._ratio = np.concatenate([*ratio, [1.0]])
         self._inv_total = np.concatenate([*inv_total, [0.0]])
-        self._lo = np.concatenate([*lo, [0]]).astype(np.int64)
-        self._hi = np.concatenate([*hi, [0]]).astype(np.int64)
-        self._chars = np.concatenate([lv.keys % size for lv in upper] or [np.zeros(0, np.int64)])
-        self._discounted = np.concatenate([lv.discounted for lv in upper] or [np.zeros(0)])
-        first = levels[0]
+        self._unseen = len(self._ratio) - 1
         unigram = np.zeros(size)
-        unigram[first.keys] = first.discounted
-        self._base = (unigram + first.backoff[0] / size) / first.total[0]
+        unigram[keys[0]] = self._discounted[: ngrams[0]]
+        self._base = unigram * self._inv_total[0] + self._ratio[0] / size
 
     @classmethod
     def fit(
@@ -143,7 +162,7 @@ class NGram:
             first_end.append(ends[first])
             ending_at.append(ids_k)
 
-        levels = []
+        counts_by_order, discounts, fallback = [], [], []
         for k in range(1, order + 1):
             if k == order:
                 counts = raw[k - 1]
@@ -152,34 +171,37 @@ class NGram:
                 # end with it; any occurrence of a (k+1)-gram tells us which k-gram that is.
                 suffix = ending_at[k][first_end[k]]
                 counts = np.bincount(suffix, minlength=len(keys[k - 1]))
-            contexts = len(keys[k - 2]) if k > 1 else 1
-            levels.append(_level(keys[k - 1], counts, contexts, size, modified))
-        return cls(levels, size)
+            found, fell_back = estimate_discounts(counts, modified)
+            counts_by_order.append(counts)
+            discounts.append(found)
+            fallback.append(fell_back)
+        return cls(size, keys, counts_by_order, discounts, fallback)
 
     # -- scoring text ------------------------------------------------------------------------
 
-    def _lookup(self, level: int, context: np.ndarray, chars: np.ndarray) -> np.ndarray:
-        """The k-gram id of each (context id, char) at `level`, or -1 if training never saw it."""
-        keys = self.levels[level].keys
-        query = np.where(context >= 0, context * self.size + chars, -1)
-        if len(keys) == 0:
-            return np.full(len(query), -1, dtype=np.int64)
-        found = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-        return np.where(keys[found] == query, found, -1)
+    def _lookup(self, level: np.ndarray, context: np.ndarray, chars: np.ndarray) -> np.ndarray:
+        """The id within its order of each (order, context id, char) k-gram, or -1 if training
+        never saw it (or the context is -1); arguments broadcast together."""
+        query = np.where(context >= 0, self._key_base[level] + context * self.size + chars, -1)
+        found = np.minimum(np.searchsorted(self._keys, query), len(self._keys) - 1)
+        hit = (self._keys[found] == query) & (context >= 0)
+        return np.where(hit, found - self._level_start[level], -1)
+
+    def _entry(self, level: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """The laid-out index of each (order, context id), the unseen entry for -1."""
+        return np.where(context >= 0, self._context_base[level] + context, self._unseen)
 
     def probabilities(self, contexts: list[np.ndarray], chars: np.ndarray) -> np.ndarray:
         """P(char | context) where contexts[k-1] holds each char's order-k context id (or -1)."""
         prob = np.full(len(chars), 1.0 / self.size)
-        for k, (level, context) in enumerate(zip(self.levels, contexts, strict=True)):
-            gram = self._lookup(k, context, chars)
-            seen = context >= 0
-            total = np.where(seen, level.total[np.maximum(context, 0)], 0.0)
-            backoff = np.where(seen, level.backoff[np.maximum(context, 0)], 0.0)
-            discounted = np.where(gram >= 0, level.discounted[np.maximum(gram, 0)], 0.0)
-            # A context never seen at this order passes the lower order's estimate through.
-            prob = np.where(
-                total > 0, (discounted + backoff * prob) / np.where(total > 0, total, 1.0), prob
+        for k, context in enumerate(contexts):
+            gram = self._lookup(np.int64(k), context, chars)
+            entry = self._entry(np.int64(k), context)
+            discounted = np.where(
+                gram >= 0, self._discounted[self._level_start[k] + np.maximum(gram, 0)], 0.0
             )
+            # A context never seen at this order passes the lower order's estimate through.
+            prob = discounted * self._inv_total[entry] + self._ratio[entry] * prob
         return prob
 
     def context_ids(self, ids: np.ndarray) -> list[np.ndarray]:
@@ -187,7 +209,7 @@ class NGram:
         ids = np.asarray(ids, dtype=np.int64)
         contexts = [np.zeros(len(ids), dtype=np.int64)]
         for k in range(self.order - 1):
-            gram = self._lookup(k, contexts[-1], ids)
+            gram = self._lookup(np.int64(k), contexts[-1], ids)
             # The k-gram ending at i-1 is the order-(k+1) context of position i.
             contexts.append(np.concatenate(([-1], gram))[:-1])
         return contexts
@@ -211,12 +233,8 @@ class NGram:
         if self.order == 1:
             return new
         # Order k+1's new context is the k-gram (order k's context + char): all orders at once.
-        context = state[:, :-1]
-        chars = np.asarray(chars, dtype=np.int64)[:, None]
-        query = np.where(context >= 0, self._key_base + context * self.size + chars, -1)
-        found = np.minimum(np.searchsorted(self._keys, query), len(self._keys) - 1)
-        hit = (self._keys[found] == query) & (context >= 0)
-        new[:, 1:] = np.where(hit, found - self._key_start, -1)
+        levels = np.arange(self.order - 1)
+        new[:, 1:] = self._lookup(levels, state[:, :-1], np.asarray(chars, np.int64)[:, None])
         return new
 
     def state_after(self, ids: list[int]) -> np.ndarray:
@@ -236,20 +254,20 @@ class NGram:
         """
         rows = len(state)
         # Per row and order above the first: its context's entry in the laid-out tables.
-        entry = np.where(state[:, 1:] >= 0, self._context_base + state[:, 1:], len(self._ratio) - 1)
+        entry = self._entry(np.arange(1, self.order), state[:, 1:])
         ratio = self._ratio[entry]
         above = np.ones_like(ratio)  # the product of the ratios of the orders above each
         if self.order > 2:
             above[:, :-1] = np.cumprod(ratio[:, :0:-1], axis=1)[:, ::-1]
         weight = (scale * above * self._inv_total[entry]).ravel()
         lo = self._lo[entry].ravel()
-        lengths = self._hi[entry].ravel() - lo
-        total = int(lengths.sum())
-        # The continuations of every (row, order), flattened: positions lo..hi-1 of each.
-        positions = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+        lengths = self._lo[entry + 1].ravel() - lo
+        # The k-grams of every (row, order), flattened: positions lo to lo + length - 1 of each.
+        positions = np.repeat(lo - np.cumsum(lengths) + lengths, lengths)
+        positions += np.arange(len(positions))
         row = np.repeat(np.repeat(np.arange(rows), self.order - 1), lengths)
         out = np.bincount(
-            row * self.size + self._chars[positions],
+            row * self.size + self._keys[positions] % self.size,
             weights=self._discounted[positions] * np.repeat(weight, lengths),
             minlength=rows * self.size,
         ).reshape(rows, self.size)
@@ -274,12 +292,23 @@ class NGram:
     # -- storage -----------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        arrays: dict[str, np.ndarray] = {"size": np.array(self.size)}
+        """Write the counts (compressed npz, no pickles): per order, each context's number of
+        k-grams, their chars and counts, and the discounts; everything else is derived."""
+        char_type = np.uint16 if self.size <= 1 << 16 else np.uint32
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(FORMAT),
+            "size": np.array(self.size),
+            "order": np.array(self.order),
+        }
         for k, level in enumerate(self.levels):
-            arrays[f"keys{k}"] = level.keys
-            arrays[f"discounted{k}"] = level.discounted
-            arrays[f"total{k}"] = level.total
-            arrays[f"backoff{k}"] = level.backoff
+            start = self._level_start[k]
+            keys = self._keys[start : start + level.ngrams] - self._key_base[k]
+            contexts = 1 if k == 0 else self.levels[k - 1].ngrams
+            arrays[f"lengths{k}"] = np.bincount(keys // self.size, minlength=contexts).astype(
+                np.uint32
+            )
+            arrays[f"chars{k}"] = (keys % self.size).astype(char_type)
+            arrays[f"counts{k}"] = self._counts[start : start + level.ngrams]
             arrays[f"discounts{k}"] = np.array(level.discounts)
             arrays[f"fallback{k}"] = np.array(level.fallback)
         with open(path, "wb") as f:
@@ -287,44 +316,37 @@ class NGram:
 
     @classmethod
     def load(cls, path: Path) -> NGram:
-        """Read a saved model; ValueError if the file is not one."""
+        """Read a saved model; ValueError (saying what is wrong) if the file is not one."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                size = int(data["size"])
-                levels = []
-                k = 0
-                while f"keys{k}" in data:
-                    levels.append(
-                        Level(
-                            keys=data[f"keys{k}"].astype(np.int64),
-                            discounted=data[f"discounted{k}"].astype(np.float64),
-                            total=data[f"total{k}"].astype(np.float64),
-                            backoff=data[f"backoff{k}"].astype(np.float64),
-                            discounts=tuple(float(d) for d in data[f"discounts{k}"]),
-                            fallback=bool(data[f"fallback{k}"]),
-                        )
-                    )
-                    k += 1
-        except (OSError, KeyError, ValueError) as err:
+                if int(data["format"]) != FORMAT:
+                    raise ValueError(f"format {int(data['format'])}, this code reads {FORMAT}")
+                size, order = int(data["size"]), int(data["order"])
+                if size < 1 or order < 1:
+                    raise ValueError("size and order must be positive")
+                keys, counts, discounts, fallback = [], [], [], []
+                contexts = 1
+                for k in range(order):
+                    lengths = data[f"lengths{k}"].astype(np.int64)
+                    chars = data[f"chars{k}"].astype(np.int64)
+                    count = data[f"counts{k}"].astype(np.int64)
+                    found = tuple(float(d) for d in data[f"discounts{k}"])
+                    if (
+                        len(lengths) != contexts
+                        or lengths.sum() != len(chars)
+                        or len(count) != len(chars)
+                    ):
+                        raise ValueError(f"order {k + 1}'s tables do not fit together")
+                    key = np.repeat(np.arange(contexts), lengths) * size + chars
+                    if len(chars) and (chars.max() >= size or (np.diff(key) <= 0).any()):
+                        raise ValueError(f"order {k + 1}'s chars are outside or out of order")
+                    if (count < 0).any() or len(found) != 3 or not all(0 < d <= 3 for d in found):
+                        raise ValueError(f"order {k + 1}'s counts or discounts are invalid")
+                    keys.append(key)
+                    counts.append(count)
+                    discounts.append(found)
+                    fallback.append(bool(data[f"fallback{k}"]))
+                    contexts = len(key)
+        except (OSError, KeyError, ValueError, EOFError) as err:
             raise ValueError(f"not an n-gram model ({err})") from err
-        for k, level in enumerate(levels):
-            contexts = len(levels[k - 1].keys) if k else 1
-            if len(level.total) != contexts or len(level.discounted) != len(level.keys):
-                raise ValueError(f"order {k + 1}'s tables do not fit together")
-            if len(level.keys) and (level.keys[0] < 0 or level.keys[-1] >= contexts * size):
-                raise ValueError(f"order {k + 1}'s keys lie outside its contexts")
-        return cls(levels, size)
-
-
-def _level(keys: np.ndarray, counts: np.ndarray, contexts: int, size: int, modified: bool) -> Level:
-    discounts, fallback = estimate_discounts(counts, modified)
-    by_count = np.array((0.0, *discounts))[np.minimum(counts, 3)]
-    context = keys // size
-    return Level(
-        keys=keys,
-        discounted=counts - by_count,
-        total=np.bincount(context, weights=counts, minlength=contexts).astype(np.float64),
-        backoff=np.bincount(context, weights=by_count, minlength=contexts),
-        discounts=discounts,
-        fallback=fallback,
-    )
+        return cls(size, keys, counts, discounts, fallback)

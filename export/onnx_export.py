@@ -34,7 +34,7 @@ from bot.bundle import (
     write_bundle,
 )
 from bot.engine import Request, StepModel, generate_once
-from bot.ngram import DEFAULT_WEIGHT, NGram
+from bot.ngram import BYTES_PER_NGRAM, DEFAULT_WEIGHT, NGram
 from export import graphs
 from training.corpus import KNOWN_CORPORA, load_corpus, split
 from training.model import eval_streams, evaluate_stream
@@ -43,6 +43,9 @@ OPSET = 17
 PARITY_STEPS = 200
 PARITY_TOLERANCE = 1e-4
 RECURRENT_OPS = {"lstm": "LSTM", "gru": "GRU"}
+# An n-gram model is held whole in the serving process: beyond this many (about 90 MB) it would
+# crowd out the other styles.
+MAX_NGRAMS = 2_000_000
 NGRAM_METHOD = (
     "interpolated modified Kneser-Ney over the vocabulary's ids, fitted on the training split; "
     "the engine samples from weight * network + (1 - weight) * n-gram"
@@ -405,6 +408,13 @@ def export_run(
         mixture = None
         if ngram:
             mixture = (NGram.fit(vocab.encode(train_text)[0], len(vocab), ngram), ngram_weight)
+            ngrams = sum(level.ngrams for level in mixture[0].levels)
+            if ngrams > MAX_NGRAMS:
+                raise ExportError(
+                    f"a {ngram}-gram model of this corpus holds {ngrams:,} n-grams (about "
+                    f"{ngrams * BYTES_PER_NGRAM / 1e6:.0f} MB in the bot's memory), over the "
+                    f"{MAX_NGRAMS:,} limit; use a lower --ngram order"
+                )
             mixture[0].save(staged / NGRAM_FILE)
             alone = ngram_loss(mixture[0], val_ids, vocab.unk_id, unk_penalty)
             mixed = onnx_loss(session, val_ids, unk_penalty, mixture)

@@ -122,10 +122,15 @@ def test_int8_export_reports_its_own_loss(runs, tmp_path, cell):
     assert "per batch row" in bundle.card["int8"]["method"]
 
 
-def test_ngram_export_serves_the_mixture_and_reports_its_loss(runs, tmp_path):
+def test_ngram_export_serves_the_mixture_and_reports_its_loss(runs, tmp_path, monkeypatch, capsys):
     models = tmp_path / "models"
     args = [str(runs["lstm"]), "--models", str(models), "--int8", "--ngram", "3"]
     assert export_main([*args, "--ngram-weight", "1.5"]) == 2
+    with monkeypatch.context() as patch:
+        patch.setattr("export.onnx_export.MAX_NGRAMS", 100)
+        assert export_main(args) == 2
+    assert "use a lower --ngram order" in capsys.readouterr().err
+    assert not (models / "tiny-lstm").exists()
     assert export_main([*args, "--ngram-weight", "0.4"]) == 0
     bundle = load_bundle(models / "tiny-lstm" / "v1")
     card, metrics = bundle.card, bundle.card["metrics"]
