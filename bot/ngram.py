@@ -7,9 +7,9 @@ pairs and phrases that the network's low-rank softmax cannot learn from a few ex
 network supplies the long context the n-gram lacks (a kNN-LM-style interpolation with an n-gram
 as the memory).
 
-Serving keeps, per row, the id of the context at every order (`state`); one vectorised lookup per
-order advances all rows by a character, and `distribution` expands Chen & Goodman's recursion
-into a dense unigram term plus each order's few seen continuations, scattered in.
+Serving keeps, per row, the id of its context at every order (`state`); one search of the sorted
+keys advances all rows and orders by a character, and `distribution` expands Chen & Goodman's
+recursion into a dense order-1 term plus each order's few seen continuations, scattered in.
 """
 
 from __future__ import annotations
