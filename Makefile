@@ -26,12 +26,13 @@ lint: $(VENV)/.dev
 test: lint
 	$(PY) -m pytest
 
-# The measurements quoted in benchmarks/results/ (about 15 minutes on 2 cores).
+# The measurements quoted in benchmarks/results/ (about 17 minutes on 2 cores).
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.kneser_ney
 	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.footprint
 	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.ngram_mix
 
 # 1,000 /poem in bursts through the loopback Discord against the bot process (about 2 minutes).
 load: $(VENV)/.dev

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.kneser_ney import DEFAULT_CORPORA
 from benchmarks.serve import engine_runs
 from benchmarks.stats import write_results
 from bot.bundle import load_bundle
@@ -63,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m benchmarks.ngram_mix", description=__doc__)
     p.add_argument("--bundle", type=Path, default=ROOT / "models" / "jaychou" / "v2")
-    p.add_argument("--corpus", help="the bundle's corpus (default: the card's known name)")
+    p.add_argument(
+        "--corpus",
+        help="the bundle's corpus (default: ../shared/corpora's copy, else the card's known name)",
+    )
     p.add_argument("--length", type=int, default=400)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args(argv)
@@ -72,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ngram = bundle.load_ngram()
     if ngram is None:
         p.error(f"{bundle.path} carries no n-gram model")
-    corpus = load_corpus(args.corpus or bundle.card["corpus"]["name"])
+    name = bundle.card["corpus"]["name"]
+    shared = [p for p in DEFAULT_CORPORA if Path(p).name.startswith(name) and Path(p).exists()]
+    corpus = load_corpus(args.corpus or (shared[0] if shared else name))
     val_ids, _ = bundle.vocab.encode(split(corpus.text)[1])
     penalty = bundle.vocab.unknown_penalty(corpus.text)
     mixed = StepModel(bundle, providers="cpu")
