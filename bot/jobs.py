@@ -52,6 +52,7 @@ class Job:
     epochs: int
     activate: bool | None  # None: activate when the validation loss beats the live one
     requested_by: int
+    export_args: list[str] = field(default_factory=list)  # e.g. --ngram 6
     status: str = "queued"  # queued, training, exporting, succeeded, failed, cancelled
     detail: str = ""
     progress: list[dict] = field(default_factory=list)
@@ -110,11 +111,21 @@ class JobRunner:
         activate: bool | None,
         requested_by: int,
         listener: Listener | None = None,
+        export_args: list[str] | None = None,
     ) -> Job:
         check_name(style, "style")
         if any(j.style == style and not j.done for j in self.jobs.values()):
             raise ValueError(f"a job for {style} is already queued or running")
-        job = Job(self._next_id, style, corpus, train_args, epochs, activate, requested_by)
+        job = Job(
+            self._next_id,
+            style,
+            corpus,
+            train_args,
+            epochs,
+            activate,
+            requested_by,
+            list(export_args or []),
+        )
         self._next_id += 1
         self.jobs[job.id] = job
         if listener:
@@ -203,7 +214,7 @@ class JobRunner:
         # --int8: every bundle can serve either precision (MODEL_PRECISION).
         models = str(self.registry.models_dir)
         export = [self.python, "-m", "export", str(run), "--models", models, "--int8"]
-        export += self._recipe(job.style)
+        export += job.export_args
         ok = await self._child(job, export, logfile, started)
         if not ok:
             return
@@ -219,17 +230,6 @@ class JobRunner:
         )
         job.val_loss = card["metrics"]["val_loss"]
         await self._maybe_activate(job)
-
-    def _recipe(self, style: str) -> list[str]:
-        """Export options that keep the live version's make-up: a style served with an n-gram
-        model mixed in is retrained into one served the same way."""
-        try:
-            ngram = self.registry.live(style).bundle.card.get("ngram")
-        except UnknownStyle:
-            return []
-        if not ngram:
-            return []
-        return ["--ngram", str(ngram["order"]), "--ngram-weight", str(ngram["weight"])]
 
     async def _maybe_activate(self, job: Job) -> None:
         try:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_EPOCHS = 200
+MAX_NGRAM_ORDER = 6
 
 
 def _loss(value: float | None) -> str:
@@ -208,6 +209,7 @@ class ModelGroup(app_commands.Group):
         style="the style to train again on its corpus",
         epochs="passes over the corpus (default 10)",
         activate="make it live when done (default: only if its validation loss is better)",
+        ngram="order of the n-gram model mixed in, 0 for none (default: as the live version)",
     )
     async def retrain(
         self,
@@ -215,6 +217,7 @@ class ModelGroup(app_commands.Group):
         style: str,
         epochs: app_commands.Range[int, 1, MAX_EPOCHS] = 10,
         activate: bool | None = None,
+        ngram: app_commands.Range[int, 0, MAX_NGRAM_ORDER] | None = None,
     ) -> None:
         """Train a new version of a style as a background job."""
         style = self._style(style)
@@ -238,7 +241,12 @@ class ModelGroup(app_commands.Group):
         for key, flag in (("batch_size", "--batch-size"), ("seq_len", "--seq-len")):
             if key in config:
                 args += [flag, str(config[key])]
-        await self._start(interaction, style, corpus, args, epochs, activate)
+        live = card.get("ngram")
+        if ngram is None and live:  # the live version's make-up carries over
+            mix = ["--ngram", str(live["order"]), "--ngram-weight", str(live["weight"])]
+        else:
+            mix = ["--ngram", str(ngram)] if ngram else []
+        await self._start(interaction, style, corpus, args, epochs, activate, mix)
 
     @app_commands.command(name="add")
     @app_commands.describe(
@@ -246,6 +254,7 @@ class ModelGroup(app_commands.Group):
         corpus="a UTF-8 text file to learn from",
         epochs="passes over the corpus (default 10)",
         size="small trains in minutes; large writes best but trains for hours",
+        ngram="order of a Kneser-Ney n-gram model to mix in (default 0: none); helps small corpora",
     )
     @app_commands.choices(size=[app_commands.Choice(name=s, value=s) for s in SIZES])
     async def add(
@@ -255,6 +264,7 @@ class ModelGroup(app_commands.Group):
         corpus: discord.Attachment,
         epochs: app_commands.Range[int, 1, MAX_EPOCHS] = 10,
         size: str = "medium",
+        ngram: app_commands.Range[int, 0, MAX_NGRAM_ORDER] = 0,
     ) -> None:
         """Add a new style trained on an uploaded text file."""
         try:
@@ -279,7 +289,8 @@ class ModelGroup(app_commands.Group):
         except UserError as err:
             await interaction.edit_original_response(content=str(err))
             return
-        await self._start(interaction, name, str(path), SIZES[size], epochs, True)
+        mix = ["--ngram", str(ngram)] if ngram else []
+        await self._start(interaction, name, str(path), SIZES[size], epochs, True, mix)
 
     @app_commands.command(name="jobs")
     async def jobs(self, interaction: discord.Interaction) -> None:
@@ -310,6 +321,7 @@ class ModelGroup(app_commands.Group):
         args: list[str],
         epochs: int,
         activate: bool | None,
+        export_args: list[str],
     ) -> None:
         progress: list[discord.Message | discord.WebhookMessage] = []
         one_at_a_time = asyncio.Lock()  # the job and this command both report
@@ -335,7 +347,7 @@ class ModelGroup(app_commands.Group):
 
         try:
             job = self.bot.jobs.submit(
-                style, corpus, args, epochs, activate, interaction.user.id, report
+                style, corpus, args, epochs, activate, interaction.user.id, report, export_args
             )
         except ValueError as err:
             raise UserError(str(err)) from None
