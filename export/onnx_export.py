@@ -172,19 +172,21 @@ def onnx_loss(
         log_p[:, t] = z[rows, y[:, t]] - log_norm
     if mixture is not None:
         ngram, weight = mixture
-        counted = np.stack([ngram.log_probs(np.append(x[s], y[s, -1]))[1:] for s in rows])
-        log_p = np.logaddexp(np.log(weight) + log_p, np.log1p(-weight) + counted)
+        log_p = np.logaddexp(np.log(weight) + log_p, np.log1p(-weight) + _counted(ngram, x, y))
     unk_id = session.bundle.vocab.unk_id
     return float(-log_p.sum() + unk_penalty * int((y == unk_id).sum())) / (streams * n)
+
+
+def _counted(ngram: NGram, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """log P(y) [streams, n] under the n-gram model, each stream read from its start."""
+    pairs = zip(x, y, strict=True)
+    return np.stack([ngram.log_probs(np.append(xs, ys[-1]))[1:] for xs, ys in pairs])
 
 
 def ngram_loss(ngram: NGram, ids: np.ndarray, unk_id: int, unk_penalty: float) -> float:
     """nats/char of the n-gram model alone over `ids`, read as onnx_loss reads them."""
     x, y = eval_streams(ids)
-    counted = np.stack(
-        [ngram.log_probs(np.append(xs, ys[-1]))[1:] for xs, ys in zip(x, y, strict=True)]
-    )
-    return float(-counted.sum() + unk_penalty * int((y == unk_id).sum())) / y.size
+    return float(-_counted(ngram, x, y).sum() + unk_penalty * int((y == unk_id).sum())) / y.size
 
 
 def prefill_parity(session: StepModel, ids: np.ndarray) -> float:
@@ -328,6 +330,16 @@ def export_run(
     # Scored again here so the card's figure and the ONNX one follow the same protocol.
     val_loss = evaluate_stream(model, model_cfg, val_ids, vocab.unk_id, unk_penalty)
     known = KNOWN_CORPORA.get(corpus.name)
+    mixture = None
+    if ngram:
+        mixture = (NGram.fit(vocab.encode(train_text)[0], len(vocab), ngram), ngram_weight)
+        ngrams = sum(level.ngrams for level in mixture[0].levels)
+        if ngrams > MAX_NGRAMS:
+            raise ExportError(
+                f"a {ngram}-gram model of this corpus holds {ngrams:,} n-grams (about "
+                f"{ngrams * BYTES_PER_NGRAM / 1e6:.0f} MB in the bot's memory), over the "
+                f"{MAX_NGRAMS:,} limit; use a lower --ngram order"
+            )
 
     with tempfile.TemporaryDirectory(prefix="poembot-export-") as tmp_name:
         tmp = Path(tmp_name)
@@ -405,22 +417,15 @@ def export_run(
         log(f"parity: max |logit difference| {worst:.2e} over {PARITY_STEPS} steps")
         if not worst <= PARITY_TOLERANCE:
             raise ExportError(f"parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}; not exported")
-        mixture = None
-        if ngram:
-            mixture = (NGram.fit(vocab.encode(train_text)[0], len(vocab), ngram), ngram_weight)
-            ngrams = sum(level.ngrams for level in mixture[0].levels)
-            if ngrams > MAX_NGRAMS:
-                raise ExportError(
-                    f"a {ngram}-gram model of this corpus holds {ngrams:,} n-grams (about "
-                    f"{ngrams * BYTES_PER_NGRAM / 1e6:.0f} MB in the bot's memory), over the "
-                    f"{MAX_NGRAMS:,} limit; use a lower --ngram order"
-                )
+        # With an n-gram model, what the engine serves is the mixture: its figure is the card's.
+        served = onnx_loss(session, val_ids, unk_penalty, mixture)
+        card["metrics"]["val_loss_onnx"] = served
+        if mixture is not None:
             mixture[0].save(staged / NGRAM_FILE)
             alone = ngram_loss(mixture[0], val_ids, vocab.unk_id, unk_penalty)
-            mixed = onnx_loss(session, val_ids, unk_penalty, mixture)
             log(
                 f"{ngram}-gram alone {alone:.4f}, network alone {val_loss:.4f}, mixed "
-                f"{mixed:.4f} nats/char (network weight {ngram_weight})"
+                f"{served:.4f} nats/char (network weight {ngram_weight})"
             )
             card["ngram"] = {
                 "file": NGRAM_FILE,
@@ -429,11 +434,9 @@ def export_run(
                 "method": NGRAM_METHOD,
                 "val_loss": alone,
             }
-            metrics_out = card["metrics"]
-            metrics_out["val_loss_network"] = val_loss
-            metrics_out["val_loss"] = mixed
-            metrics_out["val_bpc"] = mixed / math.log(2.0)
-        card["metrics"]["val_loss_onnx"] = onnx_loss(session, val_ids, unk_penalty, mixture)
+            card["metrics"].update(
+                val_loss_network=val_loss, val_loss=served, val_bpc=served / math.log(2.0)
+            )
         card.update(
             add_derived_graphs(staged, card["metrics"], val_ids, unk_penalty, int8, log, mixture)
         )
