@@ -5,8 +5,11 @@
   the network alone, the n-gram alone, and the mixture at a range of weights. The bundle ships
   the weight fixed before this sweep (DEFAULT_WEIGHT); the sweep shows how much that choice
   leaves on the table, it does not pick the weight;
-- copying: the longest run of each sample (300 characters, temperature 0.8) found verbatim in
-  the corpus, network alone against the mixture; an n-gram model remembers phrases;
+- samples (40 of 300 characters, temperature 0.8), network alone against the mixture:
+  copying, the longest stretch of each found verbatim in the corpus (an n-gram model remembers
+  phrases); and form, the lengths of the clauses between punctuation, spaces and line breaks
+  against the validation tail's (total variation distance: 0 the same shape, 1 none in common).
+  A lower loss does not guarantee the form: an n-gram model knows nothing of line lengths;
 - cost: the engine's chars/s and latency on 400-character requests at concurrency 1 and 64,
   the same network with and without the n-gram, taking turns three times (median run).
 Results go to benchmarks/results/ngram_mix.{json,md}.
@@ -18,10 +21,13 @@ import argparse
 import asyncio
 import dataclasses
 import math
+import re
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmarks.kneser_ney import DEFAULT_CORPORA
 from benchmarks.serve import engine_runs
@@ -34,6 +40,7 @@ from training.corpus import load_corpus, split
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SAMPLES = 40
+SEPARATORS = re.compile(r"[\s，。？！、；：,.?!;:]+")
 
 
 def longest_copied(text: str, corpus: str) -> int:
@@ -45,7 +52,21 @@ def longest_copied(text: str, corpus: str) -> int:
     return best
 
 
-def copying(model: StepModel, corpus: str) -> dict[str, Any]:
+def clause_lengths(text: str) -> list[int]:
+    """Lengths of the clauses between separators, without a text's first and last (cut off)."""
+    return [len(c) for c in SEPARATORS.split(text)[1:-1] if c]
+
+
+def form_distance(lengths: list[int], reference: list[int]) -> float:
+    """Total variation distance between two clause-length distributions (16+ pooled)."""
+    a = np.bincount(np.minimum(lengths, 16), minlength=17) / max(len(lengths), 1)
+    b = np.bincount(np.minimum(reference, 16), minlength=17) / max(len(reference), 1)
+    return float(np.abs(a - b).sum() / 2)
+
+
+def samples(model: StepModel, corpus: str, reference: list[int]) -> dict[str, Any]:
+    """Copying and form of SAMPLES texts from `model`."""
+
     async def texts() -> list[str]:
         scheduler = Scheduler(model)
         try:
@@ -56,8 +77,16 @@ def copying(model: StepModel, corpus: str) -> dict[str, Any]:
         finally:
             await scheduler.close()
 
-    runs = sorted(longest_copied(t, corpus) for t in asyncio.run(texts()))
-    return {"samples": SAMPLES, "median": runs[len(runs) // 2], "max": runs[-1], "runs": runs}
+    written = asyncio.run(texts())
+    runs = sorted(longest_copied(t, corpus) for t in written)
+    lengths = [n for t in written for n in clause_lengths(t)]
+    return {
+        "samples": SAMPLES,
+        "copied_median": runs[len(runs) // 2],
+        "copied_max": runs[-1],
+        "clause_mean": float(np.mean(lengths)),
+        "form_distance": form_distance(lengths, reference),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         "shipped_weight": bundle.ngram_weight,
     }
     print(f"quality: {quality}", flush=True)
-    copied = {"network": copying(network, corpus.text), "mixed": copying(mixed, corpus.text)}
-    print(f"copying: {copied}", flush=True)
+    val_text = split(corpus.text)[1]
+    reference = clause_lengths(val_text)
+    written = {
+        "validation tail": {"clause_mean": float(np.mean(reference)), "form_distance": 0.0},
+        "network": samples(network, corpus.text, reference),
+        "mixed": samples(mixed, corpus.text, reference),
+    }
+    print(f"samples: {written}", flush=True)
     plain, with_ngram = engine_runs([network, mixed], args.length, (1, 64))
     report = {
         "bundle": str(
@@ -104,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "order": ngram.order,
         "command": shlex.join(["python", "-m", "benchmarks.ngram_mix", *argv]),
         "quality": quality,
-        "copying": copied,
+        "samples": written,
         "speed": {"network": plain, "mixed": with_ngram},
     }
     write_results(args.out, "ngram_mix", report, markdown(report))
@@ -134,14 +169,19 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "The shipped weight was fixed before this sweep; the sweep does not choose it.",
         "",
-        f"## Copying ({r['copying']['network']['samples']} samples of 300 characters, "
-        "temperature 0.8, seeds 0 on)",
+        f"## Samples ({SAMPLES} of 300 characters, temperature 0.8, seeds 0 on)",
         "",
-        "The longest stretch of each sample found verbatim in the corpus.",
+        "Copying: the longest stretch of each sample found verbatim in the corpus. Form: the",
+        "lengths of clauses between punctuation, spaces and line breaks, against the validation",
+        "tail's (total variation distance; 0 is the same shape).",
         "",
-        "| model | median | max |",
-        "|---|---:|---:|",
-        *(f"| {name} | {c['median']} | {c['max']} |" for name, c in r["copying"].items()),
+        "| | copied, median | copied, max | mean clause length | form distance |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {c.get('copied_median', '-')} | {c.get('copied_max', '-')} "
+            f"| {c['clause_mean']:.2f} | {c['form_distance']:.3f} |"
+            for name, c in r["samples"].items()
+        ),
         "",
         "## Serving cost (400-character requests, median of 3 alternating runs)",
         "",
