@@ -276,6 +276,9 @@ def load_bundle(path: Path) -> Bundle:
         weight = ngram.get("weight") if isinstance(ngram, dict) else None
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < 1:
             raise BundleError(f"{path}: {CARD_FILE} ngram weight must be a number in (0, 1)")
+        order = ngram.get("order")
+        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+            raise BundleError(f"{path}: {CARD_FILE} ngram order must be a positive integer")
     if (path.parent.name, path.name) != (card["style"], card["version"]):
         raise BundleError(
             f"{path}: the card names {card['style']}/{card['version']}, "

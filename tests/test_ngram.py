@@ -95,6 +95,11 @@ def test_broken_ngram_sections_are_refused_with_a_reason(tmp_path):
     with pytest.raises(BundleError, match="weight"):
         load_bundle(path)
     card["ngram"]["weight"] = 0.5
+    card["ngram"]["order"] = "3"
+    (path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="order"):
+        load_bundle(path)
+    card["ngram"]["order"] = 3
     (path / "card.json").write_text(json.dumps(card))
     (path / NGRAM_FILE).write_bytes(b"truncated")
     with pytest.raises(BundleError, match="not an n-gram model"):
