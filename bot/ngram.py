@@ -244,13 +244,17 @@ class NGram:
             state = self.advance(state, np.array([i]))
         return state[0]
 
-    def distribution(self, state: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        """scale * P(next id | each row's context), [rows, size] float64.
+    def _terms(
+        self, state: np.ndarray, scale: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """scale * P(next id | each row's context), unrolled.
 
-        Unrolled, the recursion p_k = (d_k + b_k p_(k-1)) / t_k is a sum over orders of each
-        order's discounted counts d_k / t_k, weighted by the product of b_j / t_j over the
-        orders above it, plus the order-1 estimate under the product of them all; an order
-        whose context was never seen passes through (ratio 1, no counts).
+        The recursion p_k = (d_k + b_k p_(k-1)) / t_k is a sum over orders of each order's
+        discounted counts d_k / t_k, weighted by the product of b_j / t_j over the orders above
+        it, plus the order-1 estimate under the product of them all; an order whose context was
+        never seen passes through (ratio 1, no counts). Returns each row's weight on the order-1
+        estimate, and the (row * size + id, value) of every seen continuation, order by order,
+        with where each order's run ends (within one order a row's ids are distinct).
         """
         rows = len(state)
         # Per row and order above the first: its context's entry in the laid-out tables.
@@ -259,35 +263,45 @@ class NGram:
         above = np.ones_like(ratio)  # the product of the ratios of the orders above each
         if self.order > 2:
             above[:, :-1] = np.cumprod(ratio[:, :0:-1], axis=1)[:, ::-1]
-        weight = (scale * above * self._inv_total[entry]).ravel()
-        lo = self._lo[entry].ravel()
-        lengths = self._lo[entry + 1].ravel() - lo
-        # The k-grams of every (row, order), flattened: positions lo to lo + length - 1 of each.
+        bottom = scale * (above[:, 0] * ratio[:, 0] if self.order > 1 else np.ones(rows))
+        # Order by order (then row by row): the k-grams of each, positions lo to lo + length - 1.
+        weight = (scale * above * self._inv_total[entry]).T.ravel()
+        lo = self._lo[entry.T.ravel()]
+        lengths = self._lo[entry.T.ravel() + 1] - lo
         positions = np.repeat(lo - np.cumsum(lengths) + lengths, lengths)
         positions += np.arange(len(positions))
-        row = np.repeat(np.repeat(np.arange(rows), self.order - 1), lengths)
-        out = np.bincount(
-            row * self.size + self._keys[positions] % self.size,
-            weights=self._discounted[positions] * np.repeat(weight, lengths),
-            minlength=rows * self.size,
-        ).reshape(rows, self.size)
-        out = out.astype(np.float64, copy=False)  # bincount of no entries gives integers
-        bottom = scale * (above[:, 0] * ratio[:, 0] if self.order > 1 else np.ones(rows))
+        row = np.repeat(np.tile(np.arange(rows), self.order - 1), lengths)
+        index = row * self.size + self._keys[positions] % self.size
+        values = self._discounted[positions] * np.repeat(weight, lengths)
+        ends = np.cumsum(lengths.reshape(self.order - 1, rows).sum(axis=1))
+        return bottom, index, values, ends
+
+    def distribution(self, state: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """scale * P(next id | each row's context), [rows, size] float64."""
+        rows = len(state)
+        bottom, index, values, _ = self._terms(state, scale)
+        out = np.bincount(index, weights=values, minlength=rows * self.size)
+        out = out.reshape(rows, self.size).astype(np.float64, copy=False)  # no entries: ints
         out += bottom[:, None] * self._base
         return out
 
     def mixed_logits(self, logits: np.ndarray, state: np.ndarray, weight: float) -> np.ndarray:
         """log(weight * softmax(logits) + (1 - weight) * P(next | state)), row by row, as
-        float64 logits for the sampler (which applies temperature, top-k and top-p to the
-        mixture)."""
-        # The network's softmax in its own float32 (half the memory traffic of float64, and
-        # ample for sampling), the sum and its log in float64.
+        logits for the sampler (which applies temperature, top-k and top-p to the mixture).
+
+        In the logits' own precision (float32 from onnxruntime: half the memory traffic of
+        float64, and ample for sampling), with each row's sum taken in float64."""
         z = logits - logits.max(axis=1, keepdims=True)
         np.exp(z, out=z)
-        z *= weight / z.sum(axis=1, dtype=np.float64, keepdims=True)
-        out = self.distribution(state, 1.0 - weight)
-        out += z
-        return np.log(out, out=out)
+        z *= (weight / z.sum(axis=1, dtype=np.float64, keepdims=True)).astype(z.dtype)
+        bottom, index, values, ends = self._terms(state, 1.0 - weight)
+        z += bottom.astype(z.dtype)[:, None] * self._base.astype(z.dtype)
+        flat = z.reshape(-1)
+        start = 0
+        for end in ends.tolist():  # distinct indices within an order: a plain add is exact
+            flat[index[start:end]] += values[start:end]
+            start = end
+        return np.log(z, out=z)
 
     # -- storage -----------------------------------------------------------------------------
 

@@ -67,7 +67,8 @@ def test_mixture_is_the_weighted_sum_of_both_distributions(ngram):
     network = np.exp(logits - logits.max(1, keepdims=True))
     network /= network.sum(1, keepdims=True)
     mixed = np.exp(ngram.mixed_logits(logits, states, 0.3))
-    assert np.allclose(mixed, 0.3 * network + 0.7 * counted, rtol=1e-9)
+    # float32, as onnxruntime gives the logits
+    assert np.allclose(mixed, 0.3 * network + 0.7 * counted, rtol=1e-5, atol=0)
     assert np.allclose(mixed.sum(1), 1.0)
 
 
