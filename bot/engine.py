@@ -509,11 +509,8 @@ class Scheduler:
             newcomers.append(row)
         if not newcomers:
             return
-        ngram = self.model.ngram
-        if ngram is not None:
-            for row in newcomers:
-                row.ngram_state = ngram.start(1)[0]
         fresh = self.model.zero_states(len(newcomers))
+        prefilled: list[list[int]] = [[] for _ in newcomers]  # ids the prefill graph read
         reading = [i for i, r in enumerate(newcomers) if len(r.feed) > 1]
         if reading and self.model.prefill_session is not None:
             prompts = [list(newcomers[i].feed)[:-1] for i in reading]
@@ -528,9 +525,11 @@ class Scheduler:
                 fresh_state[reading] = state
             for i, prompt in zip(reading, prompts, strict=True):
                 newcomers[i].feed = deque([newcomers[i].feed[-1]])
-                if ngram is not None:
-                    newcomers[i].ngram_state = ngram.state_after(prompt)
-        for row in newcomers:
+                prefilled[i] = prompt
+        ngram = self.model.ngram
+        for row, read in zip(newcomers, prefilled, strict=True):
+            if ngram is not None:
+                row.ngram_state = ngram.state_after(read)
             row.next_id = row.feed.popleft()
             self._feeding = self._feeding or bool(row.feed)
         # One concatenation for the whole burst of newcomers.

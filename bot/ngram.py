@@ -126,6 +126,7 @@ class NGram:
         unigram = np.zeros(size)
         unigram[keys[0]] = self._discounted[: ngrams[0]]
         self._base = unigram * self._inv_total[0] + self._ratio[0] / size
+        self._base32 = self._base.astype(np.float32)  # for mixing with float32 logits
 
     @classmethod
     def fit(
@@ -295,7 +296,8 @@ class NGram:
         np.exp(z, out=z)
         z *= (weight / z.sum(axis=1, dtype=np.float64, keepdims=True)).astype(z.dtype)
         bottom, index, values, ends = self._terms(state, 1.0 - weight)
-        z += bottom.astype(z.dtype)[:, None] * self._base.astype(z.dtype)
+        base = self._base32 if z.dtype == np.float32 else self._base
+        z += bottom.astype(z.dtype)[:, None] * base
         flat = z.reshape(-1)
         start = 0
         for end in ends.tolist():  # distinct indices within an order: a plain add is exact
