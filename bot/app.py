@@ -21,7 +21,7 @@ from bot.jobs import JobRunner
 from bot.model_commands import ModelGroup
 from bot.poem_commands import SettingsGroup, UserError, make_poem_command, send_private
 from bot.registry import Registry
-from bot.replies import NO_MENTIONS
+from bot.replies import NO_MENTIONS, quoted
 from bot.throttle import Throttle
 from training.corpus import KNOWN_CORPORA, CorpusError, decode_text
 
@@ -124,7 +124,7 @@ class PoemBot(discord.Client):
         if len(data) > limit:
             raise UserError(f"The file is {len(data):,} bytes; the limit is {limit:,}.")
         try:
-            text = decode_text(data, attachment.filename)
+            text = decode_text(data, quoted(attachment.filename))
         except CorpusError as err:
             raise UserError(str(err)) from None
         if len(text.strip()) < MIN_CORPUS_CHARS:

@@ -279,7 +279,7 @@ class ModelGroup(app_commands.Group):
         limit = self.bot.settings.max_corpus_bytes
         if corpus.size > limit:
             raise UserError(
-                f"{escape(corpus.filename)} is {corpus.size:,} bytes; the limit is {limit:,}."
+                f"{quoted(corpus.filename)} is {corpus.size:,} bytes; the limit is {limit:,}."
             )
         # Downloading may take longer than Discord's 3 seconds: answer first (privately, so a
         # refusal stays between the bot and the operator).

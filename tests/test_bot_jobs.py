@@ -105,6 +105,19 @@ async def test_unusable_uploads_are_refused_with_a_reason(tmp_path, filename, da
 
 
 @asynchronous
+async def test_a_refused_uploads_name_is_echoed_short_and_literal(tmp_path):
+    # The name is the uploader's text: markdown or a mention in it must show as typed, and a
+    # long one must not push the reply past Discord's 2,000 characters (it would reach nobody).
+    name = "**loud** <@&1> " + "n" * 3000 + ".txt"
+    async with bot_world(tmp_path) as w:
+        record = await w.add_style("junk", "Caf\xe9 ".encode("latin-1") * 900, name)
+        reply = await record.final(timeout=30)
+        assert reply.ephemeral and "not UTF-8" in reply.content, reply.content
+        assert r"\*\*loud\*\*" in reply.content and len(reply.content) < 400
+        assert not w.discord.violations
+
+
+@asynchronous
 async def test_upload_over_the_size_cap_is_refused_before_download(tmp_path):
     from .botworld import make_models, make_settings
 
