@@ -1,21 +1,42 @@
 """Per-channel settings (default temperature and style), kept across restarts.
 
-`ChannelSettingsStore` is the interface; SQLite (WAL) is the default backend. The calls are
-small and run in a worker thread so the event loop never waits on the disk.
+`ChannelSettingsStore` is the interface and `SQLChannelSettings` its one implementation: the
+same SQL on SQLite (the default, a file in WAL mode) or PostgreSQL (for several bot processes
+sharing settings), chosen by DATABASE_URL. Only connecting differs between them. Calls run on
+the store's own worker thread, so the event loop never waits on the database, and a slow
+database cannot take the threads other work shares.
+
+A database that cannot be reached does not stop poems: calls raise SettingsUnavailable with
+the reason, and for a few seconds after a failed connection they fail at once instead of
+queueing behind more connection attempts. A lost connection is opened again on a later call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
-import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+SQLITE_PREFIX = "sqlite:///"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+TIMEOUT = 1.0  # seconds a statement (or a lock) may take before it fails, nothing changed
+CONNECT_TIMEOUT = 2  # seconds, whole: libpq's connect_timeout takes an integer
+RETRY_AFTER = 5.0  # seconds calls fail at once after a connection could not be made
 
 
 class SettingsUnavailable(Exception):
-    """The store cannot be written (locked, read-only, full); the message says which."""
+    """The store cannot be read or written (unreachable, locked, read-only, full); the
+    message says which."""
 
 
 @dataclass(frozen=True)
@@ -36,81 +57,175 @@ class ChannelSettingsStore(Protocol):
     async def close(self) -> None: ...
 
 
+# Written once for both databases: BIGINT holds Discord's 64-bit ids, DOUBLE PRECISION keeps a
+# temperature as typed (PostgreSQL's REAL is 32-bit), and both accept this upsert. A SQLite
+# file made by earlier versions (INTEGER, REAL, TEXT columns) works unchanged.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS channel_settings (
-    channel_id INTEGER PRIMARY KEY,
-    guild_id INTEGER NOT NULL,
-    temperature REAL,
+    channel_id BIGINT PRIMARY KEY,
+    guild_id BIGINT NOT NULL,
+    temperature DOUBLE PRECISION,
     style TEXT,
-    updated_at TEXT NOT NULL DEFAULT (datetime('now'))
+    updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 )
 """
 _COLUMNS = ("temperature", "style")
+_GET = "SELECT temperature, style FROM channel_settings WHERE channel_id = ?"
+_RESET = "DELETE FROM channel_settings WHERE channel_id = ?"
 
 
-class SQLiteChannelSettings:
-    """SQLite in WAL mode: readers never block the writer; a write either lands or raises."""
+def _upsert(columns: tuple[str, ...]) -> str:
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
+    return (
+        f"INSERT INTO channel_settings (channel_id, guild_id, {names}) VALUES (?, ?, {marks}) "
+        f"ON CONFLICT (channel_id) DO UPDATE SET {updates}, updated_at = CURRENT_TIMESTAMP"
+    )
 
-    def __init__(self, path: Path, timeout: float = 1.0) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(_SCHEMA)
-            self._db.commit()
 
-    def _read(self, channel_id: int) -> ChannelSettings:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT temperature, style FROM channel_settings WHERE channel_id = ?",
-                (channel_id,),
-            ).fetchone()
-        return ChannelSettings(*row) if row else ChannelSettings()
+@dataclass(frozen=True)
+class Backend:
+    """What differs between databases: how to connect (a DB-API connection in autocommit
+    mode), the driver's parameter marker and error class, and a name for messages that
+    carries no password."""
 
-    def _write(self, sql: str, params: tuple) -> None:
+    name: str
+    connect: Callable[[], Any]
+    marker: str
+    error: type[Exception]
+
+
+def sqlite_backend(path: Path, timeout: float = TIMEOUT) -> Backend:
+    path = Path(path)
+
+    def connect() -> sqlite3.Connection:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        return db
+
+    return Backend(f"SQLite file {path}", connect, "?", sqlite3.Error)
+
+
+def postgres_backend(url: str, timeout: float = TIMEOUT) -> Backend:
+    try:
+        import psycopg
+    except ImportError as err:  # installed with the bot; missing only in a trimmed install
+        raise ValueError("DATABASE_URL names PostgreSQL, but psycopg is not installed") from err
+    parts = urlsplit(url)
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+    ms = int(timeout * 1000)
+
+    def connect() -> Any:
+        return psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+            options=f"-c statement_timeout={ms} -c lock_timeout={ms}",
+            application_name="poembot",
+        )
+
+    return Backend(f"PostgreSQL at {where}", connect, "%s", psycopg.Error)
+
+
+class SQLChannelSettings:
+    """The settings table on one connection, used from one worker thread."""
+
+    def __init__(self, backend: Backend, retry_after: float = RETRY_AFTER) -> None:
+        self.backend = backend
+        self.retry_after = retry_after
+        self._db: Any = None
+        self._down_until = 0.0
+        self._closed = False
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="settings")
+
+    # In the worker thread ---------------------------------------------------------------------
+    def _connection(self) -> Any:
+        if self._db is None:
+            if time.monotonic() < self._down_until:
+                raise SettingsUnavailable(
+                    f"the settings database ({self.backend.name}) could not be reached a moment ago"
+                )
+            try:
+                db = self.backend.connect()
+                db.execute(_SCHEMA)
+            except self.backend.error as err:
+                self._down_until = time.monotonic() + self.retry_after
+                log.error("settings database %s: cannot connect (%s)", self.backend.name, err)
+                raise SettingsUnavailable(
+                    f"the settings database ({self.backend.name}) cannot be reached ({err})"
+                ) from err
+            self._db, self._down_until = db, 0.0
+        return self._db
+
+    def _run(self, sql: str, params: tuple, verb: str) -> list[tuple]:
+        db = self._connection()
         try:
-            with self._lock, self._db:
-                self._db.execute(sql, params)
-        except sqlite3.OperationalError as err:  # locked, read-only, disk full
-            raise SettingsUnavailable(f"the settings database cannot be written ({err})") from err
+            cursor = db.execute(sql.replace("?", self.backend.marker), params)
+            return cursor.fetchall() if cursor.description else []
+        except self.backend.error as err:  # locked, read-only, full, timed out, connection lost
+            if getattr(db, "broken", False) or getattr(db, "closed", False):
+                self._drop()
+            raise SettingsUnavailable(
+                f"the settings database cannot be {verb} ({str(err).strip()})"
+            ) from err
+
+    def _drop(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(self.backend.error):
+                db.close()
+
+    # On the event loop ------------------------------------------------------------------------
+    async def _call(self, sql: str, params: tuple, verb: str) -> list[tuple]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._run, sql, params, verb)
 
     async def get(self, channel_id: int) -> ChannelSettings:
-        try:
-            return await asyncio.to_thread(self._read, channel_id)
-        except sqlite3.Error as err:
-            raise SettingsUnavailable(f"the settings database cannot be read ({err})") from err
+        rows = await self._call(_GET, (channel_id,), "read")
+        return ChannelSettings(*rows[0]) if rows else ChannelSettings()
 
     async def update(self, channel_id: int, guild_id: int, **changes: float | str | None) -> None:
         unknown = set(changes) - set(_COLUMNS)
         if unknown:
             raise ValueError(f"no channel setting named {', '.join(sorted(unknown))}")
-        columns = ", ".join(changes)
-        marks = ", ".join("?" for _ in changes)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in changes)
-        sql = (
-            f"INSERT INTO channel_settings (channel_id, guild_id, {columns}) "
-            f"VALUES (?, ?, {marks}) ON CONFLICT(channel_id) DO UPDATE SET {updates}, "
-            "updated_at = datetime('now')"
-        )
-        await asyncio.to_thread(self._write, sql, (channel_id, guild_id, *changes.values()))
+        if not changes:
+            return
+        params = (channel_id, guild_id, *changes.values())
+        await self._call(_upsert(tuple(changes)), params, "written")
 
     async def reset(self, channel_id: int) -> None:
-        await asyncio.to_thread(
-            self._write, "DELETE FROM channel_settings WHERE channel_id = ?", (channel_id,)
-        )
+        await self._call(_RESET, (channel_id,), "written")
 
     async def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._worker, self._drop)
+        self._worker.shutdown(wait=False)
+
+
+def check_database_url(url: str) -> str:
+    """The URL if the store can use it; ValueError saying what is accepted otherwise."""
+    if url.startswith(SQLITE_PREFIX) and len(url) > len(SQLITE_PREFIX):
+        return url
+    parts = urlsplit(url)
+    if parts.scheme in POSTGRES_SCHEMES and (parts.hostname or parts.query):
+        return url
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    raise ValueError(
+        f"DATABASE_URL {scheme!r} is not a database this bot can use; give "
+        "sqlite:///path/to/file.db (relative) or sqlite:////path (absolute), or "
+        "postgresql://user:password@host:5432/dbname"
+    )
 
 
 def open_store(database_url: str) -> ChannelSettingsStore:
-    """The store a DATABASE_URL names: `sqlite:///relative.db` or `sqlite:////absolute.db`."""
-    if database_url.startswith("sqlite:///"):
-        return SQLiteChannelSettings(Path(database_url.removeprefix("sqlite:///")))
-    scheme = database_url.split(":", 1)[0]
-    raise ValueError(
-        f"DATABASE_URL scheme {scheme!r} is not supported yet; use sqlite:///path/to/file.db"
-    )
+    """The store a DATABASE_URL names: `sqlite:///relative.db`, `sqlite:////absolute.db` or
+    `postgresql://user:password@host:port/dbname`. Nothing connects until the first call."""
+    url = check_database_url(database_url)
+    if url.startswith(SQLITE_PREFIX):
+        return SQLChannelSettings(sqlite_backend(Path(url.removeprefix(SQLITE_PREFIX))))
+    return SQLChannelSettings(postgres_backend(url))

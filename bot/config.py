@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.channel_settings import check_database_url
 from bot.engine import PRECISIONS, PROVIDERS, Limits
 
 
@@ -112,12 +113,17 @@ class Settings:
         default_length = _int("DEFAULT_LENGTH", 400, 1)
         if default_length > limits.max_length:
             raise ConfigError("DEFAULT_LENGTH must not exceed MAX_LENGTH")
+        database_url = os.environ.get("DATABASE_URL", "").strip() or cls.database_url
+        try:
+            check_database_url(database_url)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         return cls(
             discord_token=os.environ.get("DISCORD_TOKEN", "").strip(),
             guild_ids=_ids("DISCORD_GUILD_IDS"),
             admin_ids=_ids("BOT_ADMIN_IDS"),
             models_dir=Path(os.environ.get("MODELS_DIR", "models")),
-            database_url=os.environ.get("DATABASE_URL", cls.database_url),
+            database_url=database_url,
             providers=providers,
             precision=precision,
             api_base_url=os.environ.get("DISCORD_API_BASE_URL", "").strip(),

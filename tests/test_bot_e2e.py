@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from .botworld import asynchronous, bot_world, footer, footer_seed, make_models
+from .botworld import asynchronous, bot_world, footer, footer_seed, make_models, make_settings
 from .bundles import make_bundle
 from .loopback import ALL_PERMISSIONS, InvocationRefused, Permission, Upload
 
@@ -122,8 +122,9 @@ async def test_long_poem_goes_as_an_attachment(tmp_path):
 
 
 @asynchronous
-async def test_channel_settings_apply_and_survive_a_restart(tmp_path):
-    async with bot_world(tmp_path) as w:
+async def test_channel_settings_apply_and_survive_a_restart(tmp_path, database_url):
+    settings = make_settings(tmp_path, make_models(tmp_path), database_url=database_url)
+    async with bot_world(tmp_path, settings=settings) as w:
         _, reply = await w.run("settings", w.moderator, {"value": 0.0}, subcommand="temperature")
         assert reply.ephemeral and "temperature 0" in reply.content
         _, reply = await w.run("settings", w.moderator, {"name": "tang"}, subcommand="style")
@@ -131,7 +132,7 @@ async def test_channel_settings_apply_and_survive_a_restart(tmp_path):
         assert "tang v1" in footer(greedy) and "temperature 0 " in footer(greedy)
         discord = w.discord
         await w.bot.close()
-        async with bot_world(tmp_path, discord=discord) as w2:
+        async with bot_world(tmp_path, settings=settings, discord=discord) as w2:
             _, again = await w2.poem({"length": 40})
             assert again.embeds[0]["description"] == greedy.embeds[0]["description"]
             _, shown = await w2.run("settings", w2.moderator, subcommand="show")

@@ -1,0 +1,118 @@
+"""The channel-settings store: the same behaviour on SQLite and PostgreSQL (one code path), and
+what happens when the database goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from bot.channel_settings import (
+    ChannelSettings,
+    SettingsUnavailable,
+    SQLChannelSettings,
+    check_database_url,
+    open_store,
+    postgres_backend,
+)
+from bot.config import ConfigError, Settings
+
+from .botworld import asynchronous, bot_world, footer, make_models, make_settings
+from .postgres import PostgresServer
+
+BIG = 2**63 - 1  # Discord ids are 64-bit: PostgreSQL's INTEGER would overflow
+
+
+@asynchronous
+async def test_settings_are_kept_per_channel_and_across_restarts(database_url):
+    store = open_store(database_url)
+    try:
+        assert await store.get(BIG) == ChannelSettings()
+        await store.update(BIG, BIG, temperature=0.7)
+        await store.update(BIG, BIG, style="tang")
+        await store.update(2, 1, temperature=1.3)
+        assert await store.get(BIG) == ChannelSettings(0.7, "tang")  # 0.7 exactly, not 0.699…
+        await store.update(BIG, BIG, temperature=0.9, style=None)
+        assert await store.get(BIG) == ChannelSettings(0.9, None)
+    finally:
+        await store.close()
+    store = open_store(database_url)  # a restart
+    try:
+        assert await store.get(BIG) == ChannelSettings(0.9, None)
+        await store.reset(BIG)
+        assert await store.get(BIG) == ChannelSettings()
+        assert await store.get(2) == ChannelSettings(1.3, None)
+        with pytest.raises(ValueError, match="no channel setting named colour"):
+            await store.update(2, 1, colour="red")
+    finally:
+        await store.close()
+
+
+@asynchronous
+async def test_an_unreachable_postgres_fails_at_once_then_recovers():
+    server = PostgresServer()
+    try:
+        url = server.new_database("faults")
+        store = SQLChannelSettings(postgres_backend(url), retry_after=0.5)
+        await store.update(5, 1, temperature=1.2)
+        server.stop()
+
+        started = time.monotonic()
+        with pytest.raises(SettingsUnavailable, match="cannot be read"):
+            await store.get(5)  # the open connection is found dead
+        with pytest.raises(SettingsUnavailable, match="cannot be reached"):
+            await store.get(5)  # reconnecting is refused
+        with pytest.raises(SettingsUnavailable, match="a moment ago"):
+            await store.update(5, 1, temperature=0.3)  # no new attempt for a while
+        assert time.monotonic() - started < 3  # well inside Discord's 3 s, however it fails
+
+        server.start()
+        await asyncio.sleep(0.6)
+        assert await store.get(5) == ChannelSettings(1.2, None)  # the failed write changed nothing
+        await store.close()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///",
+        "mysql://user@host/db",
+        "postgresql://",
+        "data/poembot.sqlite3",
+        "",
+    ],
+)
+def test_a_database_url_the_bot_cannot_use_is_refused_at_start(url, monkeypatch):
+    monkeypatch.setenv("DISCORD_TOKEN", "x")
+    monkeypatch.setenv("DATABASE_URL", url or " ")
+    if url == "":  # blank means the default
+        assert Settings.from_env().database_url == Settings.database_url
+        return
+    with pytest.raises(ConfigError, match=r"sqlite:///path/to/file\.db"):
+        Settings.from_env()
+    with pytest.raises(ValueError):
+        check_database_url(url)
+
+
+@asynchronous
+async def test_the_bot_answers_when_postgres_is_down(tmp_path):
+    server = PostgresServer()
+    try:
+        url = server.new_database("down")
+        settings = make_settings(tmp_path, make_models(tmp_path), database_url=url)
+        async with bot_world(tmp_path, settings=settings) as w:
+            await w.run("settings", w.moderator, {"value": 1.3}, subcommand="temperature")
+            server.stop()
+            record, reply = await w.run(
+                "settings", w.moderator, {"value": 0.4}, subcommand="temperature"
+            )
+            assert (await record.first_response()).latency < 3
+            assert reply.ephemeral and "can't be saved right now" in reply.content
+            _, message = await w.poem({"style": "verse", "length": 30})
+            assert f"temperature {settings.default_temperature:g}" in footer(message)
+            assert not w.discord.violations
+    finally:
+        server.close()
