@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MAX_TEMPERATURE = 2.0
 MAX_SEED = 2**53 - 1  # Discord's integer options stop at 2^53
+SAVE_ANSWER_SECONDS = 1.5  # a settings write slower than this is answered by deferring
 
 
 class UserError(app_commands.AppCommandError):
@@ -186,18 +187,29 @@ class SettingsGroup(app_commands.Group):
         return True
 
     async def _save(self, interaction: discord.Interaction, done: str, **changes) -> None:
+        store = self.bot.store
+        write = asyncio.ensure_future(
+            store.update(interaction.channel_id, interaction.guild_id, **changes)
+            if changes
+            else store.reset(interaction.channel_id)
+        )
+        # A slow database must not cost the answer (Discord drops an interaction left
+        # unanswered for 3 s): past SAVE_ANSWER_SECONDS the bot says it is working on it.
+        finished, _ = await asyncio.wait({write}, timeout=SAVE_ANSWER_SECONDS)
+        if not finished:
+            await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            if changes:
-                await self.bot.store.update(interaction.channel_id, interaction.guild_id, **changes)
-            else:
-                await self.bot.store.reset(interaction.channel_id)
+            await write
         except SettingsUnavailable as err:
             log.error("settings write failed: %s", err)
-            raise UserError(
+            done = (
                 "Settings can't be saved right now (the database is unavailable); nothing was "
                 "changed. Try again later. /poem keeps working with the defaults."
-            ) from err
-        await interaction.response.send_message(done, ephemeral=True)
+            )
+        if finished:
+            await interaction.response.send_message(done, ephemeral=True)
+        else:
+            await interaction.edit_original_response(content=done)
 
     @app_commands.command(name="temperature")
     @app_commands.describe(value="0 = always the likeliest character; 1 = as trained; 2 = wild")

@@ -4,11 +4,14 @@ their poem or a clear answer, once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
 
 import pytest
+
+from bot.channel_settings import SQLChannelSettings, sqlite_backend
 
 from .botworld import asynchronous, bot_world, footer, job_text, make_models, make_settings
 from .bundles import FIXTURES, make_bundle
@@ -99,6 +102,39 @@ async def test_a_locked_settings_database_is_reported_and_nothing_is_lost(tmp_pa
         assert "temperature 1.5" in reply.content
         _, message = await w.poem({"style": "verse", "length": 30})
         assert "temperature 1.5" in footer(message)
+
+
+@pytest.mark.parametrize("held", [2.0, None], ids=["lock released", "lock kept"])
+@asynchronous
+async def test_a_slow_settings_database_still_gets_an_answer_in_time(tmp_path, held):
+    async with bot_world(tmp_path) as w:
+        await w.run("settings", w.moderator, {"value": 0.5}, subcommand="temperature")
+        db = tmp_path / "data" / "settings.sqlite3"
+        await w.bot.store.close()
+        # A store that waits longer for a lock than Discord waits for an answer.
+        w.bot.store = SQLChannelSettings(sqlite_backend(db, timeout=3.2))
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        if held is not None:
+            asyncio.get_running_loop().call_later(held, blocker.execute, "ROLLBACK")
+        try:
+            record, reply = await w.run(
+                "settings", w.moderator, {"value": 1.5}, subcommand="temperature"
+            )
+            first = await record.first_response()
+            assert first.type == 5 and first.latency < 3  # deferred in time, not dropped
+            assert reply.ephemeral
+            if held is None:
+                assert "can't be saved right now" in reply.content, reply.content
+            else:
+                assert "temperature 1.5" in reply.content, reply.content
+        finally:
+            if held is None:
+                blocker.execute("ROLLBACK")
+            blocker.close()
+        _, message = await w.poem({"style": "verse", "length": 30})
+        assert f"temperature {0.5 if held is None else 1.5}" in footer(message)
+        assert not w.discord.violations
 
 
 @asynchronous
