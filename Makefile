@@ -40,7 +40,7 @@ postgres-server:
 	  fi; \
 	fi
 
-# The measurements quoted in benchmarks/results/ (about 17 minutes on 2 cores).
+# The measurements quoted in benchmarks/results/ (about 20 minutes on 2 cores).
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.kneser_ney
 	$(PY) -m benchmarks.serve
