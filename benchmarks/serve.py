@@ -117,14 +117,6 @@ def sustained_rate(kernel: Kernel, seconds: float) -> float:
     return calls * flops / (time.perf_counter() - start)
 
 
-def numpy_matmul_rate(weights: StepWeights, batch: int, seconds: float = 1.0) -> float:
-    return best_rate(numpy_matmuls(weights, batch), seconds)
-
-
-def ort_matmul_rate(weights: StepWeights, batch: int, seconds: float = 1.0) -> float:
-    return best_rate(ort_matmuls(weights, batch), seconds)
-
-
 def sustained_pairs(
     model: StepModel, length: int, flops: float, kernels: dict[str, Kernel], repeats: int = REPEATS
 ) -> list[dict[str, float]]:
@@ -404,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     # The roofline first, while no onnxruntime session keeps threads busy.
     kernels = {"numpy": numpy_matmuls(weights, 64), "onnxruntime_matmul": ort_matmuls(weights, 64)}
     roof = {name: best_rate(kernel) for name, kernel in kernels.items()}
-    roof["numpy_batch1"] = numpy_matmul_rate(weights, 1)
+    roof["numpy_batch1"] = best_rate(numpy_matmuls(weights, 1))
     print(
         f"step: {flops / 1e6:.2f} MFLOP per character; matmul roofline at batch 64: numpy "
         f"{roof['numpy'] / 1e9:.1f}, onnxruntime {roof['onnxruntime_matmul'] / 1e9:.1f} GFLOP/s"
