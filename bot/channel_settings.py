@@ -147,10 +147,14 @@ class SQLChannelSettings:
                 raise SettingsUnavailable(
                     f"the settings database ({self.backend.name}) could not be reached a moment ago"
                 )
+            db = None
             try:
                 db = self.backend.connect()
                 db.execute(_SCHEMA)
-            except self.backend.error as err:
+            except (self.backend.error, OSError) as err:  # OSError: the SQLite folder
+                if db is not None:
+                    with contextlib.suppress(self.backend.error):
+                        db.close()
                 self._down_until = time.monotonic() + self.retry_after
                 log.error("settings database %s: cannot connect (%s)", self.backend.name, err)
                 raise SettingsUnavailable(

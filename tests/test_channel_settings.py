@@ -75,6 +75,17 @@ async def test_an_unreachable_postgres_fails_at_once_then_recovers():
         server.close()
 
 
+@asynchronous
+async def test_a_sqlite_file_that_cannot_be_made_is_reported_not_raised(tmp_path):
+    (tmp_path / "data").write_text("a file where the folder should be")
+    store = open_store(f"sqlite:///{tmp_path / 'data' / 'settings.sqlite3'}")
+    with pytest.raises(SettingsUnavailable, match="cannot be reached"):
+        await store.get(1)
+    with pytest.raises(SettingsUnavailable, match="a moment ago"):
+        await store.update(1, 1, temperature=0.5)
+    await store.close()
+
+
 @pytest.mark.parametrize(
     "url",
     [
