@@ -539,12 +539,18 @@ def main() -> None:
         p.add_argument(f"--{name}", type=type(value), default=value)
     p.add_argument("--models", type=Path, default=ROOT / "models")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument(
+        "--database-url",
+        default="",
+        help="the bot's DATABASE_URL (default: a SQLite file in the run's temporary folder)",
+    )
     args = p.parse_args()
     shape = dataclasses.replace(defaults, **{k: getattr(args, k) for k in CLI})
     command = "python -m benchmarks.load " + " ".join(f"--{k} {getattr(args, k):g}" for k in CLI)
     prompts = {style: PROMPTS[style] for style in PROMPTS if (args.models / style).is_dir()}
     with tempfile.TemporaryDirectory() as tmp:
-        report = asyncio.run(run_load(Path(tmp), args.models.resolve(), shape, prompts))
+        database = {"DATABASE_URL": args.database_url} if args.database_url else {}
+        report = asyncio.run(run_load(Path(tmp), args.models.resolve(), shape, prompts, **database))
     private = ("MODELS_DIR", "DATABASE_URL")
     result = {
         "command": command,
