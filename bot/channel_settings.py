@@ -216,7 +216,9 @@ def check_database_url(url: str) -> str:
     if url.startswith(SQLITE_PREFIX) and len(url) > len(SQLITE_PREFIX):
         return url
     parts = urlsplit(url)
-    if parts.scheme in POSTGRES_SCHEMES and (parts.hostname or parts.query):
+    if parts.scheme in POSTGRES_SCHEMES and (
+        parts.hostname or parts.query or parts.path.strip("/")  # the path alone: a local socket
+    ):
         return url
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise ValueError(

@@ -89,6 +89,22 @@ async def test_a_sqlite_file_that_cannot_be_made_is_reported_not_raised(tmp_path
 @pytest.mark.parametrize(
     "url",
     [
+        "sqlite:///data/poembot.sqlite3",
+        "sqlite:////var/lib/poembot/settings.db",
+        "postgresql://poembot:secret@db.example:5432/poembot",
+        "postgres://db.example/poembot",
+        "postgresql:///poembot",
+        "postgresql://?host=/var/run/postgresql&dbname=poembot",
+    ],
+)
+def test_database_urls_the_bot_can_use_are_taken(url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert Settings.from_env().database_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
         "sqlite:///",
         "mysql://user@host/db",
         "postgresql://",
