@@ -54,6 +54,28 @@ CONCURRENCY = (1, 8, 64, 256)
 # Runs of each engine level: the machine's speed drifts over minutes; a median of five
 # alternating runs is steadier than of three.
 REPEATS = 5
+# The summary table: label, key in the summary, format, the target.
+SUMMARY_ROWS = (
+    ("a / b at 64", "a_over_b_at_64", ".1f", ">= 15"),
+    ("... its bound: the roofline's chars/s / b's", "a_over_b_bound_at_64", ".1f", ""),
+    ("... in int8 (both a and b)", "int8_a_over_b_at_64", ".1f", ""),
+    ("a / c at 64", "a_over_c_at_64", ".1f", ">= 10"),
+    ("a / d at 64", "a_over_d_at_64", ",.0f", ">= 1000"),
+    ("engine share of the matmul roofline at 64", "share_of_roofline_at_64", ".0%", ">= 85%"),
+    ("... of numpy's rate alone", "share_of_numpy_roofline_at_64", ".0%", ""),
+    (
+        "... of the better rate sustained beside it (taking turns)",
+        "share_of_sustained_roofline_at_64",
+        ".0%",
+        "",
+    ),
+    ("... of numpy's rate sustained beside it", "share_of_sustained_numpy_at_64", ".0%", ""),
+    ("p99 latency at 64, s", "p99_at_64", ".2f", "<= 2.5"),
+    ("p50 latency at 1, s", "p50_at_1", ".3f", "<= 0.6"),
+    ("event-loop timer lag p99 at 256, s", "loop_lag_p99_at_256", ".3f", "<= 0.050"),
+    ("200-char prompt / writing 200 chars", "prompt_over_generate_200", ".2f", "<= 0.5"),
+    ("int8 / fp32 throughput at 64", "int8_over_fp32_at_64", ".2f", ">= 1.8"),
+)
 
 
 # The roofline ------------------------------------------------------------------------------
@@ -540,29 +562,11 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---:|---|",
     ]
 
-    def row(label: str, key: str, fmt: str, target: str) -> None:
-        if key in s:
-            lines.append(f"| {label} | {format(s[key], fmt)} | {target} |")
-
-    row("a / b at 64", "a_over_b_at_64", ".1f", ">= 15")
-    row("... its bound: the roofline's chars/s / b's", "a_over_b_bound_at_64", ".1f", "")
-    row("... in int8 (both a and b)", "int8_a_over_b_at_64", ".1f", "")
-    row("a / c at 64", "a_over_c_at_64", ".1f", ">= 10")
-    row("a / d at 64", "a_over_d_at_64", ",.0f", ">= 1000")
-    row("engine share of the matmul roofline at 64", "share_of_roofline_at_64", ".0%", ">= 85%")
-    row("... of numpy's rate alone", "share_of_numpy_roofline_at_64", ".0%", "")
-    row(
-        "... of the better rate sustained beside it (taking turns)",
-        "share_of_sustained_roofline_at_64",
-        ".0%",
-        "",
-    )
-    row("... of numpy's rate sustained beside it", "share_of_sustained_numpy_at_64", ".0%", "")
-    row("p99 latency at 64, s", "p99_at_64", ".2f", "<= 2.5")
-    row("p50 latency at 1, s", "p50_at_1", ".3f", "<= 0.6")
-    row("event-loop timer lag p99 at 256, s", "loop_lag_p99_at_256", ".3f", "<= 0.050")
-    row("200-char prompt / writing 200 chars", "prompt_over_generate_200", ".2f", "<= 0.5")
-    row("int8 / fp32 throughput at 64", "int8_over_fp32_at_64", ".2f", ">= 1.8")
+    lines += [
+        f"| {label} | {format(s[key], fmt)} | {target} |"
+        for label, key, fmt, target in SUMMARY_ROWS
+        if key in s
+    ]
     lines += [
         "",
         f"Matrix-multiply rate on the step's shapes at batch 64: numpy {roof['numpy'] / 1e9:.1f} "
