@@ -47,6 +47,7 @@ bench: $(VENV)/.dev
 	$(PY) -m benchmarks.footprint
 	$(PY) -m benchmarks.train_throughput
 	$(PY) -m benchmarks.ngram_mix
+	$(PY) -m benchmarks.readme
 
 # 1,000 /poem in bursts through the loopback Discord against the bot process (about 2 minutes).
 load: $(VENV)/.dev

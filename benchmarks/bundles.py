@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.bundle import active_version, load_bundle, styles
+from bot.engine.bundle import active_version, load_bundle, styles
 
 ROOT = Path(__file__).resolve().parent.parent
 

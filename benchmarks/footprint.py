@@ -38,9 +38,9 @@ def _status_mb(field: str) -> float:
 
 def child(models: Path, precision: str) -> None:
     """The measured process: prints one JSON line when ready and one after serving."""
-    import bot.app  # noqa: F401  (the Discord client and everything the bot imports)
-    from bot.engine import Request
-    from bot.registry import Registry
+    import bot.composition  # noqa: F401  (the Discord client and everything the bot imports)
+    from bot.engine.registry import Registry
+    from bot.engine.scheduler import Request
 
     async def main() -> dict:
         registry = Registry(models, providers="auto", precision=precision)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from bot.ngram import DEFAULT_ORDER, FALLBACK_DISCOUNTS, NGram
-from training.corpus import fetch_known, load_corpus, read_text_file, split
+from bot.corpus import fetch_known, load_corpus, read_text_file, split
+from bot.engine.ngram import DEFAULT_ORDER, FALLBACK_DISCOUNTS, NGram
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPORA = [
@@ -111,7 +111,7 @@ def markdown(report: dict[str, Any]) -> str:
         "# Kneser-Ney character n-gram baseline",
         "",
         f"Interpolated {report['discounting']} Kneser-Ney over Unicode code points, trained on the",
-        "first 90% of each corpus and scored on the last 10% (`training.corpus.split`); each",
+        "first 90% of each corpus and scored on the last 10% (`bot.corpus.split`); each",
         "validation character is conditioned on the n-1 characters before it, which may lie in",
         "the training part. The lowest order interpolates with a uniform distribution over every",
         f"character of the corpus. The headline is the {headline}-gram.",

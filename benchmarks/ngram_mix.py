@@ -32,10 +32,11 @@ import numpy as np
 from benchmarks.kneser_ney import DEFAULT_CORPORA
 from benchmarks.serve import engine_runs
 from benchmarks.stats import write_results
-from bot.bundle import load_bundle
-from bot.engine import Request, Scheduler, StepModel
+from bot.corpus import load_corpus, split
+from bot.engine.bundle import load_bundle
+from bot.engine.scheduler import Request, Scheduler
+from bot.engine.sessions import StepModel
 from export.onnx_export import ngram_loss, onnx_loss
-from training.corpus import load_corpus, split
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

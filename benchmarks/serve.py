@@ -44,8 +44,9 @@ import onnx
 import onnxruntime as ort
 
 from benchmarks.stats import percentile, write_results
-from bot.bundle import active_version, load_bundle
-from bot.engine import Limits, Request, Scheduler, StepModel
+from bot.engine.bundle import active_version, load_bundle
+from bot.engine.scheduler import Limits, Request, Scheduler
+from bot.engine.sessions import StepModel
 from export.graphs import StepWeights, read_weights
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.stats import write_results
-from bot.bundle import active_version, load_bundle, styles
+from bot.engine.bundle import active_version, load_bundle, styles
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

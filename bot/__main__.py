@@ -8,9 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
-from bot.bundle import BundleError, active_version, check_name, styles
 from bot.config import ConfigError, Settings, load_dotenv
-from bot.engine import PRECISIONS, Busy, ProviderError, Request, generate_once
+from bot.engine.bundle import BundleError, active_version, check_name, styles
+from bot.engine.scheduler import Busy, Request, generate_once
+from bot.engine.sessions import PRECISIONS, ProviderError
 
 
 def generate_main(args: argparse.Namespace, settings: Settings) -> int:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "generate":
         return generate_main(args, settings)
-    from bot.app import run
+    from bot.composition import run
 
     return run(settings)
 

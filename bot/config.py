@@ -6,8 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.channel_settings import check_database_url
-from bot.engine import PRECISIONS, PROVIDERS, Limits
+from bot.engine.scheduler import Limits
+from bot.engine.sessions import PRECISIONS, PROVIDERS
+from bot.stores.channel_settings import check_database_url
 
 
 class ConfigError(ValueError):

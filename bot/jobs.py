@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.bundle import CARD_FILE, check_name
-from bot.registry import Registry, UnknownStyle
+from bot.engine.bundle import CARD_FILE, check_name
+from bot.engine.registry import Registry, UnknownStyle
 
 log = logging.getLogger(__name__)
 

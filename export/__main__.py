@@ -11,7 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bot.ngram import DEFAULT_WEIGHT  # numpy only: no TensorFlow at parse time
+from bot.engine.ngram import DEFAULT_WEIGHT  # numpy only: no TensorFlow at parse time
 
 
 def derive_main(argv: list[str]) -> int:
@@ -25,10 +25,10 @@ def derive_main(argv: list[str]) -> int:
     p.add_argument("--no-int8", action="store_true", help="only add the prefill graph")
     args = p.parse_args(argv)
 
-    from bot.bundle import BundleError
+    from bot.corpus import CorpusError
+    from bot.engine.bundle import BundleError
     from export.graphs import GraphError
     from export.onnx_export import ExportError, derive
-    from training.corpus import CorpusError
 
     for path in args.bundles:
         try:
@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--language", help="BCP 47 language tag of the corpus, e.g. en, zh-Hant")
     args = p.parse_args(argv)
 
-    from bot.bundle import BundleError
+    from bot.corpus import CorpusError
+    from bot.engine.bundle import BundleError
     from export.onnx_export import ExportError, export_run
-    from training.corpus import CorpusError
 
     try:
         bundle = export_run(

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bot.bundle import state_names
+from bot.engine.bundle import state_names
 
 OPSET = 17
 IR_VERSION = 8

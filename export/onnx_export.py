@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from bot.bundle import (
+from bot.corpus import KNOWN_CORPORA, load_corpus, split
+from bot.engine.bundle import (
     INT8_FILE,
     MODEL_FILE,
     NGRAM_FILE,
@@ -33,10 +34,10 @@ from bot.bundle import (
     update_card,
     write_bundle,
 )
-from bot.engine import Request, StepModel, generate_once
-from bot.ngram import BYTES_PER_NGRAM, DEFAULT_WEIGHT, NGram
+from bot.engine.ngram import BYTES_PER_NGRAM, DEFAULT_WEIGHT, NGram
+from bot.engine.scheduler import Request, generate_once
+from bot.engine.sessions import StepModel
 from export import graphs
-from training.corpus import KNOWN_CORPORA, load_corpus, split
 from training.model import eval_streams, evaluate_stream
 
 OPSET = 17

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.app import PoemBot
+from bot.composition import build_client
 from bot.config import Settings
-from bot.engine import Limits
+from bot.discord_app.client import PoemBot
+from bot.engine.scheduler import Limits
+from bot.stores.channel_settings import ChannelSettingsStore
 
 from .bundles import FIXTURES, make_bundle
 from .loopback import (
@@ -135,7 +137,10 @@ def footer_seed(message) -> int:
 
 @contextlib.asynccontextmanager
 async def bot_world(
-    root: Path, settings: Settings | None = None, discord: LoopbackDiscord | None = None
+    root: Path,
+    settings: Settings | None = None,
+    discord: LoopbackDiscord | None = None,
+    store: ChannelSettingsStore | None = None,
 ) -> AsyncIterator[World]:
     models = root / "models"
     if not models.exists():
@@ -160,7 +165,13 @@ async def bot_world(
         )
         discord.set_owner(world.operator.user)
         stack.enter_context(point_discord_py_at(discord))
-        world.bot = LoopbackPoemBot(settings, data_dir=root / "data", guild_ready_timeout=0.05)
+        world.bot = build_client(
+            settings,
+            data_dir=root / "data",
+            store=store,
+            client_class=LoopbackPoemBot,
+            guild_ready_timeout=0.05,
+        )
         await stack.enter_async_context(run_bot(world.bot, discord, timeout=20))
         yield world
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from bot.bundle import INT8_FILE, MODEL_FILE, NGRAM_FILE, PREFILL_FILE, Vocab, write_bundle
-from bot.ngram import NGram
+from bot.engine.bundle import INT8_FILE, MODEL_FILE, NGRAM_FILE, PREFILL_FILE, Vocab, write_bundle
+from bot.engine.ngram import NGram
 from export import graphs
 
 FIXTURES = Path(__file__).parent / "fixtures"

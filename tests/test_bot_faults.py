@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from bot.channel_settings import SQLChannelSettings, sqlite_backend
+from bot.stores.channel_settings import SQLChannelSettings, sqlite_backend
 
 from .botworld import asynchronous, bot_world, footer, job_text, make_models, make_settings
 from .bundles import FIXTURES, make_bundle
@@ -107,12 +107,11 @@ async def test_a_locked_settings_database_is_reported_and_nothing_is_lost(tmp_pa
 @pytest.mark.parametrize("held", [2.0, None], ids=["lock released", "lock kept"])
 @asynchronous
 async def test_a_slow_settings_database_still_gets_an_answer_in_time(tmp_path, held):
-    async with bot_world(tmp_path) as w:
+    db = tmp_path / "data" / "settings.sqlite3"
+    # A store that waits longer for a lock than Discord waits for an answer.
+    slow = SQLChannelSettings(sqlite_backend(db, timeout=3.2))
+    async with bot_world(tmp_path, store=slow) as w:
         await w.run("settings", w.moderator, {"value": 0.5}, subcommand="temperature")
-        db = tmp_path / "data" / "settings.sqlite3"
-        await w.bot.store.close()
-        # A store that waits longer for a lock than Discord waits for an answer.
-        w.bot.store = SQLChannelSettings(sqlite_backend(db, timeout=3.2))
         blocker = sqlite3.connect(db, isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         if held is not None:

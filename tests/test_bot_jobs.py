@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from bot.bundle import load_bundle
+from bot.engine.bundle import load_bundle
 
 from .botworld import asynchronous, bot_world, footer, job_text
 from .bundles import FIXTURES

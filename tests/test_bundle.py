@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from bot.bundle import (
+from bot.engine.bundle import (
     BundleError,
     active_version,
     check_name,
@@ -18,7 +18,7 @@ from bot.bundle import (
     set_active,
     versions,
 )
-from bot.engine import StepModel
+from bot.engine.sessions import StepModel
 
 from .bundles import make_bundle, step_graph
 

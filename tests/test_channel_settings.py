@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from bot.channel_settings import (
+from bot.config import ConfigError, Settings
+from bot.stores.channel_settings import (
     ChannelSettings,
     SettingsUnavailable,
     SQLChannelSettings,
@@ -16,7 +17,6 @@ from bot.channel_settings import (
     open_store,
     postgres_backend,
 )
-from bot.config import ConfigError, Settings
 
 from .botworld import asynchronous, bot_world, footer, make_models, make_settings
 from .postgres import PostgresServer

@@ -11,7 +11,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from bot.engine import Busy, Limits, Request, Scheduler, StepModel, cuda_loads
+from bot.engine.scheduler import Busy, Limits, Request, Scheduler
+from bot.engine.sessions import StepModel, cuda_loads
 
 from .bundles import make_bundle
 
@@ -249,7 +250,7 @@ def test_event_loop_stays_responsive_while_generating(model):
 def test_providers_auto_runs_on_the_cpu_here_and_cuda_is_an_error_not_a_fallback(tmp_path):
     import onnxruntime as ort
 
-    from bot.engine import ProviderError
+    from bot.engine.sessions import ProviderError
 
     path = make_bundle(tmp_path)
     assert StepModel.load(path, providers="auto").provider in ort.get_available_providers()

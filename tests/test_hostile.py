@@ -30,10 +30,10 @@ import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from bot.bundle import check_name
-from bot.engine import Limits
-from bot.model_commands import MAX_EPOCHS
-from bot.poem_commands import MAX_SEED, MAX_TEMPERATURE
+from bot.discord_app.model_command import MAX_EPOCHS
+from bot.discord_app.poem_command import MAX_SEED, MAX_TEMPERATURE
+from bot.engine.bundle import check_name
+from bot.engine.scheduler import Limits
 
 from .botworld import ROOT, World, WorldThread, footer, make_models, make_settings, world_thread
 from .loopback import Channel, InteractionRecord, InvocationRefused, Member, Message, Upload

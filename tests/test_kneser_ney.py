@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks.kneser_ney import KneserNey, main
-from bot.ngram import FALLBACK_DISCOUNTS, estimate_discounts
+from bot.engine.ngram import FALLBACK_DISCOUNTS, estimate_discounts
 
 TRAIN = "the cat sat on the mat. the rat ate the hat; a cat, a bat.\n" * 3 + "that cat? the mat!\n"
 VOCAB = TRAIN + "zq"  # z and q never occur in training

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from bot.bundle import NGRAM_FILE, BundleError, Vocab, load_bundle
-from bot.engine import Request, StepModel, generate_once
-from bot.ngram import NGram
+from bot.engine.bundle import NGRAM_FILE, BundleError, Vocab, load_bundle
+from bot.engine.ngram import NGram
+from bot.engine.scheduler import Request, generate_once
+from bot.engine.sessions import StepModel
 
 from .bundles import FIXTURES, make_bundle
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bot.sampling import sample
+from bot.engine.sampling import sample
 
 
 def run(logits, temperature=1.0, top_k=0, top_p=1.0, u=None, banned=None, seed=0):
@@ -99,7 +99,7 @@ def test_per_row_temperatures_in_one_batch():
 def test_top_k_and_top_p_over_a_large_vocabulary_keep_exactly_the_defined_set():
     """6,500 ids (the Chinese styles' size): the sampler sorts only the likeliest candidates,
     widening them when the nucleus is wide; the kept set must be the definition's."""
-    from bot.sampling import _nucleus
+    from bot.engine.sampling import _nucleus
 
     rng = np.random.default_rng(11)
     vocab = 6500

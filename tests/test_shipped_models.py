@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.bundle import active_version, load_bundle, styles
-from bot.engine import StepModel
+from bot.engine.bundle import active_version, load_bundle, styles
+from bot.engine.sessions import StepModel
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"

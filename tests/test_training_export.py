@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="the train extra is not installed")
 
-from bot.bundle import active_version, load_bundle
-from bot.engine import Request, StepModel, generate_once
+from bot.engine.bundle import active_version, load_bundle
+from bot.engine.scheduler import Request, generate_once
+from bot.engine.sessions import StepModel
 from export.__main__ import main as export_main
 from training.__main__ import main as train_main
 

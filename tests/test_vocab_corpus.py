@@ -7,9 +7,9 @@ import urllib.error
 
 import pytest
 
-from bot.bundle import UNKNOWN, Vocab
-from training import corpus as corpus_mod
-from training.corpus import CorpusError, clean_jaychou, load_corpus, read_text_file, split
+from bot import corpus as corpus_mod
+from bot.corpus import CorpusError, clean_jaychou, load_corpus, read_text_file, split
+from bot.engine.bundle import UNKNOWN, Vocab
 
 from .bundles import FIXTURES
 

@@ -10,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from training.corpus import KNOWN_CORPORA
+    from bot.corpus import KNOWN_CORPORA
 
     p = argparse.ArgumentParser(
         prog="python -m training",
@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from training.corpus import CorpusError
+    from bot.corpus import CorpusError
     from training.train import TrainConfig, train
 
     cfg = TrainConfig(

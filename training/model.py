@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bot.bundle import CELLS, state_names
+from bot.engine.bundle import CELLS, state_names
 
 
 @dataclass(frozen=True)

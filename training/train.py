@@ -24,8 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bot.bundle import Vocab, check_name
-from training.corpus import Corpus, load_corpus, split
+from bot.corpus import Corpus, load_corpus, split
+from bot.engine.bundle import Vocab, check_name
 from training.model import (
     ModelConfig,
     NovelCharLoss,

@@ -7,19 +7,17 @@ BOT_ADMIN_IDS only, checked by the bot on every call whatever Discord showed the
 # No `from __future__ import annotations`: discord.py reads the option annotations.
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
-from bot.bundle import BundleError, check_name, load_bundle, styles, versions
-from bot.jobs import SIZES, Job
-from bot.poem_commands import UserError
-from bot.registry import UnknownStyle
-from bot.replies import escape, quoted
-
-if TYPE_CHECKING:
-    from bot.app import PoemBot
+from bot.discord_app.authority import Operators
+from bot.discord_app.errors import UserError
+from bot.discord_app.replies import escape, quoted
+from bot.engine.bundle import BundleError, check_name, load_bundle, styles, versions
+from bot.engine.registry import Registry, UnknownStyle
+from bot.jobs import SIZES, Job, JobRunner
+from bot.stores.corpora import CorpusRefused, CorpusStore
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +32,21 @@ def _loss(value: float | None) -> str:
 class ModelGroup(app_commands.Group):
     """Manage the bot's models (operators only)."""
 
-    def __init__(self, bot: "PoemBot") -> None:
+    def __init__(
+        self, registry: Registry, jobs: JobRunner, operators: Operators, corpora: CorpusStore
+    ) -> None:
         super().__init__(
             name="model",
             description="Manage the bot's models (the bot's operators only)",
             default_permissions=discord.Permissions(administrator=True),
         )
-        self.bot = bot
+        self.registry = registry
+        self.jobs = jobs
+        self.operators = operators
+        self.corpora = corpora
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if not await self.bot.is_operator(interaction.user):
+        if not self.operators.allows(interaction.user):
             raise UserError(
                 "Only the bot's operators can manage models; being a server administrator is "
                 "not enough, because models are shared by every server."
@@ -55,7 +58,7 @@ class ModelGroup(app_commands.Group):
             check_name(style, "style")
         except ValueError as err:
             raise UserError(escape(str(err))) from None
-        if not versions(self.bot.registry.models_dir, style):
+        if not versions(self.registry.models_dir, style):
             raise UserError(f"There is no style named {quoted(style)}.")
         return style
 
@@ -64,7 +67,7 @@ class ModelGroup(app_commands.Group):
             check_name(version, "version")
         except ValueError as err:
             raise UserError(escape(str(err))) from None
-        if version not in versions(self.bot.registry.models_dir, style):
+        if version not in versions(self.registry.models_dir, style):
             raise UserError(f"{style} has no version {quoted(version)}.")
         return version
 
@@ -78,7 +81,7 @@ class ModelGroup(app_commands.Group):
     @app_commands.command(name="list")
     async def list_(self, interaction: discord.Interaction) -> None:
         """List styles and versions, with the live one, validation loss, size and date."""
-        registry = self.bot.registry
+        registry = self.registry
         embed = discord.Embed(title="Models", colour=0x7A5CFA)
         for style in styles(registry.models_dir)[:25]:
             lines = []
@@ -107,12 +110,12 @@ class ModelGroup(app_commands.Group):
         style = self._style(style)
         if version is None:
             try:
-                version = self.bot.registry.live(style).version
+                version = self.registry.live(style).version
             except UnknownStyle:
                 raise UserError(f"{style} has no live version; name one.") from None
         version = self._version(style, version)
         try:
-            bundle = load_bundle(self.bot.registry.models_dir / style / version)
+            bundle = load_bundle(self.registry.models_dir / style / version)
         except BundleError as err:
             raise UserError(f"{style}/{version} is broken: {err}") from None
         card = bundle.card
@@ -169,11 +172,11 @@ class ModelGroup(app_commands.Group):
         version = self._version(style, version)
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            old = self.bot.registry.live(style).version
+            old = self.registry.live(style).version
         except UnknownStyle:
             old = "nothing"
         try:
-            await self.bot.registry.activate(style, version)
+            await self.registry.activate(style, version)
         except BundleError as err:
             await interaction.followup.send(
                 f"{style}/{version} was refused: {escape(str(err))}. {old} stays live.",
@@ -189,8 +192,8 @@ class ModelGroup(app_commands.Group):
         style = self._style(style)
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            old = self.bot.registry.live(style).version
-            live = await self.bot.registry.rollback(style)
+            old = self.registry.live(style).version
+            live = await self.registry.rollback(style)
         except (BundleError, UnknownStyle) as err:
             await interaction.followup.send(f"No rollback: {escape(str(err))}", ephemeral=True)
             return
@@ -200,7 +203,7 @@ class ModelGroup(app_commands.Group):
     async def reload(self, interaction: discord.Interaction) -> None:
         """Rescan the models folder: bundles copied in by hand appear."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        notes = await self.bot.registry.reload()
+        notes = await self.registry.reload()
         text = "\n".join(escape(n) for n in notes) or "Nothing changed."
         await interaction.followup.send(text[:2000], ephemeral=True)
 
@@ -223,10 +226,13 @@ class ModelGroup(app_commands.Group):
         style = self._style(style)
         epochs = self._epochs(epochs)
         try:
-            card = self.bot.registry.live(style).bundle.card
+            card = self.registry.live(style).bundle.card
         except UnknownStyle:
             raise UserError(f"{style} has no live version to retrain from.") from None
-        corpus = self.bot.corpus_for(style, card)
+        try:
+            corpus = self.corpora.source_for(style, card)
+        except CorpusRefused as err:
+            raise UserError(str(err)) from None
         args = [
             "--cell",
             card["cell"],
@@ -271,12 +277,12 @@ class ModelGroup(app_commands.Group):
             check_name(name, "style name")
         except ValueError as err:
             raise UserError(escape(str(err))) from None
-        if versions(self.bot.registry.models_dir, name):
+        if versions(self.registry.models_dir, name):
             raise UserError(f"{name} exists already; use /model retrain {name}.")
         epochs = self._epochs(epochs)
         if size not in SIZES:
             raise UserError(f"size must be one of {', '.join(SIZES)}.")
-        limit = self.bot.settings.max_corpus_bytes
+        limit = self.corpora.max_bytes
         if corpus.size > limit:
             raise UserError(
                 f"{quoted(corpus.filename)} is {corpus.size:,} bytes; the limit is {limit:,}."
@@ -285,18 +291,24 @@ class ModelGroup(app_commands.Group):
         # refusal stays between the bot and the operator).
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            path = await self.bot.save_corpus(name, corpus)
-        except UserError as err:
+            path = await self._save_corpus(name, corpus)
+        except CorpusRefused as err:
             await interaction.edit_original_response(content=str(err))
             return
         mix = ["--ngram", str(ngram)] if ngram else []
         await self._start(interaction, name, str(path), SIZES[size], epochs, True, mix)
 
+    async def _save_corpus(self, style: str, attachment: discord.Attachment):
+        """Download an uploaded corpus and keep it if it is usable text; CorpusRefused if not."""
+        self.corpora.check_size(attachment.size)
+        data = await attachment.read()
+        return self.corpora.save(style, data, quoted(attachment.filename))
+
     @app_commands.command(name="jobs")
     async def jobs(self, interaction: discord.Interaction) -> None:
         """List retrain jobs and their state."""
         await interaction.response.send_message(
-            jobs_lines(list(self.bot.jobs.jobs.values())), ephemeral=True
+            jobs_lines(list(self.jobs.jobs.values())), ephemeral=True
         )
 
     @app_commands.command(name="cancel")
@@ -306,7 +318,7 @@ class ModelGroup(app_commands.Group):
     ) -> None:
         """Cancel a queued or running retrain job; nothing live changes."""
         try:
-            cancelled = await self.bot.jobs.cancel(job)
+            cancelled = await self.jobs.cancel(job)
         except (LookupError, ValueError) as err:
             raise UserError(str(err)) from None
         await interaction.response.send_message(
@@ -342,11 +354,11 @@ class ModelGroup(app_commands.Group):
                     raise
                 # Interaction tokens last 15 minutes and jobs run longer: carry on in a plain
                 # message in the channel.
-                channel = self.bot.get_partial_messageable(interaction.channel_id)
+                channel = interaction.client.get_partial_messageable(interaction.channel_id)
                 progress[0] = await channel.send(text)
 
         try:
-            job = self.bot.jobs.submit(
+            job = self.jobs.submit(
                 style, corpus, args, epochs, activate, interaction.user.id, report, export_args
             )
         except ValueError as err:

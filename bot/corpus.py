@@ -1,6 +1,8 @@
 """Corpora: read one by path or fetch a known one by name (pinned sha256), clean it, split it.
 
-No TensorFlow here, so benchmarks and the bot's job runner can use it cheaply.
+On the bot's side of the door because both sides need it without TensorFlow: the bot checks
+uploaded corpora with it, training and export read and split them with it, benchmarks score on
+the same split. It imports nothing of the project.
 """
 
 from __future__ import annotations

@@ -235,3 +235,15 @@ def open_store(database_url: str) -> ChannelSettingsStore:
     if url.startswith(SQLITE_PREFIX):
         return SQLChannelSettings(sqlite_backend(Path(url.removeprefix(SQLITE_PREFIX))))
     return SQLChannelSettings(postgres_backend(url))
+
+
+async def settings_or_defaults(
+    store: ChannelSettingsStore, channel_id: int, wait: float = 0.5
+) -> ChannelSettings:
+    """The channel's settings, or none when the store cannot answer within `wait` seconds
+    (poems go on with the defaults)."""
+    try:
+        return await asyncio.wait_for(store.get(channel_id), wait)
+    except (SettingsUnavailable, asyncio.TimeoutError) as err:
+        log.warning("channel settings unavailable, using defaults: %s", err)
+        return ChannelSettings()

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.ngram import NGram
+from bot.engine.ngram import NGram
 
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.bundle import (
+from bot.engine.bundle import (
     Bundle,
     BundleError,
     active_version,
@@ -22,7 +22,8 @@ from bot.bundle import (
     styles,
     versions,
 )
-from bot.engine import Generation, Limits, Request, Scheduler, StepModel, load_model
+from bot.engine.scheduler import Generation, Limits, Request, Scheduler
+from bot.engine.sessions import StepModel, load_model
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import unicodedata
 
 import discord
 
-from bot.engine import Generation
+from bot.engine.scheduler import Generation
 
 EMBED_DESCRIPTION_LIMIT = 4096
 EMBED_TITLE_LIMIT = 256
