@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 from bot.config import ConfigError, Settings, load_dotenv
-from bot.engine.bundle import BundleError, active_version, check_name, styles
+from bot.engine.bundle import BundleError, active_version, check_name, load_bundle, styles
 from bot.engine.scheduler import Busy, Request, generate_once
 from bot.engine.sessions import PRECISIONS, ProviderError
+from bot.forms.catalog import plan as plan_poem
+from bot.forms.rules import FormError
 
 
 def generate_main(args: argparse.Namespace, settings: Settings) -> int:
@@ -28,13 +30,31 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
             f"error: no bundle for style {style!r} in {models} (styles: {known})", file=sys.stderr
         )
         return 2
+    try:
+        bundle = load_bundle(models / style / version)
+        poem = plan_poem(
+            bundle.card,
+            bundle.vocab.chars,
+            bundle.path,
+            form=args.form,
+            acrostic=args.acrostic,
+            output_script=args.script,
+            prompt=args.prompt,
+            length=args.length,
+            default_length=settings.default_length,
+            max_length=settings.limits.max_length,
+        )
+    except (BundleError, FormError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     request = Request(
-        prompt=args.prompt,
-        length=args.length,
+        prompt=poem.prompt,
+        length=poem.length,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
+        rules=poem.rules,
     )
     try:
         result = asyncio.run(
@@ -54,11 +74,14 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
             "were left out of its input",
             file=sys.stderr,
         )
-    print(result.text)
+    print(poem.present(result.text))
+    form = f", {result.form}" if result.form else ""
     print(
-        f"-- {style} {result.version}, temperature {result.temperature}, seed {result.seed}",
+        f"-- {style} {result.version}{form}, temperature {result.temperature}, seed {result.seed}",
         file=sys.stderr,
     )
+    if result.relaxed:
+        print(f"note: rules bent to finish it: {'; '.join(result.relaxed)}", file=sys.stderr)
     return 0
 
 
@@ -70,7 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--style", required=True)
     gen.add_argument("--version", help="a version other than the live one")
     gen.add_argument("--prompt", default="", help="text to start from")
-    gen.add_argument("--length", type=int, default=400, help="characters to write")
+    gen.add_argument(
+        "--length",
+        type=int,
+        help="most characters to write (default: the form's own, else DEFAULT_LENGTH); a poem "
+        "cut short ends at its last whole line",
+    )
+    gen.add_argument("--form", help="a form the style offers (e.g. qijue, sonnet, verse)")
+    gen.add_argument("--acrostic", help="藏头: line i starts with its i-th character (or letter)")
+    gen.add_argument("--script", choices=("simplified", "traditional"), help="Chinese styles")
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = always the likeliest")
     gen.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = off)")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")

@@ -12,6 +12,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bot.engine.ngram import DEFAULT_WEIGHT  # numpy only: no TensorFlow at parse time
+from bot.forms.units import UNITS
 
 
 def derive_main(argv: list[str]) -> int:
@@ -23,16 +24,26 @@ def derive_main(argv: list[str]) -> int:
     p.add_argument("bundles", type=Path, nargs="+", help="bundle folders, models/STYLE/VERSION")
     p.add_argument("--corpus", help="the corpus the bundle was trained on (default: the card's)")
     p.add_argument("--no-int8", action="store_true", help="only add the prefill graph")
+    p.add_argument(
+        "--poem",
+        action="store_true",
+        help="only add the card's poem section (its unit and forms) and, for an English "
+        "style, its training split's words; the graphs stay as they are",
+    )
+    p.add_argument("--unit", choices=UNITS, help="with --poem: a poem is one paragraph or line")
     args = p.parse_args(argv)
 
     from bot.corpus import CorpusError
     from bot.engine.bundle import BundleError
     from export.graphs import GraphError
-    from export.onnx_export import ExportError, derive
+    from export.onnx_export import ExportError, add_poem, derive
 
     for path in args.bundles:
         try:
-            derive(path, args.corpus, int8=not args.no_int8)
+            if args.poem:
+                add_poem(path, args.corpus, args.unit)
+            else:
+                derive(path, args.corpus, int8=not args.no_int8)
         except (ExportError, BundleError, CorpusError, GraphError, ValueError) as err:
             print(f"error: {path}: {err}", file=sys.stderr)
             return 2
@@ -68,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--display-name", help="name shown to users (default: the corpus's)")
     p.add_argument("--language", help="BCP 47 language tag of the corpus, e.g. en, zh-Hant")
+    p.add_argument(
+        "--unit",
+        choices=UNITS,
+        help="what one poem is: a paragraph (up to a blank line) or a line (default: a "
+        "paragraph where the corpus has blank lines, else a line)",
+    )
     args = p.parse_args(argv)
 
     from bot.corpus import CorpusError
@@ -86,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             ngram=args.ngram,
             ngram_weight=args.ngram_weight,
             command=shlex.join(["python", "-m", "export", *argv]),
+            unit=args.unit,
         )
     except (ExportError, BundleError, CorpusError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -37,6 +37,8 @@ from bot.engine.bundle import (
 from bot.engine.ngram import BYTES_PER_NGRAM, DEFAULT_WEIGHT, NGram
 from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel
+from bot.forms.catalog import WORDS_FILE, poem_section
+from bot.forms.english import words
 from export import graphs
 from training.model import eval_streams, evaluate_stream
 
@@ -274,6 +276,31 @@ def derive(bundle_path: Path, corpus: str | None = None, int8: bool = True, log=
     return load_bundle(bundle.path)
 
 
+def write_words(path: Path, train_text: str) -> Path:
+    """The distinct words of a training split, one a line, sorted: the style's lexicon."""
+    path.write_text("".join(f"{w}\n" for w in sorted(set(words(train_text)))), encoding="utf-8")
+    return path
+
+
+def add_poem(
+    bundle_path: Path, corpus: str | None = None, unit: str | None = None, log=print
+) -> Bundle:
+    """Give a bundle made before forms its card's `poem` section (and, for an English style,
+    its training split's words), from the corpus it was trained on; nothing else changes,
+    so it needs no training run and no new version."""
+    bundle = load_bundle(bundle_path)
+    text = load_corpus(corpus or bundle.card["corpus"]["name"])
+    if text.sha256 != bundle.card["corpus"]["sha256"]:
+        raise ExportError(f"{text.source} is not the corpus {bundle.path} was trained on")
+    section = poem_section(bundle.card["corpus"]["name"], text.text, unit)
+    if section.get("words"):
+        staged = write_words(bundle.path / f".{WORDS_FILE}.tmp", split(text.text)[0])
+        os.replace(staged, bundle.path / WORDS_FILE)
+    update_card(bundle.path, poem=section)
+    log(f"{bundle.path}: poems are one {section['unit']}; forms {', '.join(section['forms'])}")
+    return load_bundle(bundle.path)
+
+
 def tool_versions() -> dict[str, str]:
     import keras
     import onnx
@@ -303,8 +330,13 @@ def export_run(
     ngram: int = 0,
     ngram_weight: float = DEFAULT_WEIGHT,
     command: str | None = None,
+    unit: str | None = None,
 ) -> Bundle:
     """Export a finished run into models_dir/<style>/<version>/ and verify it; returns it.
+
+    The card's `poem` section says what one poem of the style is and which forms it offers
+    (`unit` overrides the unit its corpus suggests); an English style also ships the words of
+    its training split, the only words its poems may use.
 
     With `ngram` (an order), the bundle also carries a Kneser-Ney model of that order fitted
     on the training split, which the engine mixes in with `ngram_weight` for the network; the
@@ -395,7 +427,10 @@ def export_run(
             "tools": tool_versions(),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        card["poem"] = poem_section(corpus.name, corpus.text, unit)
         files = {MODEL_FILE: tmp / MODEL_FILE}
+        if card["poem"].get("words"):
+            files[WORDS_FILE] = write_words(tmp / WORDS_FILE, train_text)
         if (run / "loss.png").exists():
             files["loss.png"] = run / "loss.png"
         # Check the converted graph before anything lands in models/: a staging bundle in tmp

@@ -39,6 +39,7 @@ def make_bundle(
     int8: bool = False,
     ngram: int = 0,
     ngram_weight: float = 0.5,
+    poem: dict | None = None,
     **graph_args,
 ) -> Path:
     """A complete bundle at models_dir/style/version with random weights, with the prompt
@@ -80,6 +81,8 @@ def make_bundle(
         card["int8"] = {"method": "per-row activation scales (tests)", "file": INT8_FILE}
     if ngram:
         card["ngram"] = {"file": NGRAM_FILE, "order": ngram, "weight": ngram_weight}
+    if poem is not None:  # the card's poem section: what a poem is, which forms it offers
+        card["poem"] = poem
     try:
         return write_bundle(models_dir, vocab, card, paths)
     finally:

@@ -19,8 +19,12 @@ async def test_synced_schema_has_the_documented_options_bounds_and_permissions(t
     async with bot_world(tmp_path) as w:
         poem = w.discord.command("poem")
         options = {o["name"]: o for o in poem["options"]}
-        assert list(options) == ["style", "prompt", "length", "temperature", "seed"]
-        assert options["style"]["autocomplete"] is True
+        assert list(options) == [
+            *("style", "prompt", "length", "temperature", "seed"),
+            *("form", "acrostic", "script"),
+        ]
+        assert options["style"]["autocomplete"] is True and options["form"]["autocomplete"]
+        assert [c["value"] for c in options["script"]["choices"]] == ["simplified", "traditional"]
         assert (options["length"]["min_value"], options["length"]["max_value"]) == (1, 5000)
         assert (options["temperature"]["min_value"], options["temperature"]["max_value"]) == (
             0.0,

@@ -34,7 +34,7 @@ async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
         assert "succeeded" in done and "v1 is live" in done, done
         progress = record.messages[0]
         assert any("epoch 2/2" in v.body.get("content", "") for v in progress.versions)
-        _, poem = await w.poem({"style": "bard", "prompt": "KING:", "length": 60})
+        _, poem = await w.poem({"style": "bard", "prompt": "KING:", "length": 400})
         assert "bard v1" in footer(poem)
         v1 = load_bundle(tmp_path / "models" / "bard" / "v1")
         assert (v1.card["ngram"]["order"], v1.ngram_weight) == (3, 0.5)
@@ -69,7 +69,7 @@ async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
             f"{b.card['metrics']['val_loss']:.4f}".replace(".", "\\.") for b in (v2, v1)
         )
         assert f"validation {served} vs live {live}" in channel_message.content
-        _, poem = await w.poem({"style": "bard", "length": 60})
+        _, poem = await w.poem({"style": "bard", "length": 400})
         assert "bard v2" in footer(poem)
         _, jobs = await w.run("model", w.operator, subcommand="jobs")
         assert "job 1 · bard · succeeded" in jobs.content

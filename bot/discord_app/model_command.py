@@ -16,6 +16,8 @@ from bot.discord_app.errors import UserError
 from bot.discord_app.replies import escape, quoted
 from bot.engine.bundle import BundleError, check_name, load_bundle, styles, versions
 from bot.engine.registry import Registry, UnknownStyle
+from bot.forms.catalog import offered
+from bot.forms.units import UNITS
 from bot.jobs import SIZES, Job, JobRunner
 from bot.stores.corpora import CorpusRefused, CorpusStore
 
@@ -142,6 +144,19 @@ class ModelGroup(app_commands.Group):
             value=f"{_loss(metrics.get('val_loss'))} · {metrics.get('val_bpc', 0):.3f} bits/char",
             inline=False,
         )
+        forms = offered(card)
+        language = str(card.get("language", "en"))
+        unit = card.get("poem", {}).get("unit")
+        embed.add_field(
+            name="Poems",
+            value=(
+                f"one {unit} · forms: {', '.join(f.label(language) for f in forms)}"
+                if unit
+                else "a stream of characters (this bundle predates forms: "
+                "`python -m export derive --poem` adds them)"
+            )[:1024],
+            inline=False,
+        )
         corpus = card.get("corpus", {})
         embed.add_field(
             name="Corpus",
@@ -252,6 +267,8 @@ class ModelGroup(app_commands.Group):
             mix = ["--ngram", str(live["order"]), "--ngram-weight", str(live["weight"])]
         else:
             mix = ["--ngram", str(ngram)] if ngram else []
+        if card.get("poem", {}).get("unit") in UNITS:  # so does what one poem is
+            mix += ["--unit", card["poem"]["unit"]]
         await self._start(interaction, style, corpus, args, epochs, activate, mix)
 
     @app_commands.command(name="add")
@@ -261,8 +278,12 @@ class ModelGroup(app_commands.Group):
         epochs="passes over the corpus (default 10)",
         size="small trains in minutes; large writes best but trains for hours",
         ngram="order of a Kneser-Ney n-gram model to mix in (default 0: none); helps small corpora",
+        unit="what one poem is (default: a paragraph where the text has blank lines, else a line)",
     )
-    @app_commands.choices(size=[app_commands.Choice(name=s, value=s) for s in SIZES])
+    @app_commands.choices(
+        size=[app_commands.Choice(name=s, value=s) for s in SIZES],
+        unit=[app_commands.Choice(name=u, value=u) for u in UNITS],
+    )
     async def add(
         self,
         interaction: discord.Interaction,
@@ -271,6 +292,7 @@ class ModelGroup(app_commands.Group):
         epochs: app_commands.Range[int, 1, MAX_EPOCHS] = 10,
         size: str = "medium",
         ngram: app_commands.Range[int, 0, MAX_NGRAM_ORDER] = 0,
+        unit: str | None = None,
     ) -> None:
         """Add a new style trained on an uploaded text file."""
         try:
@@ -282,6 +304,8 @@ class ModelGroup(app_commands.Group):
         epochs = self._epochs(epochs)
         if size not in SIZES:
             raise UserError(f"size must be one of {', '.join(SIZES)}.")
+        if unit is not None and unit not in UNITS:
+            raise UserError(f"unit must be one of {', '.join(UNITS)}.")
         limit = self.corpora.max_bytes
         if corpus.size > limit:
             raise UserError(
@@ -296,6 +320,8 @@ class ModelGroup(app_commands.Group):
             await interaction.edit_original_response(content=str(err))
             return
         mix = ["--ngram", str(ngram)] if ngram else []
+        if unit is not None:
+            mix += ["--unit", unit]
         await self._start(interaction, name, str(path), SIZES[size], epochs, True, mix)
 
     async def _save_corpus(self, style: str, attachment: discord.Attachment):

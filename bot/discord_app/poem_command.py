@@ -5,6 +5,7 @@ the poem written by the live model and put in the reply."""
 # bounds in them come from the settings, read when `PoemCommand.command` builds it.
 import logging
 import secrets
+from dataclasses import dataclass
 
 import discord
 from discord import app_commands
@@ -12,17 +13,28 @@ from discord import app_commands
 from bot.config import Settings
 from bot.discord_app.errors import UserError
 from bot.discord_app.gate import AnswerGate
-from bot.discord_app.replies import poem_reply, quoted
+from bot.discord_app.replies import escape, poem_reply, quoted
 from bot.discord_app.styles import default_style, style_choices
 from bot.discord_app.throttle import Throttle, Throttled
 from bot.engine.registry import Live, Registry, UnknownStyle
 from bot.engine.scheduler import Busy, Request
+from bot.forms import catalog
+from bot.forms.rules import FormError
 from bot.stores.channel_settings import ChannelSettingsStore, settings_or_defaults
 
 log = logging.getLogger(__name__)
 
 MAX_TEMPERATURE = 2.0
 MAX_SEED = 2**53 - 1  # Discord's integer options stop at 2^53
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The options that shape a poem: its form, an acrostic, the script it is shown in."""
+
+    form: str | None = None
+    acrostic: str | None = None
+    script: str | None = None
 
 
 class PoemCommand:
@@ -51,9 +63,19 @@ class PoemCommand:
         @app_commands.describe(
             style="which model writes it (default: this channel's style)",
             prompt="text the poem starts with",
-            length=f"characters to write (default {self.settings.default_length})",
+            length="most characters (default: the form's own, else "
+            f"{self.settings.default_length}); a poem ends at a whole line",
             temperature="0 = always the likeliest character; higher = wilder (default: channel's)",
             seed="the same seed and options give the same poem",
+            form="the poem's form, from what the style offers (default: the style's own)",
+            acrostic="藏头 / acrostic: line i starts with its i-th character or letter",
+            script="Chinese styles: the script the poem is shown in",
+        )
+        @app_commands.choices(
+            script=[
+                app_commands.Choice(name="简体 simplified", value="simplified"),
+                app_commands.Choice(name="繁體 traditional", value="traditional"),
+            ]
         )
         async def poem(
             interaction: discord.Interaction,
@@ -62,16 +84,42 @@ class PoemCommand:
             length: app_commands.Range[int, 1, limits.max_length] | None = None,
             temperature: app_commands.Range[float, 0.0, MAX_TEMPERATURE] | None = None,
             seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+            form: app_commands.Range[str, 1, 40] | None = None,
+            acrostic: app_commands.Range[str, 1, catalog.MAX_ACROSTIC] | None = None,
+            script: str | None = None,
         ) -> None:
             """Write a poem or lyrics in one of the bot's styles."""
             async with self.gate.answering():
-                await self.write(interaction, style, prompt, length, temperature, seed)
+                await self.write(
+                    interaction,
+                    style,
+                    prompt,
+                    length,
+                    temperature,
+                    seed,
+                    Shape(form, acrostic, script),
+                )
 
         @poem.autocomplete("style")
         async def poem_style(interaction: discord.Interaction, current: str):
             return style_choices(self.registry, current)
 
+        @poem.autocomplete("form")
+        async def poem_form(interaction: discord.Interaction, current: str):
+            return self.form_choices(getattr(interaction.namespace, "style", None), current)
+
         return poem
+
+    def form_choices(self, style: str | None, typed: str) -> list[app_commands.Choice[str]]:
+        """The forms the chosen style (else the default one) offers, named in its language."""
+        style = style or default_style(self.registry, self.settings.default_style)
+        if style not in self.registry.styles():
+            return []
+        card = self.registry.live(style).bundle.card
+        return [
+            app_commands.Choice(name=label[:100], value=name)
+            for label, name in catalog.choices(card, typed)[:25]
+        ]
 
     async def write(
         self,
@@ -81,6 +129,7 @@ class PoemCommand:
         length: int | None,
         temperature: float | None,
         seed: int | None,
+        shape: "Shape | None" = None,
     ) -> None:
         """Check the options (answering privately if they are unusable), defer, write, reply."""
         settings, registry = self.settings, self.registry
@@ -96,22 +145,41 @@ class PoemCommand:
             temperature = saved.temperature
         if temperature is None:
             temperature = settings.default_temperature
+        if prompt and len(prompt) > limits.max_prompt:
+            raise UserError(f"The prompt can be at most {limits.max_prompt} characters.")
+        if length is not None and not 1 <= length <= limits.max_length:
+            raise UserError(f"Length must be between 1 and {limits.max_length} characters.")
+        shape = shape or Shape()
+        live = registry.live(chosen)
+        try:
+            poem = catalog.plan(
+                live.bundle.card,
+                live.bundle.vocab.chars,
+                live.bundle.path,
+                form=shape.form,
+                acrostic=shape.acrostic,
+                output_script=shape.script,
+                prompt=prompt or "",
+                length=length,
+                default_length=settings.default_length,
+                max_length=limits.max_length,
+            )
+        except FormError as err:
+            raise UserError(escape(str(err))) from None
         request = Request(
-            prompt=prompt or "",
-            length=length if length is not None else settings.default_length,
+            prompt=poem.prompt,
+            length=poem.length,
             temperature=temperature + 0.0,  # -0.0 would show as "-0" in the footer
             # A seed the user can type back into the option (Discord stops at 2^53).
             seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
+            rules=poem.rules,
         )
-        if len(request.prompt) > limits.max_prompt:
-            raise UserError(f"The prompt can be at most {limits.max_prompt} characters.")
         if not 1 <= request.length <= limits.max_length:
             raise UserError(f"Length must be between 1 and {limits.max_length} characters.")
         if not 0.0 <= request.temperature <= MAX_TEMPERATURE:
             raise UserError(f"Temperature must be between 0 and {MAX_TEMPERATURE:g}.")
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise UserError(f"The seed must be between 0 and {MAX_SEED}.")
-        live = registry.live(chosen)
         scheduler = live.scheduler
         if scheduler.queued >= limits.max_queue:
             raise UserError(
@@ -124,10 +192,15 @@ class PoemCommand:
         except Throttled as err:
             raise UserError(str(err)) from None
         with slot:
-            await self.reply(interaction, live, chosen, request)
+            await self.reply(interaction, live, chosen, request, poem)
 
     async def reply(
-        self, interaction: discord.Interaction, live: Live, chosen: str, request: Request
+        self,
+        interaction: discord.Interaction,
+        live: Live,
+        chosen: str,
+        request: Request,
+        poem: catalog.PoemPlan,
     ) -> None:
         """Defer, write, and put the poem (or why there is none) in the reply."""
         await interaction.response.defer(thinking=True)
@@ -143,7 +216,12 @@ class PoemCommand:
             # After a public defer the answer cannot turn ephemeral: say it in the reply.
             await interaction.edit_original_response(content=text)
             return
-        embed, attachment = poem_reply(result, str(live.bundle.card.get("display_name", chosen)))
+        embed, attachment = poem_reply(
+            result,
+            str(live.bundle.card.get("display_name", chosen)),
+            text=poem.present(result.text),
+            script=poem.script,
+        )
         await interaction.edit_original_response(
             embed=embed, attachments=[attachment] if attachment else []
         )

@@ -43,11 +43,21 @@ def quoted(text: str, limit: int = 100) -> str:
     return escape(_shorten(text, limit))
 
 
-def poem_reply(result: Generation, display_name: str) -> tuple[discord.Embed, discord.File | None]:
-    """The embed for a poem, and a .txt attachment when the poem does not fit in it."""
-    body = escape(result.text)
+def poem_reply(
+    result: Generation,
+    display_name: str,
+    text: str | None = None,
+    script: str | None = None,
+) -> tuple[discord.Embed, discord.File | None]:
+    """The embed for a poem (`text`: the poem as shown, e.g. in another script), and a .txt
+    attachment when the poem does not fit in it."""
+    text = result.text if text is None else text
+    body = escape(text)
+    form = f" · {result.form}" if result.form else ""
+    shown = f" · {script}" if script else ""
     footer = (
-        f"{result.style} {result.version} · temperature {result.temperature:g} · seed {result.seed}"
+        f"{result.style} {result.version}{form}{shown} · temperature {result.temperature:g} · "
+        f"seed {result.seed}"
     )
     if result.top_k:
         footer += f" · top-k {result.top_k}"
@@ -56,10 +66,10 @@ def poem_reply(result: Generation, display_name: str) -> tuple[discord.Embed, di
     attachment = None
     if len(body) > EMBED_DESCRIPTION_LIMIT:
         name = f"{result.style}-{result.seed}.txt"
-        attachment = discord.File(io.BytesIO(result.text.encode("utf-8")), filename=name)
-        preview = escape(result.text[:600])
+        attachment = discord.File(io.BytesIO(text.encode("utf-8")), filename=name)
+        preview = escape(text[:600])
         body = (
-            f"{preview}…\n\n*The whole poem ({len(result.text):,} characters) is attached as "
+            f"{preview}…\n\n*The whole poem ({len(text):,} characters) is attached as "
             f"{escape(name)}.*"
         )
     embed = discord.Embed(
@@ -70,6 +80,12 @@ def poem_reply(result: Generation, display_name: str) -> tuple[discord.Embed, di
         embed.add_field(
             name="Not in this style's alphabet",
             value=_shorten(f"{shown} (left out of what the model read)", FIELD_VALUE_LIMIT),
+            inline=False,
+        )
+    if result.relaxed:
+        embed.add_field(
+            name="Rules bent to finish it",
+            value=_shorten("; ".join(result.relaxed), FIELD_VALUE_LIMIT),
             inline=False,
         )
     embed.set_footer(text=footer)

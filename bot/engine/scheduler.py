@@ -19,12 +19,15 @@ import math
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from bot.engine.constraints import Masks, RowRules, StuckError
 from bot.engine.sampling import sample
 from bot.engine.sessions import StepModel, load_model
 
@@ -60,6 +63,9 @@ class Request:
     top_k: int = 0
     top_p: float = 1.0
     seed: int | None = None
+    # A form's writer for this poem, made from the seed (bot/forms/rules.py's Writer): what
+    # may come next at every character, and where the poem ends. None: a stream of `length`.
+    rules: Callable[[int], Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class Generation:
     top_p: float
     seed: int
     seconds: float
+    relaxed: tuple[str, ...] = ()  # rules a form bent to finish the poem (none: all kept)
+    whole: bool = False  # a form's writer saw the poem end (not cut at the length)
+    form: str | None = None  # the form its writer kept, where it names one
 
 
 def validate(request: Request, limits: Limits) -> Request:
@@ -93,13 +102,8 @@ def validate(request: Request, limits: Limits) -> Request:
     seed = request.seed if request.seed is not None else secrets.randbits(63)
     if not 0 <= seed < SEED_MODULUS:
         raise ValueError(f"seed must be between 0 and {SEED_MODULUS - 1}")
-    return Request(
-        request.prompt,
-        request.length,
-        float(request.temperature),
-        request.top_k,
-        float(request.top_p),
-        seed,
+    return replace(
+        request, temperature=float(request.temperature), top_p=float(request.top_p), seed=seed
     )
 
 
@@ -116,6 +120,8 @@ class _Row:
     next_id: int = 0
     # The n-gram model's context ids per order once the prefill graph has read the prompt.
     ngram_state: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    rules: RowRules | None = None  # the form's writer, when the request has one
+    error: Exception | None = None  # why the row cannot go on (its writer got stuck)
 
 
 def _fail(rows: list[_Row], err: Exception) -> None:
@@ -142,6 +148,7 @@ class _Columns:
     uniforms: np.ndarray  # [rows, UNIFORM_BLOCK]: the next draws of each row's own stream
     used: np.ndarray  # how many of its uniforms each row has used
     ngram: np.ndarray  # [rows, order]: each row's n-gram context ids ([rows, 0] without one)
+    ruled: np.ndarray  # whether each row has a writer whose mask applies
 
     @classmethod
     def of(cls, rows: list[_Row], order: int = 0) -> _Columns:
@@ -158,6 +165,7 @@ class _Columns:
             np.array(blocks, np.float64).reshape(len(rows), UNIFORM_BLOCK),
             np.zeros(len(rows), np.int64),
             np.array([r.ngram_state for r in rows], np.int64).reshape(len(rows), order),
+            np.array([r.rules is not None for r in rows], bool),
         )
 
     def extend(self, other: _Columns) -> _Columns:
@@ -201,6 +209,7 @@ class Scheduler:
         self._admitting: list[_Row] = []
         self._order = model.ngram.order if model.ngram else 0
         self._cols = _Columns.of([], self._order)
+        self.masks = Masks(self.vocab)
         self._feeding = False  # some row reads its prompt one step at a time (no prefill graph)
         self._cancelled = False  # some row's caller gave up since the last step
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"step-{model.bundle.style}")
@@ -240,6 +249,11 @@ class Scheduler:
         if len(self._queue) >= self.limits.max_queue:
             raise Busy(f"{len(self._queue)} requests are already waiting", self.retry_after())
         ids, unknown = self.vocab.encode(request.prompt)
+        rules = None
+        if request.rules is not None:
+            rules = RowRules(request.rules(int(request.seed)), self.masks)
+            for ch in request.prompt:  # the prompt is the poem's beginning
+                rules.advance(ch)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         row = _Row(
@@ -250,6 +264,7 @@ class Scheduler:
             deadline=now + self.limits.deadline,
             unknown=unknown,
             started=now,
+            rules=rules,
         )
         self._queue.append(row)
         if self._task is None:
@@ -364,15 +379,21 @@ class Scheduler:
                 scores = ngram.mixed_logits(
                     scores, cols.ngram[plan.sampling], self.model.ngram_weight
                 )
+            temperature = plan.temperature
+            ruled = np.flatnonzero(cols.ruled[plan.sampling])
+            if ruled.size:
+                scores, temperature = self._constrain(plan, ruled, scores)
             picked = sample(
                 scores,
-                plan.temperature,
+                temperature,
                 plan.top_k,
                 plan.top_p,
                 plan.uniforms,
                 banned=self.vocab.unk_id,
             )
             self._record(plan, picked)
+            if ruled.size:
+                self._heard(plan.sampling[ruled], picked[ruled])
             steps += 1
             now = time.monotonic()
             if (
@@ -383,6 +404,44 @@ class Scheduler:
                 or now - started > BURST_SECONDS
             ):
                 return states, steps
+
+    def _constrain(
+        self, plan: _Plan, ruled: np.ndarray, scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each writer's mask on its row's scores (logits -> mask -> temperature -> top-k/p);
+        a row whose writer asks for the likeliest character samples at temperature 0."""
+        rows, cols = self._rows, self._cols
+        masks = np.empty((ruled.size, scores.shape[1]), bool)
+        temperature = plan.temperature
+        for k, j in enumerate(ruled.tolist()):
+            i = int(plan.sampling[j])
+            row = rows[i]
+            try:
+                masks[k], greedy = row.rules.mask()
+            except StuckError as err:  # this row ends; the batch goes on
+                row.error, cols.ruled[i], cols.left[i] = err, False, 0
+                masks[k], greedy = self.masks.everything, False
+            if greedy:
+                if temperature is plan.temperature:
+                    temperature = temperature.copy()
+                temperature[j] = 0.0
+        if not scores.flags.writeable or scores.base is not None:
+            scores = scores.copy()
+        block = scores[ruled]
+        block[~masks] = -np.inf
+        scores[ruled] = block
+        return scores, temperature
+
+    def _heard(self, index: np.ndarray, picked: np.ndarray) -> None:
+        """Tell each writer what its row wrote; a writer that sees its poem end ends the row."""
+        rows, cols, chars = self._rows, self._cols, self.vocab.chars
+        for i, token in zip(index.tolist(), picked.tolist(), strict=True):
+            rules = rows[i].rules
+            if rules is None or not cols.ruled[i]:
+                continue
+            rules.advance(chars[token])
+            if rules.done:
+                cols.left[i] = 0
 
     def _plan(self) -> _Plan:
         """Before a step: which rows sample, with what options, and their draws."""
@@ -436,8 +495,13 @@ class Scheduler:
             row = rows[i]
             if row.future.done():
                 continue
-            if finished[i]:
-                row.future.set_result(self._finish(row, now))
+            if row.error is not None:
+                row.future.set_exception(row.error)
+            elif finished[i]:
+                try:
+                    row.future.set_result(self._finish(row, now))
+                except ValueError as err:
+                    row.future.set_exception(err)
             else:
                 row.future.set_exception(
                     Busy("the poem took too long to write", self.retry_after())
@@ -448,10 +512,20 @@ class Scheduler:
         self._states = self.model.to_device([s[keep] for s in self.model.host(self._states)])
 
     def _finish(self, row: _Row, now: float) -> Generation:
+        """The answer for a row that is done; with a writer whose poem the length cut short,
+        the poem up to its last whole line (ValueError when no line was whole)."""
         r = row.request
         bundle = self.model.bundle
+        out, rules = row.out, row.rules
+        if rules is not None and not rules.done:
+            keep = rules.cut() - len(r.prompt)
+            if keep <= 0:
+                raise ValueError(
+                    f"{r.length} characters did not hold one whole line; ask for a longer length"
+                )
+            out = out[:keep]
         return Generation(
-            text=r.prompt + self.vocab.decode(row.out),
+            text=r.prompt + self.vocab.decode(out),
             prompt=r.prompt,
             unknown=row.unknown,
             style=bundle.style,
@@ -461,6 +535,9 @@ class Scheduler:
             top_p=r.top_p,
             seed=int(r.seed),
             seconds=now - row.started,
+            relaxed=tuple(rules.relaxed) if rules is not None else (),
+            whole=rules is not None and rules.done,
+            form=getattr(rules.writer, "form", None) if rules is not None else None,
         )
 
 

@@ -1,0 +1,349 @@
+"""Which forms each style offers, and turning a request's options (form, acrostic, script,
+prompt, length) into a writer for the engine, or a FormError saying what to change.
+
+A bundle's card carries a `poem` section (written by export; `python -m export derive
+--poem` adds it to an older bundle): its unit, the forms it offers, its script for Chinese
+styles, and the file of its training split's words for English ones. A card without one gets
+the old behaviour: a stream of `length` characters, no forms.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.forms import script, tang
+from bot.forms.rules import FormError
+from bot.forms.tang_writer import TangWriter
+from bot.forms.units import UnitWriter
+
+WORDS_FILE = "words.txt"
+MAX_ACROSTIC = 20  # heads, so lines, of an acrostic (Discord shows a poem of 20 lines whole)
+
+
+@dataclass(frozen=True)
+class Form:
+    name: str
+    kind: str  # tang, english, verse or unit
+    en: str  # its name in English, and in each script
+    traditional: str
+    simplified: str
+    chars: int | None = None  # Tang forms: exactly this many characters
+    min_chars: int = 1  # a length below this cannot hold the form
+    max_chars: int | None = None  # the length bound when the user gives none (None: default)
+    heads: tuple[int, ...] | None = None  # acrostic lengths it takes (None: any)
+
+    def label(self, language: str) -> str:
+        """The name shown for the form, in the style's language."""
+        if language.startswith("zh"):
+            name = self.traditional if "Hant" in language else self.simplified
+            return f"{name} ({self.name})"
+        return f"{self.en} ({self.name})"
+
+
+def _tang(name: str) -> Form:
+    shape = tang.FORMS[name]
+    size = shape.lines * (shape.chars + 1)
+    english = f"{'five' if shape.chars == 5 else 'seven'}-character " + (
+        "quatrain" if shape.lines == 4 else "regulated verse"
+    )
+    return Form(
+        name, "tang", english, shape.traditional, shape.simplified, size, size, size, (shape.lines,)
+    )
+
+
+FORMS: dict[str, Form] = {
+    **{name: _tang(name) for name in tang.FORMS},
+    "speech": Form("speech", "english", "speech", "獨白", "独白"),
+    "sonnet": Form("sonnet", "english", "sonnet", "十四行詩", "十四行诗", None, 280, 1000, (14,)),
+    "couplet": Form("couplet", "english", "rhyming couplet", "對句", "对句", None, 40, 200, (2,)),
+    "verse": Form("verse", "verse", "rhymed verse", "韻文", "韵文", None, 20, 240),
+    "paragraph": Form("paragraph", "unit", "paragraph", "段落", "段落"),
+    "line": Form("line", "unit", "line", "一行", "一行"),
+}
+TANG_FORMS = tuple(tang.FORMS)
+
+
+def _han_share(text: str) -> float:
+    letters = [c for c in text if c.isalpha()]
+    return sum(tang.is_ideograph(c) for c in letters) / max(1, len(letters))
+
+
+def infer_unit(text: str) -> str:
+    """A corpus's unit from its text: `paragraph` where blank lines part it, else `line`."""
+    return "paragraph" if text.count("\n\n") >= max(3, text.count("\n") // 200) else "line"
+
+
+def poem_section(corpus_name: str, text: str, unit: str | None = None) -> dict[str, Any]:
+    """The card's `poem` section for a style trained on `text` (`unit` overrides the one its
+    text suggests, for an uploaded corpus)."""
+    if corpus_name == "tang":
+        return {"unit": "line", "forms": list(TANG_FORMS), "default": None, "script": "traditional"}
+    if corpus_name == "shakespeare":
+        return {
+            "unit": "paragraph",
+            "forms": ["speech", "sonnet", "couplet"],
+            "default": "speech",
+            "words": WORDS_FILE,
+        }
+    if corpus_name == "jaychou":
+        return {"unit": "line", "forms": ["verse"], "default": "verse", "script": "simplified"}
+    unit = unit or infer_unit(text)
+    if _han_share(text[:200_000]) > 0.5:
+        sample = text[:20_000]
+        written = "simplified" if script.to_simplified(sample) == sample else "traditional"
+        return {"unit": unit, "forms": ["verse", unit], "default": "verse", "script": written}
+    if re.search(r"[A-Za-z]", text) and unit == "paragraph":
+        return {"unit": unit, "forms": ["speech"], "default": "speech", "words": WORDS_FILE}
+    return {"unit": unit, "forms": [unit], "default": unit}
+
+
+def offered(card: dict[str, Any]) -> list[Form]:
+    """The forms a style offers (none for a bundle whose card predates forms)."""
+    return [FORMS[name] for name in card.get("poem", {}).get("forms", []) if name in FORMS]
+
+
+def choices(card: dict[str, Any], typed: str = "") -> list[tuple[str, str]]:
+    """(label, name) of the forms a style offers whose name or label contains `typed`."""
+    language = str(card.get("language", "en"))
+    typed = typed.casefold().strip()
+    shown = [(form.label(language), form.name) for form in offered(card)]
+    return [(label, name) for label, name in shown if typed in label.casefold()]
+
+
+@functools.cache
+def _lexicon(path: Path, mtime: float) -> Any:
+    from bot.forms.english import Lexicon  # CMU is read on the first English poem only
+
+    return Lexicon(path.read_text(encoding="utf-8").split())
+
+
+def lexicon(bundle_path: Path, card: dict[str, Any]) -> Any:
+    """The bundle's lexicon (its training split's words, with CMU's pronunciations), or None."""
+    name = card.get("poem", {}).get("words")
+    path = Path(bundle_path) / name if name else None
+    if path is None or not path.is_file():
+        return None
+    return _lexicon(path, path.stat().st_mtime)
+
+
+_UNSAFE = re.compile(r"[\s*_`~|>#<@:\[\]()\\]")
+
+
+def _clean_acrostic(acrostic: str) -> str:
+    text = unicodedata.normalize("NFC", acrostic.strip())
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") for c in text):
+        raise FormError("The acrostic holds control or invisible characters; type plain text.")
+    if _UNSAFE.search(text):
+        raise FormError(
+            "The acrostic takes only the characters (or letters) lines start with: no spaces, "
+            "punctuation or markup."
+        )
+    if len(text) > MAX_ACROSTIC:
+        raise FormError(f"An acrostic can have at most {MAX_ACROSTIC} characters (lines).")
+    return text
+
+
+@dataclass(frozen=True)
+class PoemPlan:
+    """What the engine needs for one request, once the options are known to work."""
+
+    rules: Callable[[int], Any] | None  # seed -> writer; None: a plain stream
+    prompt: str  # in the model's script
+    length: int  # the upper bound on characters written
+    form: str | None  # the form asked for (None with Tang: the seed picks one)
+    script: str | None  # convert the poem to this script for display
+
+    def present(self, text: str) -> str:
+        return script.convert(text, self.script) if self.script else text
+
+
+def _heads(acrostic: str, chars: frozenset[str], chinese: bool) -> tuple[frozenset[str], ...]:
+    heads = []
+    for ch in acrostic:
+        if chinese:
+            known = frozenset(c for c in script.candidates(ch) if c in chars)
+        else:
+            if not ("a" <= ch.lower() <= "z"):
+                raise FormError(f"An English acrostic takes letters only; {ch!r} is not one.")
+            known = frozenset(c for c in (ch.upper(), ch.lower()) if c in chars)
+        if not known:
+            raise FormError(
+                f"This style's model does not know {ch!r} (in either script), so no line can "
+                "start with it; choose another character."
+            )
+        heads.append(known)
+    return tuple(heads)
+
+
+def _feed(writer: Any, prompt: str, strict: bool = False, check: bool = True) -> None:
+    """Feed a prompt to a writer, FormError at the first character its rules refuse (with
+    `strict`, its preferred rules too; without `check`, only a prompt that is a whole poem
+    already is refused: a prompt's own words are the user's business)."""
+    for i, ch in enumerate(prompt):
+        allowed = writer.allowed()
+        sets = (*allowed.required, *allowed.preferred) if strict else allowed.required
+        if check and (ch in allowed.banned or any(ch not in chars for chars in sets)):
+            shown = repr(ch) if ch.strip() else "a line break" if ch == "\n" else "a space"
+            raise FormError(
+                f"The prompt breaks the form at character {i + 1} ({shown}); a prompt is the "
+                "poem's beginning and must keep its shape."
+            )
+        writer.advance(ch)
+        if writer.done:
+            raise FormError("The prompt is a whole poem already; give the form's beginning.")
+
+
+def plan(
+    card: dict[str, Any],
+    chars: Iterable[str],
+    bundle_path: Path,
+    *,
+    form: str | None = None,
+    acrostic: str | None = None,
+    output_script: str | None = None,
+    prompt: str = "",
+    length: int | None = None,
+    default_length: int = 400,
+    max_length: int = 2000,
+) -> PoemPlan:
+    """The plan for a poem with these options, or FormError saying what to change."""
+    section = card.get("poem")
+    chars = frozenset(chars)
+    if section is None:
+        if form or acrostic or output_script:
+            raise FormError(
+                "This style's bundle predates forms (`python -m export derive --poem` adds "
+                "them); ask without form, acrostic and script."
+            )
+        return PoemPlan(None, prompt, length or default_length, None, None)
+    language = str(card.get("language", "en"))
+    written = section.get("script")
+    chinese = written is not None
+    if output_script is not None:
+        if output_script not in script.SCRIPTS:
+            raise FormError(f"script must be one of {', '.join(script.SCRIPTS)}.")
+        if not chinese:
+            raise FormError("Only the Chinese styles take a script.")
+    if chinese and prompt:
+        converted = script.convert(prompt, written)
+        if sum(c not in chars for c in converted) < sum(c not in chars for c in prompt):
+            prompt = converted
+    names = section.get("forms", [])
+    name = form if form is not None else section.get("default")
+    if name is not None and name not in names:
+        shown = ", ".join(FORMS[n].label(language) for n in names if n in FORMS)
+        raise FormError(f"This style has no form {name!r}; it offers {shown}.")
+    heads = _heads(_clean_acrostic(acrostic), chars, chinese) if acrostic else ()
+    if name is None or FORMS[name].kind == "tang":
+        return _plan_tang(chars, name, heads, prompt, length, output_script)
+    shape = FORMS[name]
+    if heads and shape.heads is not None and len(heads) not in shape.heads:
+        raise FormError(
+            f"A {shape.label(language)} acrostic needs {shape.heads[0]} characters, "
+            f"not {len(heads)}."
+        )
+    bound = length if length is not None else (shape.max_chars or default_length)
+    bound = min(bound, max_length)
+    if bound < shape.min_chars:
+        raise FormError(
+            f"A {shape.label(language)} needs at least {shape.min_chars} characters; "
+            f"ask for a longer length (up to {max_length})."
+        )
+    make = _maker(shape, section, chars, heads, bundle_path, card)
+    _feed(make(0), prompt, check=shape.kind not in ("english", "verse"))
+    return PoemPlan(make, prompt, bound, name, output_script)
+
+
+def _maker(
+    shape: Form,
+    section: dict[str, Any],
+    chars: frozenset[str],
+    heads: tuple[frozenset[str], ...],
+    bundle_path: Path,
+    card: dict[str, Any],
+) -> Callable[[int], Any]:
+    if shape.kind == "english":
+        words = lexicon(bundle_path, card)
+        if words is None:
+            raise FormError("This style's bundle has no word list; its forms are unavailable.")
+        from bot.forms.english_writer import EnglishWriter
+
+        acrostic = "".join(sorted(h)[0] for h in heads) or None
+        EnglishWriter(words, chars, shape.name, acrostic, 0)  # FormError for options it refuses
+        return lambda seed: EnglishWriter(words, chars, shape.name, acrostic, seed)
+    if shape.kind == "verse":
+        from bot.forms.lyric_writer import VerseWriter
+
+        acrostic = "".join(sorted(h)[0] for h in heads) or None
+        VerseWriter(chars, None, acrostic, 0)
+        return lambda seed: VerseWriter(chars, None, acrostic, seed)
+    unit = shape.name if shape.kind == "unit" else section.get("unit", "paragraph")
+    return lambda seed: UnitWriter(unit, heads=heads)
+
+
+def _plan_tang(
+    chars: frozenset[str],
+    name: str | None,
+    heads: tuple[frozenset[str], ...],
+    prompt: str,
+    length: int | None,
+    output_script: str | None,
+) -> PoemPlan:
+    """Tang forms: each (form, tone start) the prompt and acrostic fit; the seed picks one
+    of them when no form was named."""
+    names = [name] if name is not None else list(TANG_FORMS)
+    if heads:
+        fitting = [n for n in names if tang.FORMS[n].lines == len(heads)]
+        if not fitting:
+            counts = sorted({tang.FORMS[n].lines for n in names})
+            raise FormError(
+                f"A Tang acrostic needs {' or '.join(map(str, counts))} characters "
+                f"(one per line), not {len(heads)}."
+            )
+        names = fitting
+    if length is not None:
+        short = [n for n in names if FORMS[n].min_chars > length]
+        names = [n for n in names if n not in short]
+        if not names:
+            need = min(FORMS[n].min_chars for n in short)
+            raise FormError(f"That form needs {need} characters; ask for a length of {need}.")
+    # Each (form, tone start) the prompt keeps every rule of; failing those, the ones whose
+    # shape and acrostic it keeps (its own tones are the user's business).
+    options: dict[bool, list[tuple[str, bool]]] = {True: [], False: []}
+    refusal: FormError | None = None
+    for n in names:
+        first = tang.FORMS[n].chars
+        if len(prompt.rstrip("，")) > first:
+            refusal = FormError(
+                f"A prompt can be at most the first line ({first} characters) of a "
+                f"{FORMS[n].simplified}."
+            )
+            continue
+        for level_start in (True, False):
+            for strict in (True, False):
+                try:
+                    _feed(TangWriter(chars, tang.FORMS[n], level_start, heads), prompt, strict)
+                except FormError as err:
+                    if not strict:  # the shape's refusal says what to change, not a tone's
+                        refusal = refusal or err
+                    continue
+                options[strict].append((n, level_start))
+                break
+    options = options[True] or options[False]
+    if not options:
+        raise refusal or FormError("No Tang form fits that prompt.")
+
+    def make(seed: int) -> TangWriter:
+        chosen = random.Random(seed).choice(options)
+        return TangWriter(chars, tang.FORMS[chosen[0]], chosen[1], heads)
+
+    size = max(FORMS[n].min_chars for n, _ in options)
+    bound = size if length is None else max(length, size)
+    return PoemPlan(make, prompt, bound, name, output_script)

@@ -1,0 +1,461 @@
+"""English writers: the state machines that keep a play-trained model to real words, and to the
+speech, the sonnet and the couplet, one character ahead.
+
+The engine asks `EnglishWriter.allowed()` before every character and tells `advance(ch)` which
+one came (the prompt's characters first). The rules, all kept by masks:
+
+Words (every shape). A word is what `english.words` makes a token of: ASCII letters with
+single apostrophes inside ("o'er"); a leading apostrophe is not part of it, a trailing one
+ends it. Inside a word the next letter (either case) must continue a word of the lexicon
+(`Trie.next_chars`), and a non-letter may follow only when the letters so far are a whole
+word; at a word start the letters are those that begin some word. Only words whose every
+letter the vocabulary has (in some case) are offered. A prompt's word outside the lexicon is
+let finish freely (any letters, up to `MAX_FREE_WORD`, then any non-letter).
+
+Gaps. Between words come spaces, ASCII punctuation and (in a speech) digits and newlines;
+never the unknown character or non-ASCII symbols. At most `MAX_GAP` non-letters in a row
+within a line, so a poem always moves on.
+
+speech: the text up to the first blank line after at least one line of speech (a leading
+`NAME:` line, as the plays head a speech, is not one: `english.poem_lines` decides); a newline
+is not allowed before that, nor after a line of only spaces. `done` after the "\\n\\n". With an
+acrostic the poem is one line per head letter, each line's first character that letter
+(either case), no blank lines, and `done` after the last line's newline.
+
+sonnet and couplet: 14 (2) lines of `LINE_MIN`..`LINE_MAX` syllables (`Lexicon.syllables`),
+rhyming ABAB CDCD EFEF GG (the couplet's two lines rhyme). With s the syllables of the line's
+finished words, a word may start when it is "ordinary", s + syllables <= `ORDINARY_MAX`, or
+"final", `LINE_MIN` <= s + syllables <= `LINE_MAX`, and then also rhyming: on a line whose rhyme
+partner is written (the B-line of a pair), a word of the partner's CMU rhyme other than the
+partner; otherwise a word whose rhyme has at least `RHYME_MATES` other spellable words of 1-3
+syllables. After a final word only punctuation (at most `MAX_END_PUNCT` characters) and then
+"\\n" may come, and "\\n" only there; no space or newline starts a line. `done` after the
+last line's newline.
+
+Why no state is a dead end (the constructor refuses a lexicon or acrostic for which this
+fails): a word is offered only through a trie of words that are allowed whole, so every prefix
+either continues by a letter the vocabulary has or is a whole word after which a non-letter
+may come; the vocabulary has " " and "\\n" (checked). In a line with s <= 7 a one-syllable
+ordinary word exists (checked), which leads to s + 1 <= 8; at s = 8 only final words of 1-3
+syllables fit, and those exist: on an A-line by the rhyme-mates rule, which the constructor
+checks some word meets; on a B-line because its partner met that rule, so at least 3 other
+words of its rhyme have 1-3 syllables. A B-line whose partner came from the prompt with
+too few mates falls back to the A-line rule (its rhyme is the prompt's to break). An acrostic
+head must begin an ordinary word. A prompt that leaves s >= `LINE_MIN` mid-line leaves the
+line's end (punctuation, "\\n") open; its words outside the lexicon finish freely.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from collections import defaultdict
+from collections.abc import Iterable
+
+from bot.forms.english import SONNET_PAIRS, Lexicon, Trie, poem_lines
+from bot.forms.rules import Allowed, FormError
+
+SHAPES: tuple[str, ...] = ("speech", "sonnet", "couplet")
+LINES: dict[str, int] = {"sonnet": 14, "couplet": 2}
+ORDINARY_MAX = 8  # an ordinary word leaves at most this many syllables on the line
+LINE_MIN = 9  # syllables of a line in metre, inclusive
+LINE_MAX = 11
+RHYME_MATES = 3  # other 1-3 syllable words an A-line's rhyme word needs
+MATE_SYLLABLES = 3
+MAX_GAP = 4  # non-letters in a row within a line
+MAX_END_PUNCT = 3  # characters after a line's final word before its newline
+MAX_FREE_WORD = 24  # letters of a prompt's word outside the lexicon before a non-letter
+
+# Line index (0-based) of each B-line -> its A-line, the partner whose rhyme it must take.
+PARTNERS: dict[str, dict[int, int]] = {
+    "sonnet": {j - 1: i - 1 for i, j in SONNET_PAIRS},
+    "couplet": {1: 0},
+    "speech": {},
+}
+
+_EMPTY: frozenset[str] = frozenset()
+_LETTERS = frozenset(string.ascii_letters)
+_LOWER = frozenset(string.ascii_lowercase)
+_NO_TRIE = Trie(())
+_ACTIVE, _FULL, _FREE = 0, 1, 2  # how a word in progress is masked (see EnglishWriter)
+
+
+def _has(trie: Trie, prefix: str) -> bool:
+    """Whether `prefix` (lowercase, maybe ending in one apostrophe) is on a path of `trie`: it
+    continues into a word, or it is a whole word (with the apostrophe as its closing mark)."""
+    if trie.next_chars(prefix):
+        return True
+    return trie.is_word(prefix[:-1] if prefix.endswith("'") else prefix)
+
+
+class _Plan:
+    """What one (lexicon, vocabulary) pair offers every writer, built once and shared: the
+    spellable words, their syllables and rhymes, tries by syllable budget and by rhyme, and
+    the masks (one `Allowed`, with one interned set, per distinct situation)."""
+
+    def __init__(self, lexicon: Lexicon, vocab: frozenset[str]) -> None:
+        self.lexicon = lexicon
+        self.vocab = vocab
+        kept = [w for w in lexicon.words if all(c in vocab or c.upper() in vocab for c in w)]
+        self.trie = lexicon.trie if len(kept) == len(lexicon.words) else Trie(kept)
+        self.syllables = {w: lexicon.syllables(w) for w in kept}
+        members: dict[str, list[str]] = defaultdict(list)
+        for word in sorted(kept):
+            part = lexicon.rhyme(word)
+            if part is not None:
+                members[part].append(word)
+        self.classes = {part: tuple(ws) for part, ws in members.items()}
+        short = {p: sum(self._short(w) for w in ws) for p, ws in members.items()}
+        self.open_finals = tuple(
+            w for p, ws in members.items() for w in ws if short[p] - self._short(w) >= RHYME_MATES
+        )
+        punct = frozenset(string.punctuation) & vocab
+        space = frozenset(" ") & vocab
+        self.nl = frozenset("\n") & vocab
+        self.line_start = punct  # before a sonnet line's first word: no space, no newline
+        self.gap = punct | space  # between a sonnet line's words
+        self.end = punct | self.nl  # after a sonnet line's final word
+        self.sep = (punct | space | frozenset(string.digits)) & vocab  # a speech's gaps
+        self.sep_nl = self.sep | self.nl
+        self._ordinary: dict[int, Trie] = {}
+        self._finals: dict[tuple[int, str | None], Trie] = {}
+        self._masks: dict[tuple[frozenset[str], frozenset[str], frozenset[str]], Allowed] = {}
+        self._heads: dict[tuple[frozenset[str], frozenset[str], str], Allowed] = {}
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
+
+    def _short(self, word: str) -> bool:
+        return 1 <= self.syllables[word] <= MATE_SYLLABLES
+
+    def ordinary(self, budget: int) -> Trie:
+        """The trie of spellable words of at most `budget` syllables (cached)."""
+        trie = self._ordinary.get(budget)
+        if trie is None:
+            trie = Trie(w for w, n in self.syllables.items() if n <= budget)
+            self._ordinary[budget] = trie
+        return trie
+
+    def finals(self, s: int, partner: str | None) -> Trie:
+        """The trie of final words for a line with `s` syllables so far: the words that bring
+        it to LINE_MIN..LINE_MAX and rhyme with `partner` (not being it), or, with no partner,
+        those of a rhyme with enough mates (cached by (s, partner))."""
+        key = (s, partner)
+        trie = self._finals.get(key)
+        if trie is None:
+            if partner is None:
+                pool: Iterable[str] = self.open_finals
+            else:
+                pool = self.classes.get(self.lexicon.rhyme(partner) or "", ())
+            low, high = LINE_MIN - s, LINE_MAX - s
+            trie = Trie(w for w in pool if w != partner and low <= self.syllables[w] <= high)
+            if len(self._finals) >= 4096:  # masks are interned by content, so a rebuild is safe
+                self._finals.clear()
+            self._finals[key] = trie
+        return trie
+
+    def _intern(self, chars: frozenset[str]) -> frozenset[str]:
+        return self._sets.setdefault(chars, chars)
+
+    def _cased(self, letters: frozenset[str]) -> frozenset[str]:
+        """Lowercase trie characters -> those characters in either case the vocabulary has."""
+        return frozenset(c for low in letters for c in (low, low.upper()) if c in self.vocab)
+
+    def mask(self, a: frozenset[str], b: frozenset[str], extra: frozenset[str]) -> Allowed:
+        """Allowed: a letter of `a` or `b` (lowercase trie sets, either case) or a character of
+        `extra` (a non-letter set of this plan)."""
+        key = (a, b, extra)
+        got = self._masks.get(key)
+        if got is None:
+            got = Allowed(required=(self._intern(self._cased(a | b) | extra),))
+            self._masks[key] = got
+        return got
+
+    def head(self, a: frozenset[str], b: frozenset[str], letter: str) -> Allowed:
+        """Allowed: the acrostic head `letter` (either case), as a letter of `a` or `b`."""
+        key = (a, b, letter)
+        got = self._heads.get(key)
+        if got is None:
+            got = Allowed(required=(self._intern(self._cased((a | b) & {letter})),))
+            self._heads[key] = got
+        return got
+
+
+@functools.lru_cache(maxsize=8)
+def _plan(lexicon: Lexicon, vocab: frozenset[str]) -> _Plan:
+    """The shared plan of a lexicon (by identity) and a vocabulary."""
+    return _Plan(lexicon, vocab)
+
+
+def prepare(lexicon: Lexicon, vocab: frozenset[str]) -> None:
+    """Build ahead what the first sonnet or couplet of this lexicon and vocabulary would build
+    on its way (the ordinary tries of every syllable budget and the A-line final tries): about
+    5 s for the full CMU lexicon, 0.2 s for a corpus's own words. Optional."""
+    plan = _plan(lexicon, frozenset(vocab))
+    for s in range(ORDINARY_MAX + 1):
+        plan.ordinary(ORDINARY_MAX - s)
+        plan.finals(s, None)
+
+
+def _heads(acrostic: str | None, shape: str, vocab: frozenset[str]) -> tuple[str, ...]:
+    """The acrostic's head letters, lowercased; FormError for ones that cannot work."""
+    if acrostic is None:
+        return ()
+    if not acrostic:
+        raise FormError("The acrostic is empty: give one letter for each line.")
+    odd = sorted({c for c in acrostic if c not in _LETTERS})
+    if odd:
+        shown = " ".join(repr(c) for c in odd)
+        raise FormError(
+            f"An acrostic takes only the letters A-Z, one per line; {acrostic!r} also has "
+            f"{shown}. Leave out spaces, digits and punctuation."
+        )
+    want = LINES.get(shape)
+    if want is not None and len(acrostic) != want:
+        raise FormError(
+            f"A {shape}'s acrostic needs exactly {want} letters, one per line; {acrostic!r} "
+            f"has {len(acrostic)}."
+        )
+    for c in acrostic:
+        if c.lower() not in vocab and c.upper() not in vocab:
+            raise FormError(
+                f"This model never writes the letter {c!r} in either case; choose an acrostic "
+                "without it."
+            )
+    return tuple(c.lower() for c in acrostic)
+
+
+class EnglishWriter:
+    """One English poem's rules as a state machine (the module docstring has the rules).
+
+    `shape` is "speech" (a play's unit: up to a blank line), "sonnet" or "couplet"; `acrostic`
+    gives each line's first letter; `seed` is accepted for symmetry with the other writers (no
+    choice here is random). The constructor raises FormError for options that cannot work.
+    """
+
+    def __init__(
+        self,
+        lexicon: Lexicon,
+        vocab: frozenset[str],
+        shape: str = "speech",
+        acrostic: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        if shape not in SHAPES:
+            raise FormError(f"Unknown English form {shape!r}: choose one of {', '.join(SHAPES)}.")
+        if "\n" not in vocab or " " not in vocab:
+            raise FormError("This model cannot write lines of words (it lacks space or newline).")
+        self._plan = plan = _plan(lexicon, frozenset(vocab))
+        self._shape = shape
+        self.form = shape  # named in the reply's footer
+        self._metred = shape != "speech"
+        self._heads = _heads(acrostic, shape, plan.vocab)
+        self._total = LINES.get(shape, len(self._heads) or None)
+        self._pairs = PARTNERS[shape]
+        self.seed = seed
+        if self._metred:
+            if not plan.ordinary(1):
+                raise FormError(f"This model's lexicon has no one-syllable word: no {shape}.")
+            if not plan.finals(ORDINARY_MAX, None):
+                raise FormError(f"This model's lexicon has too few rhymes for a {shape}.")
+        starts = (plan.ordinary(ORDINARY_MAX) if self._metred else plan.trie).next_chars("")
+        for c in self._heads:
+            if c not in starts:
+                raise FormError(
+                    f"No word this model knows starts with {c.upper()!r}; choose an acrostic "
+                    "without it."
+                )
+        self._count = 0  # characters advanced
+        self._cut = 0  # characters up to the last newline that closed a line
+        self._done = False
+        self._line = 0  # lines of the poem closed (a leading speaker line not counted)
+        self._seen_first = False  # the first non-empty line has been checked for a speaker
+        self._line_chars: list[str] = []
+        self._content = False  # the current line has a non-space character
+        self._s = 0  # syllables of the current line's finished words
+        self._last: str | None = None  # the current line's last finished word
+        self._finals: list[str | None] = []  # each closed line's last word
+        self._partner: str | None = None
+        self._run = 0  # non-letters in a row on this line
+        self._word = ""  # the word in progress, lowercase ("" in a gap)
+        self._mode = _ACTIVE
+        self._tries: tuple[Trie, Trie] = (plan.trie, _NO_TRIE)
+        self._now: Allowed | None = None
+
+    # --- the contract ---------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """The poem is whole: the blank line after a speech, or its last line's newline."""
+        return self._done
+
+    def cut(self) -> int:
+        """Characters advanced up to and including the newline that closed the last line."""
+        return self._cut
+
+    def allowed(self) -> Allowed:
+        """What may come next (computed once per character, from shared masks)."""
+        now = self._now
+        if now is None:
+            now = self._now = self._compute()
+        return now
+
+    def advance(self, ch: str) -> None:
+        """`ch` came next: a prompt's character (any) or a sampled one."""
+        self._count += 1
+        self._now = None
+        if self._done:
+            return
+        if ch in _LETTERS:
+            self._letter(ch.lower())
+            self._run = 0
+        elif ch == "'" and self._word and not self._word.endswith("'"):
+            self._extend(self._word + "'")  # inside a word ("o'er"), or closing it ("lovers'")
+            self._run += 1
+        else:
+            if self._word:
+                self._close_word()
+            if ch == "\n":
+                self._newline()
+                return
+            self._run += 1
+        self._line_chars.append(ch)
+        if not ch.isspace():
+            self._content = True
+
+    # --- masks ----------------------------------------------------------------------------
+
+    def _compute(self) -> Allowed:
+        plan = self._plan
+        if self._done:
+            return plan.mask(_EMPTY, _EMPTY, plan.nl)
+        if self._word:
+            return self._in_word()
+        if self._metred:
+            return self._metred_gap()
+        return self._speech_gap()
+
+    def _tail(self, word: str) -> frozenset[str]:
+        """The non-letters that may close `word` (finished) where the tries do not say."""
+        plan = self._plan
+        if not self._metred:
+            return plan.sep_nl
+        if self._s + self._syllables(word) <= ORDINARY_MAX:
+            return plan.gap
+        return plan.end
+
+    def _in_word(self) -> Allowed:
+        plan = self._plan
+        word = self._word
+        base = word[:-1] if word.endswith("'") else word
+        if self._mode == _FREE:
+            letters = _LOWER if len(word) < MAX_FREE_WORD else _EMPTY
+            return plan.mask(letters, _EMPTY, self._tail(base))
+        if self._mode == _FULL:
+            tail = self._tail(base) if plan.trie.is_word(base) else _EMPTY
+            return plan.mask(plan.trie.next_chars(word), _EMPTY, tail)
+        ordinary, final = self._tries
+        if ordinary.is_word(base):
+            tail = plan.gap if self._metred else plan.sep_nl
+        elif final.is_word(base):
+            tail = plan.end
+        else:
+            tail = _EMPTY
+        return plan.mask(ordinary.next_chars(word), final.next_chars(word), tail)
+
+    def _metred_gap(self) -> Allowed:
+        plan = self._plan
+        if self._s >= LINE_MIN:
+            return plan.mask(_EMPTY, _EMPTY, plan.end if self._run < MAX_END_PUNCT else plan.nl)
+        ordinary, final = self._start_tries()
+        a, b = ordinary.next_chars(""), final.next_chars("")
+        line_start = not self._line_chars
+        if line_start and self._heads:
+            return plan.head(a, b, self._heads[self._line])
+        if self._run >= MAX_GAP:
+            return plan.mask(a, b, _EMPTY)
+        return plan.mask(a, b, plan.line_start if line_start else plan.gap)
+
+    def _speech_gap(self) -> Allowed:
+        plan = self._plan
+        a = plan.trie.next_chars("")
+        line_start = not self._line_chars
+        if line_start and self._heads:
+            return plan.head(a, _EMPTY, self._heads[self._line])
+        newline = self._content or (line_start and not self._heads and self._line >= 1)
+        if self._run >= MAX_GAP:
+            return plan.mask(a, _EMPTY, plan.nl if newline else _EMPTY)
+        return plan.mask(a, _EMPTY, plan.sep_nl if newline else plan.sep)
+
+    # --- state ----------------------------------------------------------------------------
+
+    def _syllables(self, word: str) -> int:
+        count = self._plan.syllables.get(word)
+        return self._plan.lexicon.syllables(word) if count is None else count
+
+    def _start_tries(self) -> tuple[Trie, Trie]:
+        """(ordinary, final) word tries for a word starting now on a metred line."""
+        plan = self._plan
+        return plan.ordinary(ORDINARY_MAX - self._s), plan.finals(self._s, self._partner)
+
+    def _letter(self, c: str) -> None:
+        if self._word:
+            self._extend(self._word + c)
+            return
+        self._mode = _ACTIVE
+        if not self._metred:
+            self._tries = (self._plan.trie, _NO_TRIE)
+        elif self._s <= ORDINARY_MAX:
+            self._tries = self._start_tries()
+        else:
+            self._mode = _FULL  # a prompt's word after the line's final word
+        self._extend(c)
+
+    def _extend(self, word: str) -> None:
+        """The word in progress is now `word`: fall back from the shape's tries to the whole
+        lexicon, and from that to a free word, when it leaves them (only a prompt can)."""
+        self._word = word
+        mode = self._mode
+        if mode == _ACTIVE and not (_has(self._tries[0], word) or _has(self._tries[1], word)):
+            mode = _FULL if self._metred else _FREE
+        if mode == _FULL and not _has(self._plan.trie, word):
+            mode = _FREE
+        self._mode = mode
+
+    def _close_word(self) -> None:
+        word = self._word
+        if word.endswith("'"):
+            word = word[:-1]
+        self._s += self._syllables(word)
+        self._last = word
+        self._word = ""
+
+    def _newline(self) -> None:
+        if self._content:
+            speaker = False
+            if not self._seen_first:
+                self._seen_first = True
+                speaker = not poem_lines("".join(self._line_chars))
+            if not speaker:
+                self._finals.append(self._last)
+                self._line += 1
+            self._cut = self._count
+            if self._total is not None and self._line >= self._total:
+                self._done = True
+        elif not self._line_chars and self._total is None and self._line >= 1:
+            self._done = True  # the blank line after a speech
+        self._line_chars = []
+        self._content = False
+        self._s = 0
+        self._last = None
+        self._run = 0
+        if self._metred:
+            self._partner = self._partner_for(self._line)
+
+    def _partner_for(self, line: int) -> str | None:
+        """The word line `line` must rhyme with, or None (an A-line, or a partner too rare)."""
+        first = self._pairs.get(line)
+        if first is None or first >= len(self._finals):
+            return None
+        word = self._finals[first]
+        if word is None or not self._plan.finals(ORDINARY_MAX, word):
+            return None
+        return word

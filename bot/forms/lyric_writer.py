@@ -1,0 +1,197 @@
+"""The Mandarin lyric writer: a verse of rhyming lines, kept by masks one character ahead.
+
+Rules (a line's length counts its non-space characters, as `lyrics.check_verse` does):
+1. Shape: k lines (the acrostic's length, else `lines`, else 4..8 by the seed), each of
+   `min_chars`..`max_chars` characters; `done` after the k-th line's newline.
+2. Characters: inside a line only Han characters of the vocabulary and single spaces between
+   them: no space at a line start, none right before the newline, never two in a row; no
+   punctuation, no Latin; no blank lines.
+3. Rhyme (十三辙, `lyrics.rhyme_class`): the first line's last character sets the class, and
+   may be of any class with at least `MIN_CLASS` characters in the vocabulary (so that every
+   later line can rhyme); every later line ends in a character of that class.
+4. Acrostic (藏头): line i starts with the i-th given character.
+
+By masks: "\\n" is allowed only when the line has at least `min_chars` characters and its last
+is of the rhyme class (on line 1: of any big class); once a line has `max_chars` - 1
+characters the next must be of the class, and after it "\\n" is forced. That leaves no dead
+end: a line start offers its head or every Han character; a line shorter than `max_chars` - 1
+offers every Han character; at `max_chars` - 1 or more it offers the (big, non-empty) class;
+and at `max_chars` or more ending in the class (with at least `min_chars`) the newline, which
+the vocabulary has (checked). A prompt may break any of this: a line it leaves too long ends
+at the next class character; a first line it ends outside the big classes leaves the rhyme to
+the next line.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+from bot.forms import lyrics
+from bot.forms.rules import Allowed, FormError
+
+MIN_CLASS = 30  # characters a rhyme class needs in the vocabulary to be chosen
+MIN_LINES, MAX_LINES = 4, 8  # the verse's length when neither `lines` nor an acrostic says
+
+
+class _VersePlan:
+    """What one vocabulary offers every verse writer: its Han characters, its rhyme classes
+    and the masks (one `Allowed` per combination of stable sets), built once and shared."""
+
+    def __init__(self, vocab: frozenset[str]) -> None:
+        self.han = frozenset(c for c in vocab if lyrics.is_han(c))
+        self.classes = {
+            name: chars
+            for name, chars in lyrics.classes_for(self.han).items()
+            if len(chars) >= MIN_CLASS
+        }
+        self.any_class = frozenset().union(*self.classes.values())
+        self.space = frozenset(" ") & vocab
+        self.nl = frozenset("\n") & vocab
+        self._masks: dict[tuple[frozenset[str], ...], Allowed] = {}
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
+
+    def mask(self, *parts: frozenset[str]) -> Allowed:
+        """Allowed: a character of any of `parts` (stable sets of this plan)."""
+        got = self._masks.get(parts)
+        if got is None:
+            chars = frozenset().union(*parts)
+            got = Allowed(required=(self._sets.setdefault(chars, chars),))
+            self._masks[parts] = got
+        return got
+
+    def head(self, ch: str) -> Allowed:
+        """Allowed: exactly the acrostic head `ch`."""
+        key = (frozenset(ch),)
+        got = self._masks.get(key)
+        if got is None:
+            got = Allowed(required=(self._sets.setdefault(key[0], key[0]),))
+            self._masks[key] = got
+        return got
+
+
+@functools.lru_cache(maxsize=8)
+def _plan(vocab: frozenset[str]) -> _VersePlan:
+    """The shared plan of a vocabulary."""
+    return _VersePlan(vocab)
+
+
+class VerseWriter:
+    """One verse of Mandarin lyrics as a state machine (the module docstring has the rules).
+
+    The constructor raises FormError for options that cannot work: heads the model does not
+    know (the caller converts scripts first), lengths out of range, a vocabulary without a
+    rhyme class of `MIN_CLASS` characters.
+    """
+
+    def __init__(
+        self,
+        vocab: frozenset[str],
+        lines: int | None = None,
+        acrostic: str | None = None,
+        seed: int = 0,
+        min_chars: int = 5,
+        max_chars: int = 14,
+    ) -> None:
+        self._plan = plan = _plan(frozenset(vocab))
+        if not 1 <= min_chars <= max_chars or max_chars < 2:
+            raise FormError(
+                f"A line needs between 1 and its maximum characters, and at least 2 in all; "
+                f"{min_chars}..{max_chars} will not do."
+            )
+        if not plan.classes:
+            raise FormError("This model knows too few rhyming characters to write a verse.")
+        if not plan.nl:
+            raise FormError("This model cannot write lines (it lacks the newline).")
+        if acrostic is not None:
+            if not acrostic:
+                raise FormError("The acrostic is empty: give one character for each line.")
+            for ch in acrostic:
+                if ch not in plan.han:
+                    raise FormError(
+                        f"This model cannot start a line with {ch!r}: an acrostic takes Chinese "
+                        "characters the model knows; choose another."
+                    )
+            count = len(acrostic)
+        elif lines is not None:
+            if lines < 1:
+                raise FormError(f"A verse needs at least one line, not {lines}.")
+            count = lines
+        else:
+            count = random.Random(seed).randint(MIN_LINES, MAX_LINES)
+        self.lines = count
+        self.form = "verse"  # named in the reply's footer
+        self._heads = acrostic or ""
+        self._min = min_chars
+        self._max = max_chars
+        self._count = 0  # characters advanced
+        self._cut = 0
+        self._done = False
+        self._line = 0  # lines closed
+        self._n = 0  # non-space characters on this line
+        self._last = ""  # this line's last character ("" at its start)
+        self._target = plan.any_class  # characters the line may end in
+        self.rhyme_class: str | None = None
+        self._now: Allowed | None = None
+
+    @property
+    def done(self) -> bool:
+        """The verse is whole: its k-th line's newline came."""
+        return self._done
+
+    def cut(self) -> int:
+        """Characters advanced up to and including the newline that closed the last line."""
+        return self._cut
+
+    def allowed(self) -> Allowed:
+        """What may come next (computed once per character, from shared masks)."""
+        now = self._now
+        if now is None:
+            now = self._now = self._compute()
+        return now
+
+    def _compute(self) -> Allowed:
+        plan = self._plan
+        if self._done:
+            return plan.mask(plan.nl)
+        n = self._n
+        target = self._target
+        can_end = n >= self._min and self._last in target
+        if n >= self._max - 1:  # max_chars >= 2, so this line has a character
+            if can_end:
+                return plan.mask(plan.nl) if n >= self._max else plan.mask(target, plan.nl)
+            return plan.mask(target)
+        if n == 0:
+            return plan.head(self._heads[self._line]) if self._heads else plan.mask(plan.han)
+        if self._last == " ":
+            return plan.mask(plan.han)
+        if can_end:
+            return plan.mask(plan.han, plan.space, plan.nl)
+        return plan.mask(plan.han, plan.space)
+
+    def advance(self, ch: str) -> None:
+        """`ch` came next: a prompt's character (any) or a sampled one."""
+        self._count += 1
+        self._now = None
+        if self._done:
+            return
+        if ch == "\n":
+            if self._n:
+                self._close_line()
+            self._n = 0
+            self._last = ""
+            return
+        if not ch.isspace():
+            self._n += 1
+        self._last = ch
+
+    def _close_line(self) -> None:
+        if self.rhyme_class is None:
+            name = lyrics.rhyme_class(self._last)
+            if name in self._plan.classes:
+                self.rhyme_class = name
+                self._target = self._plan.classes[name]
+        self._line += 1
+        self._cut = self._count
+        if self._line >= self.lines:
+            self._done = True

@@ -1,0 +1,62 @@
+"""The contract between a form and the engine: a writer, one per poem being written, that says
+before every character which characters may come next, and hears which one came.
+
+A writer knows only characters, never ids: the engine turns each `Allowed` into a mask over
+its vocabulary (characters the vocabulary lacks are ignored) and applies it to the logits
+before temperature, top-k and top-p, so the allowed set can never come out empty through
+them. Sets must be stable objects (module constants, cached per trie node or per rhyme
+group): the engine caches one mask per set object it sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The characters that may come next: in every set of `required` (all of them, when it is
+    empty) and not in `banned`; within those, preferably in every set of `preferred` too. When
+    nothing in the vocabulary is in all of `preferred`, the engine drops them for this
+    character and records `relax` (e.g. "tone at line 3, position 4") in the poem's notes:
+    rules a poem may bend go in `preferred` (free tone positions), rules it may not (shape,
+    acrostic, rhyme) in `required`. `greedy` asks for the likeliest allowed character instead
+    of a sampled one (an acrostic head typed in the other script: the likeliest candidate)."""
+
+    required: tuple[frozenset[str], ...] = ()
+    banned: frozenset[str] = frozenset()
+    preferred: tuple[frozenset[str], ...] = ()
+    relax: str = ""
+    greedy: bool = False
+
+
+ANYTHING = Allowed()
+
+
+class Writer(Protocol):
+    """One poem's rules as a state machine over its characters (the prompt's first)."""
+
+    def allowed(self) -> Allowed:
+        """What may come next."""
+        ...
+
+    def advance(self, ch: str) -> None:
+        """`ch` came next (a prompt character, or what the engine sampled)."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """The poem is whole: the engine ends the row here."""
+        ...
+
+    def cut(self) -> int:
+        """When the length runs out first: how many of the characters advanced so far end at
+        a whole line (0: none does)."""
+        ...
+
+
+class FormError(ValueError):
+    """Options a form cannot take (an acrostic of the wrong length or with characters the
+    model does not know, a prompt that breaks the shape, a length too short); the message
+    says, in words for the user, what to change."""

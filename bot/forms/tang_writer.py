@@ -1,0 +1,135 @@
+"""Writing Tang regulated verse character by character: shape, acrostic, rhyme and tone as
+masks one character ahead (bot/forms/rules.py's contract).
+
+Every rule of FORMS.md that `tang.check` checks can be kept this way, so none needs lines
+written twice: the shape fixes where `，` and `。` go; an acrostic fixes each clause's first
+character; the tone pattern (`tang.pattern`, chosen by whether clause 1's second character is
+level) fixes the tone at positions 2, 4 (and 6) and at each clause's end; and the rhyme is
+kept by the first rhyme character choosing the level-tone groups, and each later one coming
+from those groups (shared by all so far), never repeating. The first rhyme character is
+chosen only from groups with at least MIN_GROUP characters the model knows, so a 律詩's four
+rhymes always find distinct characters. Tone positions are `preferred` (a poem may bend them
+where the model knows no character that fits); shape, acrostic and rhyme are `required`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from bot.forms import tang
+from bot.forms.rules import Allowed
+from bot.forms.tang import PING, ZE, TangForm
+
+COMMA, STOP = "，", "。"
+MIN_GROUP = 12  # characters the model knows in a group the first rhyme may choose
+
+
+@functools.cache
+def _sets(vocab: frozenset[str]) -> dict[str, frozenset[str]]:
+    """The vocabulary's ideographs, and those that fit each tone."""
+    han = frozenset(c for c in vocab if len(c) == 1 and tang.is_ideograph(c))
+    return {
+        "han": han,
+        PING: frozenset(c for c in han if tang.fits(c, PING)),
+        ZE: frozenset(c for c in han if tang.fits(c, ZE)),
+        "first_rhyme": frozenset(
+            c
+            for c in han
+            if any(len(tang.group_chars(g) & han) >= MIN_GROUP for g in tang.level_groups(c))
+        ),
+    }
+
+
+@functools.cache
+def _rhymes(groups: frozenset[str], vocab: frozenset[str]) -> frozenset[str]:
+    """The known characters of any of `groups`: each shares a group with every rhyme so far."""
+    han = _sets(vocab)["han"]
+    return frozenset().union(*(tang.group_chars(g) for g in groups)) & han
+
+
+_PUNCTUATION = {COMMA: frozenset(COMMA), STOP: frozenset(STOP)}
+_NOTHING: frozenset[str] = frozenset()
+
+
+class TangWriter:
+    """One regulated poem of `form`, its tone pattern starting level or oblique, with an
+    acrostic's candidates per clause (each a set of characters the model knows; the likeliest
+    is taken where there are several, e.g. 發 and 髮 for a typed 发)."""
+
+    def __init__(
+        self,
+        vocab: frozenset[str],
+        form: TangForm,
+        level_start: bool,
+        heads: Sequence[frozenset[str]] = (),
+    ) -> None:
+        self.vocab = vocab
+        self.form = form.name
+        self._form = form
+        self._pattern = tang.pattern(form, level_start)
+        self._rhyme_clauses = set(tang.rhyme_clauses(form))
+        self._sets = _sets(vocab)
+        self._heads = list(heads)
+        self._clause = 0
+        self._position = 0  # within the clause; == chars: its punctuation comes next
+        self._groups: frozenset[str] | None = None
+        self._used: set[str] = set()
+        self._fed = 0
+        self._whole = 0  # characters up to the last couplet's 。
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def cut(self) -> int:
+        return self._whole
+
+    def allowed(self) -> Allowed:
+        if self._done:
+            return Allowed(required=(_NOTHING,))
+        chars = self._form.chars
+        if self._position == chars:
+            return Allowed(required=(_PUNCTUATION[COMMA if self._clause % 2 == 0 else STOP],))
+        if self._position == 0 and self._clause < len(self._heads):
+            return Allowed(required=(self._heads[self._clause],), greedy=True)
+        required = [self._sets["han"]]
+        banned = _NOTHING
+        last = self._position == chars - 1
+        if last and self._clause in self._rhyme_clauses:
+            if self._groups is None:
+                required.append(self._sets["first_rhyme"])
+            else:
+                required.append(_rhymes(self._groups, self.vocab))
+            banned = frozenset(self._used)
+        tone = self._pattern[self._clause][self._position]
+        if tone is None:
+            return Allowed(required=tuple(required), banned=banned)
+        return Allowed(
+            required=tuple(required),
+            banned=banned,
+            preferred=(self._sets[tone],),
+            relax=f"tone at clause {self._clause + 1}, position {self._position + 1}",
+        )
+
+    def advance(self, ch: str) -> None:
+        self._fed += 1
+        if self._done:
+            return
+        chars = self._form.chars
+        if self._position == chars or ch in _PUNCTUATION:
+            # A clause ends (where the shape puts its mark, or early in a prompt that breaks
+            # the shape: carry on from the next clause).
+            self._clause += 1
+            self._position = 0
+            if self._clause % 2 == 0:
+                self._whole = self._fed
+            if self._clause == self._form.lines:
+                self._done = True
+            return
+        if self._position == chars - 1 and self._clause in self._rhyme_clauses:
+            groups = tang.level_groups(ch)
+            self._groups = groups if self._groups is None else (self._groups & groups) or groups
+            self._used.add(ch)
+        self._position += 1
