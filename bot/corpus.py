@@ -37,6 +37,7 @@ class KnownCorpus:
     url: str
     sha256: str  # of the UTF-8 text as used for training, before cleaning
     cleaning: str  # what `clean` does to it, in one line
+    copyrighted: bool = False  # styles trained on it ship with a copy guard by default
 
 
 KNOWN_CORPORA: dict[str, KnownCorpus] = {
@@ -58,6 +59,7 @@ KNOWN_CORPORA: dict[str, KnownCorpus] = {
         sha256="f0cab49f5d00e736c7201a0e2aa9c8dd72da1940c9491b309e4cc657be0faa48",
         cleaning="song-title, credit and marker lines dropped; brackets and backticks removed; "
         "full-width spaces made ASCII; runs of spaces collapsed; lines stripped",
+        copyrighted=True,
     ),
     "tang": KnownCorpus(
         name="tang",

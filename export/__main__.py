@@ -1,5 +1,6 @@
 """`python -m export RUN --models DIR`: turn a finished training run into a verified bundle.
-`python -m export derive BUNDLE...`: add the prefill and int8 graphs to bundles that exist."""
+`python -m export derive BUNDLE...`: add the prefill and int8 graphs, the poem section or a copy
+guard to bundles that exist."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from bot.forms.units import UNITS
 def derive_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m export derive",
-        description="Add the prompt prefill graph and the int8 step graph to existing bundles, "
-        "from their own model.onnx (no TensorFlow, no training run).",
+        description="Add to existing bundles, without a training run: the prompt prefill graph "
+        "and the int8 step graph (from their own model.onnx); with --poem, the card's poem "
+        "section; with --copy-guard, a copy guard.",
     )
     p.add_argument("bundles", type=Path, nargs="+", help="bundle folders, models/STYLE/VERSION")
     p.add_argument("--corpus", help="the corpus the bundle was trained on (default: the card's)")
@@ -31,16 +33,26 @@ def derive_main(argv: list[str]) -> int:
         "style, its training split's words; the graphs stay as they are",
     )
     p.add_argument("--unit", choices=UNITS, help="with --poem: a poem is one paragraph or line")
+    p.add_argument(
+        "--copy-guard",
+        type=int,
+        metavar="K",
+        help="only add a copy guard: no K consecutive characters of the training split are "
+        "ever written (the graphs stay as they are)",
+    )
+    p.add_argument("--new-version", help="with --copy-guard: write it as this new version")
     args = p.parse_args(argv)
 
     from bot.corpus import CorpusError
     from bot.engine.bundle import BundleError
     from export.graphs import GraphError
-    from export.onnx_export import ExportError, add_poem, derive
+    from export.onnx_export import ExportError, add_guard, add_poem, derive
 
     for path in args.bundles:
         try:
-            if args.poem:
+            if args.copy_guard is not None:
+                add_guard(path, args.copy_guard, args.corpus, args.new_version)
+            elif args.poem:
                 add_poem(path, args.corpus, args.unit)
             else:
                 derive(path, args.corpus, int8=not args.no_int8)
@@ -85,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         help="what one poem is: a paragraph (up to a blank line) or a line (default: a "
         "paragraph where the corpus has blank lines, else a line)",
     )
+    p.add_argument(
+        "--copy-guard",
+        type=int,
+        metavar="K",
+        help="never write K consecutive characters of the training split (default: 8 for a "
+        "corpus known to be copyrighted, none otherwise; 0: none)",
+    )
     args = p.parse_args(argv)
 
     from bot.corpus import CorpusError
@@ -104,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             ngram_weight=args.ngram_weight,
             command=shlex.join(["python", "-m", "export", *argv]),
             unit=args.unit,
+            copy_guard=args.copy_guard,
         )
     except (ExportError, BundleError, CorpusError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -34,6 +34,7 @@ from bot.engine.bundle import (
     update_card,
     write_bundle,
 )
+from bot.engine.copyguard import GUARD_FILE, CopyIndex
 from bot.engine.ngram import BYTES_PER_NGRAM, DEFAULT_WEIGHT, NGram
 from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel
@@ -276,6 +277,58 @@ def derive(bundle_path: Path, corpus: str | None = None, int8: bool = True, log=
     return load_bundle(bundle.path)
 
 
+DEFAULT_GUARD = 8  # characters: no run this long of a copyrighted corpus is ever written
+
+
+def write_guard(path: Path, train_text: str, vocab: Vocab, k: int) -> dict[str, Any]:
+    """Build and save the copy-guard index of a training split; the card's section for it."""
+    index = CopyIndex.build(train_text, vocab.chars, vocab.unk_id, k)
+    index.save(path)
+    return {
+        "k": k,
+        "file": GUARD_FILE,
+        "grams": index.size,
+        "bytes": path.stat().st_size,
+        "memory_bytes": index.nbytes,
+        "build_seconds": round(index.build_seconds, 3),
+        "matching": "whitespace, punctuation and control characters ignored on both sides",
+    }
+
+
+def add_guard(
+    bundle_path: Path, k: int, corpus: str | None = None, version: str | None = None, log=print
+) -> Bundle:
+    """Give a bundle a copy guard of k from the corpus it was trained on: in place, or as a
+    new version `version` of the same style (the model and everything else copied), which
+    is what a change to what a style writes should be."""
+    bundle = load_bundle(bundle_path)
+    text = load_corpus(corpus or bundle.card["corpus"]["name"])
+    if text.sha256 != bundle.card["corpus"]["sha256"]:
+        raise ExportError(f"{text.source} is not the corpus {bundle.path} was trained on")
+    target = bundle.path if version is None else bundle.path.parent / check_name(version, "version")
+    if version is not None and target.exists():
+        raise ExportError(f"{target} exists already")
+    with tempfile.TemporaryDirectory(prefix=".guard-", dir=bundle.path.parent) as tmp:
+        staged = Path(tmp) / bundle.style / target.name
+        staged.mkdir(parents=True)
+        for item in bundle.path.iterdir():
+            if item.is_file() and item.name != GUARD_FILE:
+                shutil.copyfile(item, staged / item.name)
+        section = write_guard(staged / GUARD_FILE, split(text.text)[0], bundle.vocab, k)
+        changes: dict[str, Any] = {"copy_guard": section}
+        if version is not None:
+            changes["version"] = target.name
+            changes["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            changes["derived_from"] = f"{bundle.style}/{bundle.version}"
+        update_card(staged, **changes)
+        _verify(load_bundle(staged))
+        if version is None:
+            os.rename(bundle.path, Path(tmp) / "old")
+        os.rename(staged, target)
+    log(f"{target}: copy guard of {k} ({section['grams']:,} grams, {section['bytes']:,} bytes)")
+    return load_bundle(target)
+
+
 def write_words(path: Path, train_text: str) -> Path:
     """The distinct words of a training split, one a line, sorted: the style's lexicon."""
     path.write_text("".join(f"{w}\n" for w in sorted(set(words(train_text)))), encoding="utf-8")
@@ -331,12 +384,15 @@ def export_run(
     ngram_weight: float = DEFAULT_WEIGHT,
     command: str | None = None,
     unit: str | None = None,
+    copy_guard: int | None = None,
 ) -> Bundle:
     """Export a finished run into models_dir/<style>/<version>/ and verify it; returns it.
 
     The card's `poem` section says what one poem of the style is and which forms it offers
     (`unit` overrides the unit its corpus suggests); an English style also ships the words of
-    its training split, the only words its poems may use.
+    its training split, the only words its poems may use. `copy_guard` k (default: 8 for a
+    corpus known to be copyrighted, else none; 0: none) ships an index of the training split
+    with which the engine never writes k consecutive characters of it.
 
     With `ngram` (an order), the bundle also carries a Kneser-Ney model of that order fitted
     on the training split, which the engine mixes in with `ngram_weight` for the network; the
@@ -429,6 +485,12 @@ def export_run(
         }
         card["poem"] = poem_section(corpus.name, corpus.text, unit)
         files = {MODEL_FILE: tmp / MODEL_FILE}
+        if copy_guard is None:
+            copy_guard = DEFAULT_GUARD if known is not None and known.copyrighted else 0
+        if copy_guard:
+            card["copy_guard"] = write_guard(tmp / GUARD_FILE, train_text, vocab, copy_guard)
+            files[GUARD_FILE] = tmp / GUARD_FILE
+            log(f"copy guard: {card['copy_guard']['grams']:,} {copy_guard}-grams")
         if card["poem"].get("words"):
             files[WORDS_FILE] = write_words(tmp / WORDS_FILE, train_text)
         if (run / "loss.png").exists():

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from bot.engine.bundle import INT8_FILE, MODEL_FILE, NGRAM_FILE, PREFILL_FILE, Vocab, write_bundle
+from bot.engine.copyguard import GUARD_FILE, CopyIndex
 from bot.engine.ngram import NGram
 from export import graphs
 
@@ -40,6 +41,7 @@ def make_bundle(
     ngram: int = 0,
     ngram_weight: float = 0.5,
     poem: dict | None = None,
+    copy_guard: int = 0,
     **graph_args,
 ) -> Path:
     """A complete bundle at models_dir/style/version with random weights, with the prompt
@@ -83,6 +85,10 @@ def make_bundle(
         card["ngram"] = {"file": NGRAM_FILE, "order": ngram, "weight": ngram_weight}
     if poem is not None:  # the card's poem section: what a poem is, which forms it offers
         card["poem"] = poem
+    if copy_guard:  # no copy_guard consecutive characters of `text` are ever written
+        CopyIndex.build(text, vocab.chars, vocab.unk_id, copy_guard).save(scratch / GUARD_FILE)
+        paths[GUARD_FILE] = scratch / GUARD_FILE
+        card["copy_guard"] = {"k": copy_guard, "file": GUARD_FILE}
     try:
         return write_bundle(models_dir, vocab, card, paths)
     finally:

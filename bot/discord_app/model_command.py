@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_EPOCHS = 200
 MAX_NGRAM_ORDER = 6
+MAX_COPY_GUARD = 64
 
 
 def _loss(value: float | None) -> str:
@@ -147,6 +148,14 @@ class ModelGroup(app_commands.Group):
         forms = offered(card)
         language = str(card.get("language", "en"))
         unit = card.get("poem", {}).get("unit")
+        guard = bundle.copy_guard
+        embed.add_field(
+            name="Copy guard",
+            value=f"on: no {guard} consecutive characters of its training text are ever written"
+            if guard
+            else "off",
+            inline=False,
+        )
         embed.add_field(
             name="Poems",
             value=(
@@ -269,6 +278,8 @@ class ModelGroup(app_commands.Group):
             mix = ["--ngram", str(ngram)] if ngram else []
         if card.get("poem", {}).get("unit") in UNITS:  # so does what one poem is
             mix += ["--unit", card["poem"]["unit"]]
+        if "copy_guard" in card:  # and its guard (else export's default for the corpus)
+            mix += ["--copy-guard", str(card["copy_guard"]["k"])]
         await self._start(interaction, style, corpus, args, epochs, activate, mix)
 
     @app_commands.command(name="add")
@@ -279,6 +290,8 @@ class ModelGroup(app_commands.Group):
         size="small trains in minutes; large writes best but trains for hours",
         ngram="order of a Kneser-Ney n-gram model to mix in (default 0: none); helps small corpora",
         unit="what one poem is (default: a paragraph where the text has blank lines, else a line)",
+        copy_guard="never write this many consecutive characters of the upload (default 0: off; "
+        "8 suits lyrics)",
     )
     @app_commands.choices(
         size=[app_commands.Choice(name=s, value=s) for s in SIZES],
@@ -293,6 +306,7 @@ class ModelGroup(app_commands.Group):
         size: str = "medium",
         ngram: app_commands.Range[int, 0, MAX_NGRAM_ORDER] = 0,
         unit: str | None = None,
+        copy_guard: app_commands.Range[int, 0, MAX_COPY_GUARD] = 0,
     ) -> None:
         """Add a new style trained on an uploaded text file."""
         try:
@@ -306,6 +320,8 @@ class ModelGroup(app_commands.Group):
             raise UserError(f"size must be one of {', '.join(SIZES)}.")
         if unit is not None and unit not in UNITS:
             raise UserError(f"unit must be one of {', '.join(UNITS)}.")
+        if copy_guard == 1 or not 0 <= copy_guard <= MAX_COPY_GUARD:
+            raise UserError(f"copy_guard must be 0 (off) or from 2 to {MAX_COPY_GUARD}.")
         limit = self.corpora.max_bytes
         if corpus.size > limit:
             raise UserError(
@@ -322,6 +338,7 @@ class ModelGroup(app_commands.Group):
         mix = ["--ngram", str(ngram)] if ngram else []
         if unit is not None:
             mix += ["--unit", unit]
+        mix += ["--copy-guard", str(copy_guard)]
         await self._start(interaction, name, str(path), SIZES[size], epochs, True, mix)
 
     async def _save_corpus(self, style: str, attachment: discord.Attachment):

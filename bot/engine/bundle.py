@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.engine.copyguard import GUARD_FILE, CopyIndex
 from bot.engine.ngram import NGram
 
 MODEL_FILE = "model.onnx"
@@ -215,6 +216,29 @@ class Bundle:
         return model
 
     @property
+    def copy_guard(self) -> int | None:
+        """k, when the bundle promises that no k consecutive characters of its training text
+        (whitespace and punctuation aside) ever appear in what it writes; else None."""
+        section = self.card.get("copy_guard")
+        return None if section is None else int(section["k"])
+
+    def load_guard(self) -> CopyIndex | None:
+        """The bundle's copy-guard index, checked against its card and vocabulary, or None."""
+        k = self.copy_guard
+        if k is None:
+            return None
+        path = self.path / GUARD_FILE
+        if not path.is_file():
+            raise BundleError(f"{path}: the card's copy_guard section names it, but it is missing")
+        try:
+            index = CopyIndex.load(path, self.vocab.chars)
+        except ValueError as err:
+            raise BundleError(f"{path}: {err}; refusing to serve without its guard") from err
+        if index.k != k:
+            raise BundleError(f"{path}: it guards runs of {index.k}, the card says {k}")
+        return index
+
+    @property
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 
@@ -279,6 +303,11 @@ def load_bundle(path: Path) -> Bundle:
         order = ngram.get("order")
         if isinstance(order, bool) or not isinstance(order, int) or order < 1:
             raise BundleError(f"{path}: {CARD_FILE} ngram order must be a positive integer")
+    guard = card.get("copy_guard")
+    if guard is not None:
+        k = guard.get("k") if isinstance(guard, dict) else None
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise BundleError(f"{path}: {CARD_FILE} copy_guard k must be an integer >= 2")
     if (path.parent.name, path.name) != (card["style"], card["version"]):
         raise BundleError(
             f"{path}: the card names {card['style']}/{card['version']}, "

@@ -121,6 +121,8 @@ class _Row:
     # The n-gram model's context ids per order once the prefill graph has read the prompt.
     ngram_state: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     rules: RowRules | None = None  # the form's writer, when the request has one
+    # The copy guard's context (the last k - 1 normalised ids read), when the model has one.
+    guard: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     error: Exception | None = None  # why the row cannot go on (its writer got stuck)
 
 
@@ -149,9 +151,10 @@ class _Columns:
     used: np.ndarray  # how many of its uniforms each row has used
     ngram: np.ndarray  # [rows, order]: each row's n-gram context ids ([rows, 0] without one)
     ruled: np.ndarray  # whether each row has a writer whose mask applies
+    guard: np.ndarray  # [rows, k - 1]: each row's copy-guard context ([rows, 0] without one)
 
     @classmethod
-    def of(cls, rows: list[_Row], order: int = 0) -> _Columns:
+    def of(cls, rows: list[_Row], order: int = 0, guard: int = 0) -> _Columns:
         # A block of draws is the same sequence as as many single draws, so a row's text does
         # not depend on when its blocks are taken.
         blocks = [r.rng.random(UNIFORM_BLOCK) for r in rows]
@@ -166,6 +169,7 @@ class _Columns:
             np.zeros(len(rows), np.int64),
             np.array([r.ngram_state for r in rows], np.int64).reshape(len(rows), order),
             np.array([r.rules is not None for r in rows], bool),
+            np.array([r.guard for r in rows], np.int64).reshape(len(rows), guard),
         )
 
     def extend(self, other: _Columns) -> _Columns:
@@ -208,7 +212,10 @@ class Scheduler:
         self._states = model.to_device(model.zero_states(0))
         self._admitting: list[_Row] = []
         self._order = model.ngram.order if model.ngram else 0
-        self._cols = _Columns.of([], self._order)
+        self.guard = model.guard
+        self._guard_width = model.guard.k - 1 if model.guard else 0
+        self._cols = self._columns([])
+        self.guarded_steps = 0  # row-steps at which the copy guard banned something
         self.masks = Masks(self.vocab)
         self._feeding = False  # some row reads its prompt one step at a time (no prefill graph)
         self._cancelled = False  # some row's caller gave up since the last step
@@ -218,6 +225,9 @@ class Scheduler:
         self._closing = False
         self._step_seconds = 0.002  # running mean, for "try again in N s" estimates
         self.steps = 0
+
+    def _columns(self, rows: list[_Row]) -> _Columns:
+        return _Columns.of(rows, self._order, self._guard_width)
 
     @property
     def active(self) -> int:
@@ -266,6 +276,8 @@ class Scheduler:
             started=now,
             rules=rules,
         )
+        if self.guard is not None:  # the prompt counts: a lyric typed in unlocks nothing
+            row.guard = self.guard.context([i for i in ids if i != self.vocab.unk_id])
         self._queue.append(row)
         if self._task is None:
             self._task = loop.create_task(self._run(), name=f"scheduler-{self.model.bundle.style}")
@@ -330,7 +342,7 @@ class Scheduler:
         self._states = self.model.to_device(
             [np.concatenate([s, z]) for s, z in zip(old, fresh, strict=True)]
         )
-        self._cols = self._cols.extend(_Columns.of(newcomers, self._order))
+        self._cols = self._cols.extend(self._columns(newcomers))
         self._rows.extend(newcomers)
         self._admitting = []
 
@@ -358,7 +370,7 @@ class Scheduler:
                 _fail([*self._rows, *self._admitting], err)
                 self._admitting = []
                 self._rows, self._states = [], self.model.to_device(self.model.zero_states(0))
-                self._cols, self._feeding = _Columns.of([], self._order), False
+                self._cols, self._feeding = self._columns([]), False
 
     def _burst(self, states: list) -> tuple[list, int]:
         """In the worker thread: steps of the whole batch, each followed by sampling and
@@ -383,6 +395,8 @@ class Scheduler:
             ruled = np.flatnonzero(cols.ruled[plan.sampling])
             if ruled.size:
                 scores, temperature = self._constrain(plan, ruled, scores)
+            if self.guard is not None:
+                scores = self._guard(plan, scores)
             picked = sample(
                 scores,
                 temperature,
@@ -392,6 +406,8 @@ class Scheduler:
                 banned=self.vocab.unk_id,
             )
             self._record(plan, picked)
+            if self.guard is not None:
+                self.guard.advance(cols.guard, plan.sampling, picked)
             if ruled.size:
                 self._heard(plan.sampling[ruled], picked[ruled])
             steps += 1
@@ -431,6 +447,28 @@ class Scheduler:
         block[~masks] = -np.inf
         scores[ruled] = block
         return scores, temperature
+
+    def _guard(self, plan: _Plan, scores: np.ndarray) -> np.ndarray:
+        """Ban, in each sampling row, every character that would complete a run of k of the
+        training text; a row left with nothing allowed (its form demanded a banned character)
+        ends with a reason."""
+        found = self.guard.banned(self._cols.guard[plan.sampling])
+        if not found:
+            return scores
+        if not scores.flags.writeable or scores.base is not None:
+            scores = scores.copy()
+        for j, ids in found:
+            scores[j, ids] = -np.inf
+            if not np.isfinite(scores[j]).any():
+                i = int(plan.sampling[j])
+                self._rows[i].error = StuckError(
+                    "every character the form allows here would copy the training text; try "
+                    "another seed"
+                )
+                self._cols.ruled[i], self._cols.left[i] = False, 0
+                scores[j] = 0.0  # sample anything: the row ends with its error
+        self.guarded_steps += len(found)
+        return scores
 
     def _heard(self, index: np.ndarray, picked: np.ndarray) -> None:
         """Tell each writer what its row wrote; a writer that sees its poem end ends the row."""

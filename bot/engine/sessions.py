@@ -136,6 +136,7 @@ class StepModel:
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding
         self.ngram = bundle.load_ngram()
         self.ngram_weight = bundle.ngram_weight
+        self.guard = bundle.load_guard()
         self.prefill_session = None
         if bundle.prefill_path is not None:
             self.prefill_session = self._open(bundle.prefill_path, self.device, threads)

@@ -1,0 +1,183 @@
+"""The copy guard: no run of k consecutive characters of a style's training text ever appears
+in what it writes, with whitespace and punctuation ignored on both sides.
+
+The index is the training split's k-grams (after normalising: whitespace, punctuation and
+control characters dropped), as ids over the bundle's vocabulary, sorted by a 64-bit hash of
+their first k - 1 ids. While a row writes, the engine keeps the last k - 1 normalised ids it
+has read (its prompt's too, so a prompt that is itself a lyric does not unlock the rest of
+the song) and, at every step, bans each id that would complete a k-gram of the index: one
+vectorised hash of every guarded row, one binary search, and an exact comparison of the
+candidates' prefixes, so the guard never blocks what is not in the text (no false positives,
+unlike a Bloom filter) and never lets through what is. Nothing is thrown away after the fact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+GUARD_FILE = "copyguard.npz"
+FORMAT = 1
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the hash of a prefix is a polynomial in it
+
+
+def transparent(ch: str) -> bool:
+    """Whether the guard ignores `ch`: whitespace, punctuation, symbols of layout, controls."""
+    category = unicodedata.category(ch)
+    return ch.isspace() or category[0] in "PZC"
+
+
+def vocab_digest(chars: tuple[str, ...]) -> str:
+    return hashlib.sha256("\x00".join(chars).encode("utf-8")).hexdigest()
+
+
+def _hash(prefixes: np.ndarray) -> np.ndarray:
+    """64-bit hashes of id rows [n, k - 1] (wrapping arithmetic: fast and exact enough as a
+    sort key; matches are then checked id by id)."""
+    h = np.zeros(len(prefixes), np.uint64)
+    with np.errstate(over="ignore"):
+        for column in prefixes.T.astype(np.uint64):
+            h = h * _MULTIPLIER + column + np.uint64(1)
+    return h
+
+
+@dataclass(frozen=True)
+class CopyIndex:
+    k: int
+    hashes: np.ndarray  # [m] uint64, sorted: the hash of each k-gram's first k - 1 ids
+    grams: np.ndarray  # [m, k] ids, in the same order
+    transparent: np.ndarray  # [vocab] bool: ids the guard ignores
+    digest: str  # of the vocabulary it was built over
+    build_seconds: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return len(self.hashes)
+
+    @property
+    def nbytes(self) -> int:
+        return self.hashes.nbytes + self.grams.nbytes + self.transparent.nbytes
+
+    @classmethod
+    def build(cls, text: str, chars: tuple[str, ...], unk_id: int, k: int) -> CopyIndex:
+        """The index of `text`'s normalised k-grams over the vocabulary `chars`; k-grams with
+        a character the vocabulary lacks cannot be written by the model and are left out."""
+        if k < 2:
+            raise ValueError("a copy guard needs k >= 2")
+        started = time.perf_counter()
+        index = {c: i for i, c in enumerate(chars)}
+        see_through = np.array([transparent(c) for c in chars], bool)
+        see_through[unk_id] = False
+        ids = np.array([index.get(c, unk_id) for c in text if not transparent(c)], dtype=np.int64)
+        if len(ids) < k:
+            grams = np.zeros((0, k), np.int32)
+        else:
+            windows = np.lib.stride_tricks.sliding_window_view(ids, k)
+            grams = np.unique(windows[(windows != unk_id).all(axis=1)], axis=0).astype(np.int32)
+        hashes = _hash(grams[:, :-1])
+        order = np.lexsort((grams[:, -1], hashes))
+        return cls(
+            k,
+            hashes[order],
+            np.ascontiguousarray(grams[order]),
+            see_through,
+            vocab_digest(chars),
+            time.perf_counter() - started,
+        )
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez_compressed(
+                f,
+                format=np.int64(FORMAT),
+                k=np.int64(self.k),
+                hashes=self.hashes,
+                grams=self.grams,
+                transparent=self.transparent,
+                digest=np.array(self.digest),
+            )
+
+    @classmethod
+    def load(cls, path: Path, chars: tuple[str, ...]) -> CopyIndex:
+        """The index at `path`; ValueError saying why when it is unreadable or was built over
+        another vocabulary."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["format"]) != FORMAT:
+                    raise ValueError(f"format {int(data['format'])}, expected {FORMAT}")
+                index = cls(
+                    int(data["k"]),
+                    data["hashes"],
+                    data["grams"],
+                    data["transparent"],
+                    str(data["digest"]),
+                )
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(f"the copy-guard index is unreadable ({err})") from err
+        if index.digest != vocab_digest(chars) or len(index.transparent) != len(chars):
+            raise ValueError("the copy-guard index was built over another vocabulary")
+        if index.grams.shape[1:] != (index.k,) or len(index.hashes) != len(index.grams):
+            raise ValueError("the copy-guard index's arrays do not agree")
+        return index
+
+    # --- serving -----------------------------------------------------------------------------
+
+    def empty_context(self, rows: int) -> np.ndarray:
+        """Contexts of `rows` rows that have read nothing (-1 never matches an id)."""
+        return np.full((rows, self.k - 1), -1, np.int64)
+
+    def context(self, ids: list[int] | np.ndarray) -> np.ndarray:
+        """The context after reading `ids` (a prompt): its last k - 1 normalised ids."""
+        kept = [int(i) for i in ids if not self.transparent[int(i)]][-(self.k - 1) :]
+        row = self.empty_context(1)[0]
+        if kept:
+            row[-len(kept) :] = kept
+        return row
+
+    def advance(self, contexts: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> None:
+        """Rows `rows` of `contexts` read `ids` (in place; ignored ids leave them as they are)."""
+        moving = ~self.transparent[ids]
+        rows, ids = rows[moving], ids[moving]
+        if rows.size:
+            contexts[rows, :-1] = contexts[rows, 1:]
+            contexts[rows, -1] = ids
+
+    def banned(self, contexts: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """For each row (index into `contexts`) that some k-gram continues, the ids that would
+        complete one: those its next character must not be."""
+        if not self.size:
+            return []
+        full = (contexts >= 0).all(axis=1)
+        if not full.any():
+            return []
+        rows = np.flatnonzero(full)
+        h = _hash(contexts[rows])
+        lo = np.searchsorted(self.hashes, h, "left")
+        hi = np.searchsorted(self.hashes, h, "right")
+        found = []
+        for j in np.flatnonzero(hi > lo).tolist():
+            candidates = self.grams[lo[j] : hi[j]]
+            same = (candidates[:, :-1] == contexts[rows[j]]).all(axis=1)
+            if same.any():
+                found.append((int(rows[j]), candidates[same, -1]))
+        return found
+
+    def longest_run(self, ids: list[int] | np.ndarray) -> int:
+        """The longest normalised run of `ids` that the index shows is in the text, capped at
+        k (a check for tests and benchmarks: every k-run found is a copy)."""
+        kept = np.array([int(i) for i in ids if not self.transparent[int(i)]], np.int64)
+        if len(kept) < self.k:
+            return 0 if not len(kept) else -1  # too short to tell
+        windows = np.lib.stride_tricks.sliding_window_view(kept, self.k)
+        h = _hash(windows[:, :-1])
+        lo = np.searchsorted(self.hashes, h, "left")
+        hi = np.searchsorted(self.hashes, h, "right")
+        for j in np.flatnonzero(hi > lo).tolist():
+            if (self.grams[lo[j] : hi[j]] == windows[j]).all(axis=1).any():
+                return self.k
+        return self.k - 1
