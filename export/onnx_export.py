@@ -40,6 +40,7 @@ from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel
 from bot.forms.catalog import WORDS_FILE, poem_section
 from bot.forms.english import words
+from bot.forms.lines import LINES_FILE, LineIndex
 from export import graphs
 from training.model import eval_streams, evaluate_stream
 
@@ -346,9 +347,13 @@ def add_poem(
     if text.sha256 != bundle.card["corpus"]["sha256"]:
         raise ExportError(f"{text.source} is not the corpus {bundle.path} was trained on")
     section = poem_section(bundle.card["corpus"]["name"], text.text, unit)
+    train_text = split(text.text)[0]
     if section.get("words"):
-        staged = write_words(bundle.path / f".{WORDS_FILE}.tmp", split(text.text)[0])
+        staged = write_words(bundle.path / f".{WORDS_FILE}.tmp", train_text)
         os.replace(staged, bundle.path / WORDS_FILE)
+    staged = bundle.path / f".{LINES_FILE}.tmp"
+    LineIndex.build(train_text).save(staged)
+    os.replace(staged, bundle.path / LINES_FILE)
     update_card(bundle.path, poem=section)
     log(f"{bundle.path}: poems are one {section['unit']}; forms {', '.join(section['forms'])}")
     return load_bundle(bundle.path)
@@ -493,6 +498,8 @@ def export_run(
             log(f"copy guard: {card['copy_guard']['grams']:,} {copy_guard}-grams")
         if card["poem"].get("words"):
             files[WORDS_FILE] = write_words(tmp / WORDS_FILE, train_text)
+        LineIndex.build(train_text).save(tmp / LINES_FILE)
+        files[LINES_FILE] = tmp / LINES_FILE
         if (run / "loss.png").exists():
             files["loss.png"] = run / "loss.png"
         # Check the converted graph before anything lands in models/: a staging bundle in tmp

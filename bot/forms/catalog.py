@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.forms import script, tang
+from bot.forms.lines import LINES_FILE, LineGuard, LineIndex
 from bot.forms.rules import FormError
 from bot.forms.tang_writer import TangWriter
 from bot.forms.units import UnitWriter
@@ -82,7 +83,11 @@ def infer_unit(text: str) -> str:
 
 def poem_section(corpus_name: str, text: str, unit: str | None = None) -> dict[str, Any]:
     """The card's `poem` section for a style trained on `text` (`unit` overrides the one its
-    text suggests, for an uploaded corpus)."""
+    text suggests, for an uploaded corpus); every style names its training lines' index."""
+    return {**_section(corpus_name, text, unit), "lines": LINES_FILE}
+
+
+def _section(corpus_name: str, text: str, unit: str | None) -> dict[str, Any]:
     if corpus_name == "tang":
         return {"unit": "line", "forms": list(TANG_FORMS), "default": None, "script": "traditional"}
     if corpus_name == "shakespeare":
@@ -133,6 +138,29 @@ def lexicon(bundle_path: Path, card: dict[str, Any]) -> Any:
     return _lexicon(path, path.stat().st_mtime)
 
 
+@functools.cache
+def _lines(path: Path, mtime: float) -> LineIndex:
+    return LineIndex.load(path)
+
+
+def line_index(bundle_path: Path, card: dict[str, Any]) -> LineIndex | None:
+    """The index of the bundle's training lines (no poem line may be one of them), or None."""
+    name = card.get("poem", {}).get("lines")
+    path = Path(bundle_path) / name if name else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return _lines(path, path.stat().st_mtime)
+    except ValueError as err:
+        raise FormError(f"This style's line index is broken ({err}); ask the operators.") from None
+
+
+def _guarded(make: Callable[[int], Any], lines: LineIndex | None) -> Callable[[int], Any]:
+    if lines is None:
+        return make
+    return lambda seed: LineGuard(make(seed), lines)
+
+
 _UNSAFE = re.compile(r"[\s*_`~|>#<@:\[\]()\\]")
 
 
@@ -164,11 +192,18 @@ class PoemPlan:
         return script.convert(text, self.script) if self.script else text
 
 
-def _heads(acrostic: str, chars: frozenset[str], chinese: bool) -> tuple[frozenset[str], ...]:
+def _heads(
+    acrostic: str, chars: frozenset[str], written: str | None
+) -> tuple[frozenset[str], ...]:
+    """Each head's characters: for a Chinese style, the typed character's forms in the model's
+    own script that the model knows (all of them: the likeliest is taken; 发 on a traditional
+    model is 發 or 髮), else any form it knows; for English, the letter in either case."""
     heads = []
     for ch in acrostic:
-        if chinese:
-            known = frozenset(c for c in script.candidates(ch) if c in chars)
+        if written is not None:
+            forms = [c for c in script.candidates(ch) if c in chars]
+            own = [c for c in forms if script.convert(c, written) == c]
+            known = frozenset(own or forms)
         else:
             if not ("a" <= ch.lower() <= "z"):
                 raise FormError(f"An English acrostic takes letters only; {ch!r} is not one.")
@@ -240,9 +275,10 @@ def plan(
     if name is not None and name not in names:
         shown = ", ".join(FORMS[n].label(language) for n in names if n in FORMS)
         raise FormError(f"This style has no form {name!r}; it offers {shown}.")
-    heads = _heads(_clean_acrostic(acrostic), chars, chinese) if acrostic else ()
+    heads = _heads(_clean_acrostic(acrostic), chars, written) if acrostic else ()
+    lines = line_index(bundle_path, card)
     if name is None or FORMS[name].kind == "tang":
-        return _plan_tang(chars, name, heads, prompt, length, output_script)
+        return _plan_tang(chars, name, heads, prompt, length, output_script, lines)
     shape = FORMS[name]
     if heads and shape.heads is not None and len(heads) not in shape.heads:
         raise FormError(
@@ -256,7 +292,7 @@ def plan(
             f"A {shape.label(language)} needs at least {shape.min_chars} characters; "
             f"ask for a longer length (up to {max_length})."
         )
-    make = _maker(shape, section, chars, heads, bundle_path, card)
+    make = _guarded(_maker(shape, section, chars, heads, bundle_path, card), lines)
     _feed(make(0), prompt, check=shape.kind not in ("english", "verse"))
     return PoemPlan(make, prompt, bound, name, output_script)
 
@@ -295,6 +331,7 @@ def _plan_tang(
     prompt: str,
     length: int | None,
     output_script: str | None,
+    lines: LineIndex | None = None,
 ) -> PoemPlan:
     """Tang forms: each (form, tone start) the prompt and acrostic fit; the seed picks one
     of them when no form was named."""
@@ -344,6 +381,7 @@ def _plan_tang(
         chosen = random.Random(seed).choice(options)
         return TangWriter(chars, tang.FORMS[chosen[0]], chosen[1], heads)
 
+    make = _guarded(make, lines)
     size = max(FORMS[n].min_chars for n, _ in options)
     bound = size if length is None else max(length, size)
     return PoemPlan(make, prompt, bound, name, output_script)

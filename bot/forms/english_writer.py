@@ -381,6 +381,10 @@ class EnglishWriter:
         if line_start and self._heads:
             return plan.head(a, _EMPTY, self._heads[self._line])
         newline = self._content or (line_start and not self._heads and self._line >= 1)
+        if newline and self._heads and not self._seen_first:
+            # An acrostic's first line must not read as a speaker's ("O FEAR:"): the checker
+            # (`poem_lines`) would not count it as a line of the poem.
+            newline = bool(poem_lines("".join(self._line_chars)))
         if self._run >= MAX_GAP:
             return plan.mask(a, _EMPTY, plan.nl if newline else _EMPTY)
         return plan.mask(a, _EMPTY, plan.sep_nl if newline else plan.sep)

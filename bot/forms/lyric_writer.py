@@ -2,7 +2,8 @@
 
 Rules (a line's length counts its non-space characters, as `lyrics.check_verse` does):
 1. Shape: k lines (the acrostic's length, else `lines`, else 4..8 by the seed), each of
-   `min_chars`..`max_chars` characters; `done` after the k-th line's newline.
+   `min_chars` to at most its own longest (drawn by the seed from LINE_SPAN, never past
+   `max_chars`) characters; `done` after the k-th line's newline.
 2. Characters: inside a line only Han characters of the vocabulary and single spaces between
    them: no space at a line start, none right before the newline, never two in a row; no
    punctuation, no Latin; no blank lines.
@@ -12,11 +13,11 @@ Rules (a line's length counts its non-space characters, as `lyrics.check_verse` 
 4. Acrostic (藏头): line i starts with the i-th given character.
 
 By masks: "\\n" is allowed only when the line has at least `min_chars` characters and its last
-is of the rhyme class (on line 1: of any big class); once a line has `max_chars` - 1
+is of the rhyme class (on line 1: of any big class); once a line has its longest - 1
 characters the next must be of the class, and after it "\\n" is forced. That leaves no dead
-end: a line start offers its head or every Han character; a line shorter than `max_chars` - 1
-offers every Han character; at `max_chars` - 1 or more it offers the (big, non-empty) class;
-and at `max_chars` or more ending in the class (with at least `min_chars`) the newline, which
+end: a line start offers its head or every Han character; a line shorter than its longest - 1
+offers every Han character; at its longest - 1 or more it offers the (big, non-empty) class;
+and at its longest or more ending in the class (with at least `min_chars`) the newline, which
 the vocabulary has (checked). A prompt may break any of this: a line it leaves too long ends
 at the next class character; a first line it ends outside the big classes leaves the rhyme to
 the next line.
@@ -32,6 +33,9 @@ from bot.forms.rules import Allowed, FormError
 
 MIN_CLASS = 30  # characters a rhyme class needs in the vocabulary to be chosen
 MIN_LINES, MAX_LINES = 4, 8  # the verse's length when neither `lines` nor an acrostic says
+# Each line's longest, drawn by the seed: the corpus's lines have a median of 9 characters, and a
+# line that may run to `max_chars` before its rhyme is forced runs there nearly every time.
+LINE_SPAN = (7, 11)
 
 
 class _VersePlan:
@@ -123,7 +127,9 @@ class VerseWriter:
         self.form = "verse"  # named in the reply's footer
         self._heads = acrostic or ""
         self._min = min_chars
-        self._max = max_chars
+        self._max_chars = max_chars
+        self._spans = random.Random(seed ^ 0x5EED)
+        self._max = self._span()
         self._count = 0  # characters advanced
         self._cut = 0
         self._done = False
@@ -133,6 +139,11 @@ class VerseWriter:
         self._target = plan.any_class  # characters the line may end in
         self.rhyme_class: str | None = None
         self._now: Allowed | None = None
+
+    def _span(self) -> int:
+        """The next line's longest: a draw from LINE_SPAN within min_chars..max_chars."""
+        low, high = LINE_SPAN
+        return min(self._max_chars, max(self._min, self._spans.randint(low, high)))
 
     @property
     def done(self) -> bool:
@@ -193,5 +204,6 @@ class VerseWriter:
                 self._target = self._plan.classes[name]
         self._line += 1
         self._cut = self._count
+        self._max = self._span()
         if self._line >= self.lines:
             self._done = True

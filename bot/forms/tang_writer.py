@@ -86,6 +86,10 @@ class TangWriter:
     def cut(self) -> int:
         return self._whole
 
+    def last_of_line(self) -> bool:
+        """Whether the clause's last character comes next (for `lines.LineGuard`)."""
+        return not self._done and self._position == self._form.chars - 1
+
     def allowed(self) -> Allowed:
         if self._done:
             return Allowed(required=(_NOTHING,))
