@@ -192,9 +192,7 @@ class PoemPlan:
         return script.convert(text, self.script) if self.script else text
 
 
-def _heads(
-    acrostic: str, chars: frozenset[str], written: str | None
-) -> tuple[frozenset[str], ...]:
+def _heads(acrostic: str, chars: frozenset[str], written: str | None) -> tuple[frozenset[str], ...]:
     """Each head's characters: for a Chinese style, the typed character's forms in the model's
     own script that the model knows (all of them: the likeliest is taken; 发 on a traditional
     model is 發 or 髮), else any form it knows; for English, the letter in either case."""
