@@ -1,9 +1,12 @@
-"""The composition root: builds the Discord client and everything it serves from the settings,
-and runs it until a signal stops it. Nothing imports this module but `python -m bot`."""
+"""The composition root: builds the Discord client, the local page and everything they serve
+from the settings, and runs them until a signal stops them. Nothing imports this module but
+`python -m bot`."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -14,17 +17,20 @@ from bot.discord_app.gate import AnswerGate
 from bot.discord_app.model_command import ModelGroup
 from bot.discord_app.poem_command import PoemCommand
 from bot.discord_app.settings_command import SettingsGroup
-from bot.discord_app.throttle import Throttle
 from bot.engine.registry import Registry
 from bot.jobs import JobRunner
 from bot.stores.channel_settings import ChannelSettingsStore, open_store
 from bot.stores.corpora import CorpusStore
+from bot.throttle import Throttle
+from bot.web.server import PoemPage, serve
+
+log = logging.getLogger(__name__)
 
 DATA_DIR = Path("data")
 
-NO_TOKEN = """\
-DISCORD_TOKEN is not set, so the bot cannot log in.
+DEFAULT_WEB_PORT = 8000
 
+NO_TOKEN = """\
 1. Open https://discord.com/developers/applications and create an application (New
    Application), then on its Bot page press Reset Token and copy the token.
 2. Put it in a file named .env next to the Makefile:   DISCORD_TOKEN=your-token
@@ -34,6 +40,11 @@ DISCORD_TOKEN is not set, so the bot cannot log in.
    Attach Files.
 4. Optional: DISCORD_GUILD_IDS=<your server id> makes the commands appear there at once.
 """
+
+
+def build_registry(settings: Settings) -> Registry:
+    """The registry of live models the settings name (nothing loaded until `reload`)."""
+    return Registry(settings.models_dir, settings.providers, settings.limits, settings.precision)
 
 
 def build_client(
@@ -48,9 +59,7 @@ def build_client(
     (`store`, or the one DATABASE_URL names), the job runner, the throttle, the operators, and
     the three command groups, each given what it uses."""
     data_dir = Path(data_dir)
-    registry = Registry(
-        settings.models_dir, settings.providers, settings.limits, settings.precision
-    )
+    registry = build_registry(settings)
     store = store if store is not None else open_store(settings.database_url)
     jobs = JobRunner(registry, data_dir / "runs", settings.retrain_timeout)
     corpora = CorpusStore(data_dir / "corpora", settings.max_corpus_bytes)
@@ -74,14 +83,61 @@ def build_client(
     )
 
 
+def build_page(settings: Settings, registry: Registry) -> PoemPage:
+    """The local page over `registry`, with a throttle of its own (keyed by address)."""
+    return PoemPage(
+        settings, registry, Throttle(settings.user_cooldown, settings.channel_concurrency)
+    )
+
+
 def run(settings: Settings) -> int:
-    """`python -m bot`: log in with the token and serve until SIGTERM or SIGINT."""
+    """`python -m bot`: with a token, log in and serve Discord (and the page when WEB_PORT is
+    set); without one, serve the page alone; until SIGTERM or SIGINT."""
     if not settings.discord_token:
-        print(NO_TOKEN, file=sys.stderr)
-        return 2
+        return asyncio.run(_serve_page(settings))
     point_at(settings.api_base_url, settings.gateway_url)
     return asyncio.run(_serve(settings))
 
 
 async def _serve(settings: Settings) -> int:
-    return await build_client(settings).serve(settings.discord_token)
+    bot = build_client(settings)
+    runner = None
+    if settings.web_port is not None:
+        page = build_page(settings, bot.registry).app()
+        runner = await serve(page, settings.web_host, settings.web_port)
+        log.info("the poem page is at http://%s:%d/", settings.web_host, settings.web_port)
+    try:
+        return await bot.serve(settings.discord_token)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def _serve_page(settings: Settings) -> int:
+    """No token: the page alone, on WEB_PORT (8000 by default)."""
+    registry = build_registry(settings)
+    for note in await registry.reload():
+        log.info("models: %s", note)
+    port = settings.web_port or DEFAULT_WEB_PORT
+    try:
+        runner = await serve(build_page(settings, registry).app(), settings.web_host, port)
+    except OSError as err:
+        print(
+            f"error: cannot serve the page on {settings.web_host}:{port} ({err}); "
+            "set WEB_PORT to a free port",
+            file=sys.stderr,
+        )
+        await registry.close()
+        return 2
+    host = settings.web_host if settings.web_host not in ("0.0.0.0", "::") else "127.0.0.1"
+    print(f"poembot is writing poems at http://{host}:{port}/", flush=True)
+    print(f"(no DISCORD_TOKEN, so Discord is off; to connect it:)\n\n{NO_TOKEN}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping the page")
+    await runner.cleanup()
+    await registry.close()
+    return 0

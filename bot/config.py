@@ -67,6 +67,16 @@ def _float(name: str, default: float, low: float = 0.0) -> float:
     return value
 
 
+def _port(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    port = _int(name, 0, 1)
+    if port > 65535:
+        raise ConfigError(f"{name} must be a TCP port, 1-65535")
+    return port
+
+
 def _ids(name: str) -> frozenset[int]:
     raw = os.environ.get(name, "")
     try:
@@ -95,6 +105,8 @@ class Settings:
     retrain_timeout: float = 7200.0
     max_corpus_bytes: int = 20_000_000
     log_level: str = "INFO"
+    web_host: str = "127.0.0.1"
+    web_port: int | None = None  # None: the page only when there is no token (on 8000)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -138,4 +150,6 @@ class Settings:
             retrain_timeout=_float("RETRAIN_TIMEOUT_SECONDS", 7200.0, 1.0),
             max_corpus_bytes=_int("MAX_CORPUS_BYTES", 20_000_000, 1),
             log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+            web_host=os.environ.get("WEB_HOST", "").strip() or "127.0.0.1",
+            web_port=_port("WEB_PORT"),
         )

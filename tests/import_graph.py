@@ -148,6 +148,8 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("bot.corpus", ("discord", "onnxruntime", "bot."), "corpus reading stands alone"),
     ("bot.config", ("discord", "bot.discord_app", "bot.composition"), "settings know no Discord"),
     ("bot.__main__", ("discord", "bot.discord_app"), "the shell reaches Discord via the root"),
+    ("bot.web", ("discord", "bot.discord_app", "bot.composition"), "the page knows no Discord"),
+    ("bot.throttle", ("discord", "bot."), "the throttle stands alone"),
 ]
 # Only these may import discord.py (within the bot); nothing but `python -m bot` imports the root.
 DISCORD_ROOM = "bot.discord_app"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from .bundles import make_bundle
@@ -60,11 +63,39 @@ def test_generate_names_unknown_styles_and_bad_options(tmp_path):
     assert bad.returncode == 2 and "temperature" in bad.stderr
 
 
-def test_the_bot_without_a_token_says_how_to_get_one(tmp_path):
-    result = run(env={"DISCORD_TOKEN": ""}, cwd=tmp_path)
-    assert result.returncode == 2
-    assert "discord.com/developers/applications" in result.stderr
-    assert "applications.commands" in result.stderr and ".env" in result.stderr
+def test_the_bot_without_a_token_serves_the_page_and_says_how_to_connect_discord(tmp_path):
+    make_bundle(tmp_path / "models", "verse")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD", "MODELS_DIR"))}
+    env = {**base, "DISCORD_TOKEN": "", "WEB_PORT": str(port), "MODELS_DIR": "models"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        seen = []
+        while f"http://127.0.0.1:{port}/" not in "".join(seen[-1:]) and len(seen) < 50:
+            seen.append(process.stdout.readline())  # the log first, then the page's address
+        assert f"writing poems at http://127.0.0.1:{port}/" in seen[-1], seen
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert page.status == 200 and b"page.js" in page.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/styles", timeout=10) as api:
+            assert [s["name"] for s in json.load(api)["styles"]] == ["verse"]
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        output = process.stdout.read()  # not communicate(): it would skip what readline buffered
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = "".join(seen) + output
+    assert process.returncode == 0, output
+    assert "discord.com/developers/applications" in output and "applications.commands" in output
 
 
 def test_serving_never_imports_tensorflow():

@@ -15,12 +15,12 @@ from bot.discord_app.errors import UserError
 from bot.discord_app.gate import AnswerGate
 from bot.discord_app.replies import escape, poem_reply, quoted
 from bot.discord_app.styles import default_style, style_choices
-from bot.discord_app.throttle import Throttle, Throttled
 from bot.engine.registry import Live, Registry, UnknownStyle
 from bot.engine.scheduler import Busy, Request
 from bot.forms import catalog
 from bot.forms.rules import FormError
 from bot.stores.channel_settings import ChannelSettingsStore, settings_or_defaults
+from bot.throttle import Throttle, Throttled
 
 log = logging.getLogger(__name__)
 

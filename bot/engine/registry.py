@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,10 +113,14 @@ class Registry:
             )
         return out
 
-    async def generate(self, style: str, request: Request) -> Generation:
+    async def generate(
+        self, style: str, request: Request, listener: Callable[[str], None] | None = None
+    ) -> Generation:
+        """The live model of `style` writes `request` (`listener` hears its text as it is
+        written: `Scheduler.generate`)."""
         # The scheduler is taken and the request queued on it before any await, so a swap
         # that happens meanwhile lets this request finish on the model it started with.
-        return await self.live(style).scheduler.generate(request)
+        return await self.live(style).scheduler.generate(request, listener)
 
     # Changing ----------------------------------------------------------------------------
     async def _build(self, style: str, version: str) -> Live:

@@ -66,6 +66,9 @@ class Request:
     # A form's writer for this poem, made from the seed (bot/forms/rules.py's Writer): what
     # may come next at every character, and where the poem ends. None: a stream of `length`.
     rules: Callable[[int], Any] | None = field(default=None, compare=False)
+    # Text the model reads before the prompt (a poem to write on from), not part of the poem
+    # nor shown; the copy guard reads it too.
+    context: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ def validate(request: Request, limits: Limits) -> Request:
         raise ValueError(
             f"the prompt is {len(request.prompt)} characters; at most {limits.max_prompt} are read"
         )
+    if len(request.context) > limits.max_length + limits.max_prompt:
+        raise ValueError("the text to write on from is longer than a poem can be")
     if not (math.isfinite(request.temperature) and 0.0 <= request.temperature <= 5.0):
         raise ValueError("temperature must be a number from 0 (always the likeliest) to 5")
     if request.top_k < 0:
@@ -123,6 +128,8 @@ class _Row:
     rules: RowRules | None = None  # the form's writer, when the request has one
     # The copy guard's context (the last k - 1 normalised ids read), when the model has one.
     guard: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    listener: Callable[[str], None] | None = None  # told of each stretch of new text
+    told: int = 0  # characters of `out` the listener has heard
     error: Exception | None = None  # why the row cannot go on (its writer got stuck)
 
 
@@ -251,14 +258,23 @@ class Scheduler:
         """Seconds `request` should take once in the batch, at the measured step time."""
         return (1 + len(request.prompt) + request.length) * self._step_seconds
 
-    async def generate(self, request: Request) -> Generation:
-        """Run one request to the end; raises ValueError for bad options, Busy past the limits."""
+    async def generate(
+        self, request: Request, listener: Callable[[str], None] | None = None
+    ) -> Generation:
+        """Run one request to the end; raises ValueError for bad options, Busy past the limits.
+
+        `listener`, if given, is called on the event loop with each stretch of new text as it
+        is written (after every burst of steps, so about every 20 ms at most); the returned
+        Generation is the poem as it stands, which may end before the last stretch heard when
+        the length cut it at its last whole line. A caller that gives up (its task cancelled)
+        frees its row at the next step."""
         request = validate(request, self.limits)
         if self._closing:
             raise Busy("this model is being replaced; try again", 1.0)
         if len(self._queue) >= self.limits.max_queue:
             raise Busy(f"{len(self._queue)} requests are already waiting", self.retry_after())
         ids, unknown = self.vocab.encode(request.prompt)
+        context = self.vocab.encode(request.context)[0] if request.context else []
         rules = None
         if request.rules is not None:
             rules = RowRules(request.rules(int(request.seed)), self.masks)
@@ -268,16 +284,24 @@ class Scheduler:
         now = time.monotonic()
         row = _Row(
             request=request,
-            feed=deque([self.vocab.start_id, *(int(i) for i in ids if i != self.vocab.unk_id)]),
+            feed=deque(
+                [
+                    self.vocab.start_id,
+                    *(int(i) for i in context if i != self.vocab.unk_id),
+                    *(int(i) for i in ids if i != self.vocab.unk_id),
+                ]
+            ),
             rng=np.random.Generator(np.random.PCG64(request.seed)),
             future=loop.create_future(),
             deadline=now + self.limits.deadline,
             unknown=unknown,
             started=now,
             rules=rules,
+            listener=listener,
         )
         if self.guard is not None:  # the prompt counts: a lyric typed in unlocks nothing
-            row.guard = self.guard.context([i for i in ids if i != self.vocab.unk_id])
+            read = [*context, *ids]
+            row.guard = self.guard.context([i for i in read if i != self.vocab.unk_id])
         self._queue.append(row)
         if self._task is None:
             self._task = loop.create_task(self._run(), name=f"scheduler-{self.model.bundle.style}")
@@ -517,9 +541,22 @@ class Scheduler:
                 cols.next_id[i] = rows[i].feed.popleft()
             self._feeding = any(r.feed for r in rows)
 
+    def _tell(self) -> None:
+        """On the event loop, after a burst: each listening row's new text."""
+        for row in self._rows:
+            if row.listener is not None and len(row.out) > row.told and not row.future.done():
+                text = self.vocab.decode(row.out[row.told :])
+                row.told = len(row.out)
+                try:
+                    row.listener(text)
+                except Exception:  # a listener's failure must not stop the batch
+                    log.exception("a text listener failed")
+                    row.listener = None
+
     def _retire(self) -> None:
         """On the event loop, after a burst: answer the rows that are done, out of time or
         given up, and close the batch up behind them."""
+        self._tell()
         rows, cols = self._rows, self._cols
         now = time.monotonic()
         finished = cols.left <= 0
