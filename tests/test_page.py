@@ -259,7 +259,7 @@ def test_the_page_streams_poems_and_keeps_hostile_text_as_text(browser, tmp_path
         again.wait_for_function("document.body.dataset.done === '1'", timeout=30_000)
         assert again.text_content("#poem") == poem
 
-        # A Shakespeare speech, seen growing while it streams.
+        # A Shakespeare sonnet, seen growing while it streams.
         page.evaluate(
             """() => { window.lengths = []; new MutationObserver(() =>
                 window.lengths.push(document.getElementById('poem').textContent.length)
@@ -267,8 +267,8 @@ def test_the_page_streams_poems_and_keeps_hostile_text_as_text(browser, tmp_path
             subtree: true}); }"""
         )
         page.select_option("#style", "shakespeare")
+        page.select_option("#form", "sonnet")  # 14 lines: many bursts of the engine
         page.fill("#acrostic", "")
-        page.fill("#length", "1500")
         page.fill("#seed", "2")
         _write(page, 2)
         lengths = page.evaluate("window.lengths")
@@ -288,6 +288,7 @@ def test_the_page_streams_poems_and_keeps_hostile_text_as_text(browser, tmp_path
         # Hostile markup is text: nothing runs, and it shows as typed.
         page.fill("#acrostic", "")
         page.select_option("#style", "shakespeare")
+        page.select_option("#form", "")  # its own: a speech
         hostile = '<img src=x onerror="window.pwned=1">'
         page.fill("#prompt", hostile)
         page.fill("#length", "200")
@@ -296,4 +297,7 @@ def test_the_page_streams_poems_and_keeps_hostile_text_as_text(browser, tmp_path
         assert page.text_content("#poem").startswith(hostile)
         assert page.locator("#poem img").count() == 0
         page.screenshot(path=str(tmp_path / "shakespeare.png"), full_page=True)
-        shutil.copy(tmp_path / "tang.png", Path(os.environ.get("POEMBOT_SCREENSHOTS", tmp_path)))
+        keep = os.environ.get("POEMBOT_SCREENSHOTS")  # a folder to keep the screenshots in
+        if keep:
+            for name in ("tang.png", "shakespeare.png"):
+                shutil.copy(tmp_path / name, Path(keep) / name)
