@@ -144,3 +144,14 @@ async def test_a_poem_from_a_copied_prompt_does_not_go_on_with_the_text(tmp_path
             assert not any(flat[i : i + K] in GRAMS for i in range(len(flat) - K + 1)), shown
         _, info = await w.run("model", w.operator, {"style": "bard"}, subcommand="info")
         assert "copy guard" in json.dumps(info.embeds[0]).lower()
+
+
+def test_the_sliding_hash_is_always_the_context_s_own(models):
+    _, guarded = models
+    index, vocab = guarded.guard, guarded.bundle.vocab
+    ids = np.array(vocab.encode(TEXT[:400])[0], np.int64)
+    contexts, start = index.context([])
+    contexts, hashes = contexts[None, :].copy(), np.array([start], np.uint64)
+    for i in ids.tolist():
+        index.advance(contexts, hashes, np.array([0]), np.array([i]))
+        assert hashes[0] == index.context(contexts[0])[1]

@@ -13,6 +13,7 @@ unlike a Bloom filter) and never lets through what is. Nothing is thrown away af
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import unicodedata
@@ -24,6 +25,8 @@ import numpy as np
 GUARD_FILE = "copyguard.npz"
 FORMAT = 1
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the hash of a prefix is a polynomial in it
+_MASK = 2**64 - 1
+SMALL = 4  # rows up to which a step's bookkeeping runs on plain integers
 
 
 def transparent(ch: str) -> bool:
@@ -48,6 +51,8 @@ def _hash(prefixes: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CopyIndex:
+    """The k-grams of a normalised training split, over one vocabulary."""
+
     k: int
     hashes: np.ndarray  # [m] uint64, sorted: the hash of each k-gram's first k - 1 ids
     grams: np.ndarray  # [m, k] ids, in the same order
@@ -131,40 +136,77 @@ class CopyIndex:
         """Contexts of `rows` rows that have read nothing (-1 never matches an id)."""
         return np.full((rows, self.k - 1), -1, np.int64)
 
-    def context(self, ids: list[int] | np.ndarray) -> np.ndarray:
-        """The context after reading `ids` (a prompt): its last k - 1 normalised ids."""
+    def context(self, ids: list[int] | np.ndarray) -> tuple[np.ndarray, np.uint64]:
+        """The context after reading `ids` (a prompt): its last k - 1 normalised ids, and
+        their hash (an empty slot counts for nothing in it)."""
         kept = [int(i) for i in ids if not self.transparent[int(i)]][-(self.k - 1) :]
         row = self.empty_context(1)[0]
         if kept:
             row[-len(kept) :] = kept
-        return row
+        return row, _hash(row[None, :])[0]
 
-    def advance(self, contexts: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> None:
-        """Rows `rows` of `contexts` read `ids` (in place; ignored ids leave them as they are)."""
+    def advance(
+        self, contexts: np.ndarray, hashes: np.ndarray, rows: np.ndarray, ids: np.ndarray
+    ) -> None:
+        """Rows `rows` read `ids`: their contexts shift and their hashes slide, in place (an
+        ignored id leaves a row as it is). The hash is a polynomial in the context, so sliding
+        it is one multiply-add: no step rehashes a whole context."""
+        if len(rows) <= SMALL:  # a few rows: plain integers beat a dozen tiny array operations
+            see_through, top, multiplier = self._see_through, self._top_int, int(_MULTIPLIER)
+            for r, i in zip(rows.tolist(), ids.tolist(), strict=True):
+                if see_through[i]:
+                    continue
+                oldest = int(contexts[r, 0]) + 1
+                hashes[r] = ((int(hashes[r]) - oldest * top) * multiplier + i + 1) & _MASK
+                contexts[r, :-1] = contexts[r, 1:]
+                contexts[r, -1] = i
+            return
         moving = ~self.transparent[ids]
         rows, ids = rows[moving], ids[moving]
-        if rows.size:
-            contexts[rows, :-1] = contexts[rows, 1:]
-            contexts[rows, -1] = ids
+        if not rows.size:
+            return
+        oldest = contexts[rows, 0].astype(np.uint64) + np.uint64(1)  # -1 (empty) adds nothing
+        with np.errstate(over="ignore"):
+            slid = hashes[rows] - oldest * self._top
+            hashes[rows] = slid * _MULTIPLIER + ids.astype(np.uint64) + np.uint64(1)
+        contexts[rows, :-1] = contexts[rows, 1:]
+        contexts[rows, -1] = ids
 
-    def banned(self, contexts: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    @functools.cached_property
+    def _see_through(self) -> list[bool]:
+        return self.transparent.tolist()
+
+    @functools.cached_property
+    def _top_int(self) -> int:
+        return int(self._top)
+
+    @functools.cached_property
+    def _top(self) -> np.uint64:
+        """The multiplier of a context's oldest id in its hash: MULTIPLIER^(k - 2)."""
+        top = np.uint64(1)
+        with np.errstate(over="ignore"):
+            for _ in range(self.k - 2):
+                top = top * _MULTIPLIER
+        return top
+
+    def banned(self, contexts: np.ndarray, hashes: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """For each row (index into `contexts`) that some k-gram continues, the ids that would
-        complete one: those its next character must not be."""
-        if not self.size:
+        complete one: those its next character must not be. One binary search over all rows'
+        hashes; the few that hit are then compared id by id, so nothing is banned that is not
+        a real continuation of the text."""
+        if not self.size or not len(hashes):
             return []
-        full = (contexts >= 0).all(axis=1)
-        if not full.any():
+        lo = np.searchsorted(self.hashes, hashes, "left")
+        hi = np.searchsorted(self.hashes, hashes, "right")
+        hits = np.flatnonzero(hi > lo)
+        if not hits.size:
             return []
-        rows = np.flatnonzero(full)
-        h = _hash(contexts[rows])
-        lo = np.searchsorted(self.hashes, h, "left")
-        hi = np.searchsorted(self.hashes, h, "right")
         found = []
-        for j in np.flatnonzero(hi > lo).tolist():
+        for j in hits.tolist():
             candidates = self.grams[lo[j] : hi[j]]
-            same = (candidates[:, :-1] == contexts[rows[j]]).all(axis=1)
+            same = (candidates[:, :-1] == contexts[j]).all(axis=1)
             if same.any():
-                found.append((int(rows[j]), candidates[same, -1]))
+                found.append((j, candidates[same, -1]))
         return found
 
     def longest_run(self, ids: list[int] | np.ndarray) -> int:

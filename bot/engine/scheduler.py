@@ -128,6 +128,7 @@ class _Row:
     rules: RowRules | None = None  # the form's writer, when the request has one
     # The copy guard's context (the last k - 1 normalised ids read), when the model has one.
     guard: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    guard_hash: int = 0  # the hash of `guard` (uint64), slid along with it
     listener: Callable[[str], None] | None = None  # told of each stretch of new text
     told: int = 0  # characters of `out` the listener has heard
     error: Exception | None = None  # why the row cannot go on (its writer got stuck)
@@ -159,6 +160,7 @@ class _Columns:
     ngram: np.ndarray  # [rows, order]: each row's n-gram context ids ([rows, 0] without one)
     ruled: np.ndarray  # whether each row has a writer whose mask applies
     guard: np.ndarray  # [rows, k - 1]: each row's copy-guard context ([rows, 0] without one)
+    guard_hash: np.ndarray  # [rows] uint64: each context's hash
 
     @classmethod
     def of(cls, rows: list[_Row], order: int = 0, guard: int = 0) -> _Columns:
@@ -177,6 +179,7 @@ class _Columns:
             np.array([r.ngram_state for r in rows], np.int64).reshape(len(rows), order),
             np.array([r.rules is not None for r in rows], bool),
             np.array([r.guard for r in rows], np.int64).reshape(len(rows), guard),
+            np.array([r.guard_hash for r in rows], np.uint64),
         )
 
     def extend(self, other: _Columns) -> _Columns:
@@ -301,7 +304,8 @@ class Scheduler:
         )
         if self.guard is not None:  # the prompt counts: a lyric typed in unlocks nothing
             read = [*context, *ids]
-            row.guard = self.guard.context([i for i in read if i != self.vocab.unk_id])
+            row.guard, start = self.guard.context([i for i in read if i != self.vocab.unk_id])
+            row.guard_hash = int(start)
         self._queue.append(row)
         if self._task is None:
             self._task = loop.create_task(self._run(), name=f"scheduler-{self.model.bundle.style}")
@@ -431,7 +435,7 @@ class Scheduler:
             )
             self._record(plan, picked)
             if self.guard is not None:
-                self.guard.advance(cols.guard, plan.sampling, picked)
+                self.guard.advance(cols.guard, cols.guard_hash, plan.sampling, picked)
             if ruled.size:
                 self._heard(plan.sampling[ruled], picked[ruled])
             steps += 1
@@ -476,7 +480,8 @@ class Scheduler:
         """Ban, in each sampling row, every character that would complete a run of k of the
         training text; a row left with nothing allowed (its form demanded a banned character)
         ends with a reason."""
-        found = self.guard.banned(self._cols.guard[plan.sampling])
+        cols = self._cols
+        found = self.guard.banned(cols.guard[plan.sampling], cols.guard_hash[plan.sampling])
         if not found:
             return scores
         if not scores.flags.writeable or scores.base is not None:
