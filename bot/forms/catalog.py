@@ -193,15 +193,19 @@ class PoemPlan:
 
 
 def _heads(acrostic: str, chars: frozenset[str], written: str | None) -> tuple[frozenset[str], ...]:
-    """Each head's characters: for a Chinese style, the typed character's forms in the model's
-    own script that the model knows (all of them: the likeliest is taken; 发 on a traditional
-    model is 發 or 髮), else any form it knows; for English, the letter in either case."""
+    """Each head's characters: for a Chinese style, the typed character itself where the model
+    knows it (棋 stays 棋, never its variant 棊; 里 stays 里, not 裏); else its forms in the
+    model's script that the model knows (the likeliest is taken: 发 on a traditional model is
+    發 or 髮), else any form it knows; for English, the letter in either case."""
     heads = []
     for ch in acrostic:
         if written is not None:
-            forms = [c for c in script.candidates(ch) if c in chars]
-            own = [c for c in forms if script.convert(c, written) == c]
-            known = frozenset(own or forms)
+            if ch in chars:
+                known = frozenset(ch)  # a character the model knows stays as typed
+            else:
+                forms = [c for c in script.candidates(ch) if c in chars]
+                own = [c for c in forms if script.convert(c, written) == c]
+                known = frozenset(own or forms)
         else:
             if not ("a" <= ch.lower() <= "z"):
                 raise FormError(f"An English acrostic takes letters only; {ch!r} is not one.")
