@@ -326,18 +326,25 @@ class PoemPage:
             }
         )
         await response.prepare(request)
-        chunks: asyncio.Queue[str] = asyncio.Queue()
-        writing = asyncio.ensure_future(
-            self.registry.generate(options.style, live_request, chunks.put_nowait)
-        )
+        pending: list[str] = []
+        wake = asyncio.Event()
+
+        def heard(text: str) -> None:
+            pending.append(text)
+            wake.set()
+
+        writing = asyncio.ensure_future(self.registry.generate(options.style, live_request, heard))
+        writing.add_done_callback(lambda _: wake.set())
         try:
-            while not writing.done() or not chunks.empty():
-                getter = asyncio.ensure_future(chunks.get())
-                await asyncio.wait({getter, writing}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    continue
-                await _event(response, "chunk", {"text": plan.present(getter.result())})
+            while True:
+                await wake.wait()
+                wake.clear()
+                if pending:  # everything heard since the last write, in one event
+                    text = "".join(pending)
+                    pending.clear()
+                    await _event(response, "chunk", {"text": plan.present(text)})
+                if writing.done():
+                    break
             try:
                 result = writing.result()
             except (Busy, ValueError, UnknownStyle) as err:
