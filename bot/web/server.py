@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 16 * 1024
+CHUNK_SECONDS = 0.1  # the shortest time between two chunks of one stream
 MAX_TEMPERATURE = 2.0
 MAX_SEED = 2**53 - 1  # as /poem's: what a browser's numbers hold exactly
 CSP = (
@@ -345,6 +346,10 @@ class PoemPage:
                     await _event(response, "chunk", {"text": plan.present(text)})
                 if writing.done():
                     break
+                # At most one write per CHUNK_SECONDS a stream: the text still flows smoothly,
+                # and the event loop is not kept busy with tiny writes (the poem's end is
+                # never held back: `writing` finishing cuts the pause short).
+                await asyncio.wait({writing}, timeout=CHUNK_SECONDS)
             try:
                 result = writing.result()
             except (Busy, ValueError, UnknownStyle) as err:
