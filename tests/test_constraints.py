@@ -213,3 +213,23 @@ def test_an_acrostic_typed_in_simplified_works_on_the_traditional_model(tang_mod
     plan = qijue(acrostic="风花雪月")
     result = run(tang_model, [Request(length=plan.length, seed=9, rules=plan.rules)])[0]
     assert tang.check(result.text, "qijue", "風花雪月").all_rules, result.text
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    acrostic=st.text(max_size=24),
+    prompt=st.text(max_size=24),
+    form=st.sampled_from([None, "qijue", "wulv", "sonnet", "", "QIJUE"]),
+)
+def test_any_options_give_a_plan_or_a_form_error_in_words(acrostic, prompt, form):
+    """Whatever a user types into acrostic, prompt and form: a plan, or a FormError; never
+    another exception (the Discord side and the page answer FormError in words)."""
+    bundle = load_bundle(TANG)
+    try:
+        plan = catalog.plan(
+            bundle.card, bundle.vocab.chars, TANG, form=form, acrostic=acrostic, prompt=prompt
+        )
+    except FormError as err:
+        assert str(err) and len(str(err)) < 400
+    else:
+        assert plan.length >= 24 and plan.rules is not None
