@@ -108,7 +108,8 @@ def test_the_index_round_trips_and_a_mismatched_one_is_refused(tmp_path):
     assert np.array_equal(index.grams, rebuilt.grams) and np.array_equal(
         index.hashes, rebuilt.hashes
     )
-    assert index.longest_run(bundle.vocab.encode(TEXT[100:160])[0]) == K
+    assert index.holds_copy(bundle.vocab.encode(TEXT[100:160])[0])
+    assert not index.holds_copy(bundle.vocab.encode(TEXT[100 : 100 + K - 1])[0])
     # An index built over another vocabulary (one character fewer) is refused with a reason.
     other = CopyIndex.build(TEXT, bundle.vocab.chars[:-1], bundle.vocab.unk_id, K)
     other.save(path / GUARD_FILE)

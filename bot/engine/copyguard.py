@@ -209,17 +209,17 @@ class CopyIndex:
                 found.append((j, candidates[same, -1]))
         return found
 
-    def longest_run(self, ids: list[int] | np.ndarray) -> int:
-        """The longest normalised run of `ids` that the index shows is in the text, capped at
-        k (a check for tests and benchmarks: every k-run found is a copy)."""
+    def holds_copy(self, ids: list[int] | np.ndarray) -> bool:
+        """Whether `ids` hold a normalised run of k from the text (a check for tests and
+        benchmarks: what the guard promises never happens)."""
         kept = np.array([int(i) for i in ids if not self.transparent[int(i)]], np.int64)
         if len(kept) < self.k:
-            return 0 if not len(kept) else -1  # too short to tell
+            return False
         windows = np.lib.stride_tricks.sliding_window_view(kept, self.k)
         h = _hash(windows[:, :-1])
         lo = np.searchsorted(self.hashes, h, "left")
         hi = np.searchsorted(self.hashes, h, "right")
         for j in np.flatnonzero(hi > lo).tolist():
             if (self.grams[lo[j] : hi[j]] == windows[j]).all(axis=1).any():
-                return self.k
-        return self.k - 1
+                return True
+        return False

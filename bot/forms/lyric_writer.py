@@ -35,7 +35,7 @@ MIN_CLASS = 30  # characters a rhyme class needs in the vocabulary to be chosen
 MIN_LINES, MAX_LINES = 4, 8  # the verse's length when neither `lines` nor an acrostic says
 # Each line's longest, drawn by the seed: the corpus's lines have a median of 9 characters, and a
 # line that may run to `max_chars` before its rhyme is forced runs there nearly every time.
-LINE_SPAN = (7, 11)
+LINE_SPAN = (8, 12)
 
 
 class _VersePlan:
