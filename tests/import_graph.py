@@ -150,6 +150,11 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("bot.__main__", ("discord", "bot.discord_app"), "the shell reaches Discord via the root"),
     ("bot.web", ("discord", "bot.discord_app", "bot.composition"), "the page knows no Discord"),
     ("bot.throttle", ("discord", "bot."), "the throttle stands alone"),
+    (
+        "bot.poems",
+        ("discord", "aiohttp", "bot.discord_app", "bot.web"),
+        "both rooms ask through it",
+    ),
 ]
 # Only these may import discord.py (within the bot); nothing but `python -m bot` imports the root.
 DISCORD_ROOM = "bot.discord_app"

@@ -4,7 +4,6 @@ the poem written by the live model and put in the reply."""
 # No `from __future__ import annotations`: discord.py reads the option annotations, and the
 # bounds in them come from the settings, read when `PoemCommand.command` builds it.
 import logging
-import secrets
 from dataclasses import dataclass
 
 import discord
@@ -19,13 +18,13 @@ from bot.engine.registry import Live, Registry, UnknownStyle
 from bot.engine.scheduler import Busy, Request
 from bot.forms import catalog
 from bot.forms.rules import FormError
+from bot.poems import MAX_SEED, plan_request
 from bot.stores.channel_settings import ChannelSettingsStore, settings_or_defaults
 from bot.throttle import Throttle, Throttled
 
 log = logging.getLogger(__name__)
 
 MAX_TEMPERATURE = 2.0
-MAX_SEED = 2**53 - 1  # Discord's integer options stop at 2^53
 
 
 @dataclass(frozen=True)
@@ -152,28 +151,19 @@ class PoemCommand:
         shape = shape or Shape()
         live = registry.live(chosen)
         try:
-            poem = catalog.plan(
-                live.bundle.card,
-                live.bundle.vocab.chars,
-                live.bundle.path,
-                form=shape.form,
-                acrostic=shape.acrostic,
-                output_script=shape.script,
+            poem, request = plan_request(
+                settings,
+                live,
                 prompt=prompt or "",
                 length=length,
-                default_length=settings.default_length,
-                max_length=limits.max_length,
+                temperature=temperature,
+                seed=seed,
+                form=shape.form,
+                acrostic=shape.acrostic,
+                script=shape.script,
             )
         except FormError as err:
             raise UserError(escape(str(err))) from None
-        request = Request(
-            prompt=poem.prompt,
-            length=poem.length,
-            temperature=temperature + 0.0,  # -0.0 would show as "-0" in the footer
-            # A seed the user can type back into the option (Discord stops at 2^53).
-            seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
-            rules=poem.rules,
-        )
         if not 1 <= request.length <= limits.max_length:
             raise UserError(f"Length must be between 1 and {limits.max_length} characters.")
         if not 0.0 <= request.temperature <= MAX_TEMPERATURE:

@@ -77,12 +77,6 @@ class RowRules:
         self.writer = writer
         self.masks = masks
         self.relaxed: list[str] = []
-        self.fed = 0  # characters the writer has heard (the prompt's, then the written ones)
-
-    def check(self, ch: str) -> bool:
-        """Whether the writer allows `ch` now (for a prompt's characters)."""
-        allowed = self.writer.allowed()
-        return ch not in allowed.banned and all(ch in chars for chars in allowed.required)
 
     def mask(self) -> tuple[np.ndarray, bool]:
         """The mask for the next character and whether it is to be the likeliest."""
@@ -99,7 +93,6 @@ class RowRules:
 
     def advance(self, ch: str) -> None:
         self.writer.advance(ch)
-        self.fed += 1
 
     @property
     def done(self) -> bool:

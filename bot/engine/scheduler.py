@@ -134,6 +134,12 @@ class _Row:
     error: Exception | None = None  # why the row cannot go on (its writer got stuck)
 
 
+def _own(scores: np.ndarray) -> np.ndarray:
+    """`scores` if it is an array of its own to write in (fancy indexing and the n-gram
+    mixture make one), else a copy: masks never write into the model's outputs."""
+    return scores if scores.flags.writeable and scores.base is None else scores.copy()
+
+
 def _fail(rows: list[_Row], err: Exception) -> None:
     for row in rows:
         if not row.future.done():
@@ -469,8 +475,7 @@ class Scheduler:
                 if temperature is plan.temperature:
                     temperature = temperature.copy()
                 temperature[j] = 0.0
-        if not scores.flags.writeable or scores.base is not None:
-            scores = scores.copy()
+        scores = _own(scores)
         block = scores[ruled]
         block[~masks] = -np.inf
         scores[ruled] = block
@@ -484,8 +489,7 @@ class Scheduler:
         found = self.guard.banned(cols.guard[plan.sampling], cols.guard_hash[plan.sampling])
         if not found:
             return scores
-        if not scores.flags.writeable or scores.base is not None:
-            scores = scores.copy()
+        scores = _own(scores)
         for j, ids in found:
             scores[j, ids] = -np.inf
             if not np.isfinite(scores[j]).any():

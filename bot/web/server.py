@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import math
-import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from bot.engine.registry import Registry, UnknownStyle
 from bot.engine.scheduler import Busy, Generation, Request
 from bot.forms import catalog
 from bot.forms.rules import FormError
+from bot.poems import MAX_SEED, plan_request
 from bot.throttle import Throttle, Throttled
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 16 * 1024
 CHUNK_SECONDS = 0.1  # the shortest time between two chunks of one stream
 MAX_TEMPERATURE = 2.0
-MAX_SEED = 2**53 - 1  # as /poem's: what a browser's numbers hold exactly
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; "
@@ -148,12 +147,8 @@ class PoemPage:
         if key not in self._samples:
             live = self.registry.live(name)
             try:
-                plan = catalog.plan(
-                    live.bundle.card, live.bundle.vocab.chars, live.bundle.path, length=160
-                )
-                result = await self.registry.generate(
-                    name, Request(prompt=plan.prompt, length=plan.length, seed=0, rules=plan.rules)
-                )
+                plan, request = plan_request(self.settings, live, length=160, seed=0)
+                result = await self.registry.generate(name, request)
                 self._samples[key] = plan.present(result.text).strip()
             except (FormError, Busy, ValueError, UnknownStyle) as err:
                 log.info("no sample for %s/%s: %s", name, version, err)
@@ -273,31 +268,20 @@ class PoemPage:
     def _plan(self, options: Options) -> tuple[catalog.PoemPlan, Request, str]:
         live = self.registry.live(options.style)
         try:
-            plan = catalog.plan(
-                live.bundle.card,
-                live.bundle.vocab.chars,
-                live.bundle.path,
-                form=options.form,
-                acrostic=options.acrostic,
-                output_script=options.script,
+            plan, request = plan_request(
+                self.settings,
+                live,
                 prompt=options.prompt,
                 length=options.length,
-                default_length=self.settings.default_length,
-                max_length=self.settings.limits.max_length,
+                temperature=options.temperature,
+                seed=options.seed,
+                form=options.form,
+                acrostic=options.acrostic,
+                script=options.script,
+                context=options.context,
             )
         except FormError as err:
             raise Refused(400, str(err), _field_of(str(err))) from None
-        temperature = options.temperature
-        if temperature is None:
-            temperature = self.settings.default_temperature
-        request = Request(
-            prompt=plan.prompt,
-            length=plan.length,
-            temperature=temperature + 0.0,
-            seed=options.seed if options.seed is not None else secrets.randbelow(MAX_SEED + 1),
-            rules=plan.rules,
-            context=options.context,
-        )
         return plan, request, str(live.bundle.card.get("display_name", options.style))
 
     def _slot(self, request: web.Request, style: str, poem: Request):
