@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import random
@@ -32,7 +33,7 @@ from typing import Any
 
 from benchmarks.stats import percentile
 from bot.config import read_dotenv
-from tests.botworld import TOKEN, bot_process, footer
+from tests.botworld import TOKEN, bot_process, footer, still_writing
 from tests.loopback import Channel, Guild, InteractionRecord, LoopbackDiscord, Member
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,6 +209,9 @@ class Outcome:
     ack: float | None
     answer: float | None
     wait: int | None = None  # the "try again in N s" of a busy answer
+    first_text: float | None = None  # to the first write showing the poem (streamed or whole)
+    edits: int = 0  # streamed edits before the finished poem
+    rest_calls: int = 0  # REST calls the bot made for this interaction
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -228,12 +232,22 @@ def judge(arrival: Arrival, record: InteractionRecord) -> Outcome:
     if len(record.callbacks) > 1 or record.followups:
         problems.append("answered more than once")
     message = record.original
-    if message is None or message.loading or not message.versions:
-        problems.append("no answer")
+    if message is None or message.loading or not message.versions or still_writing(message):
+        problems.append("no answer" if message is None or message.loading else "never finished")
         return outcome
-    if len(message.versions) > 1:
-        problems.append(f"answer written {len(message.versions)} times")
-    outcome.answer = message.versions[0].received_at - record.dispatched_at
+    # A poem may stream in: edits marked "writing…", each showing more of the same poem, then
+    # the finished poem, once, last.
+    bodies = [v.body for v in message.versions]
+    streamed = [b for b in bodies[:-1] if _writing(b)]
+    if len(streamed) != len(bodies) - 1:
+        problems.append(f"answer written {len(bodies) - len(streamed)} times")
+    shown = [_description(b) for b in [*streamed, bodies[-1]]]
+    growing = all(b.startswith(a) for a, b in itertools.pairwise(shown[:-1]))
+    if not growing or not all(shown[-1].startswith(a) or a.startswith(shown[-1]) for a in shown):
+        problems.append("a streamed edit is not the beginning of the poem")
+    outcome.edits = len(streamed)
+    outcome.first_text = message.versions[0].received_at - record.dispatched_at
+    outcome.answer = message.versions[-1].received_at - record.dispatched_at
     if message.embeds:
         outcome.kind = "poem"
         style, seed = arrival.options["style"], arrival.options["seed"]
@@ -250,6 +264,17 @@ def judge(arrival: Arrival, record: InteractionRecord) -> Outcome:
         if kind != "busy" and not message.ephemeral:
             problems.append(f"{kind} answered in public")
     return outcome
+
+
+def _writing(body: dict[str, Any]) -> bool:
+    embeds = body.get("embeds") or []
+    return bool(embeds) and "✍️" in ((embeds[0].get("footer") or {}).get("text") or "")
+
+
+def _description(body: dict[str, Any]) -> str:
+    embeds = body.get("embeds") or []
+    text = (embeds[0].get("description") or "") if embeds else ""
+    return text.split("…\n\n*The whole poem", 1)[0]  # an attachment's preview: its beginning
 
 
 def memory_problems(watch: MemoryWatch, middle: float, end: float) -> tuple[dict, list[str]]:
@@ -338,7 +363,13 @@ async def settle(
 
     def answered() -> bool:
         pending.difference_update(
-            [r for r in pending if r.original is not None and not r.original.loading]
+            [
+                r
+                for r in pending
+                if r.original is not None
+                and not r.original.loading
+                and not still_writing(r.original)
+            ]
         )
         return not pending
 
@@ -376,6 +407,14 @@ async def run_load(
             code = await asyncio.wait_for(bot.process.wait(), 120)
         log = await bot.log()
         outcomes = [judge(a, r) for a, r in zip(arrivals, records, strict=True)]
+        calls: dict[str, int] = {}
+        for call in discord.requests:
+            parts = call.path.split("/")
+            if len(parts) > 3 and parts[1] in ("interactions", "webhooks"):
+                calls[parts[3]] = calls.get(parts[3], 0) + 1  # by interaction token
+        for outcome, record in zip(outcomes, records, strict=True):
+            outcome.rest_calls = calls.get(record.token, 0)
+        rate_limited = len(discord.rate_limit_hits)
         problems = [
             f"/poem #{o.arrival.options['seed']} ({o.arrival.options['style']}): {p}"
             for o in outcomes
@@ -393,6 +432,7 @@ async def run_load(
         memory, memory_issues = memory_problems(watch, shape.seconds / 2, wall)
         problems += memory_issues
     summary = summarise(shape, outcomes, wall, late, memory)
+    summary["rate_limited_429s"] = rate_limited
     summary["load_average_before"] = [round(x, 2) for x in load_before]
     summary["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return Report(shape, env, outcomes, problems, summary)
@@ -407,6 +447,7 @@ def summarise(
     acks = [o.ack for o in outcomes if o.ack is not None]
     poems = [o for o in outcomes if o.kind == "poem"]
     answers = [o.answer for o in poems if o.answer is not None]
+    firsts = [o.first_text for o in poems if o.first_text is not None]
     refusals = [o.answer for o in outcomes if o.kind != "poem" and o.answer is not None]
     last = max(o.answered_at for o in outcomes)
     characters = sum(o.arrival.options["length"] for o in poems)
@@ -434,6 +475,20 @@ def summarise(
             "p50": ms(pct(answers, 0.5)),
             "p99": ms(pct(answers, 0.99)),
             "max": ms(max(answers, default=None)),
+        },
+        "poem_first_text_ms": {
+            "p50": ms(pct(firsts, 0.5)),
+            "p99": ms(pct(firsts, 0.99)),
+            "max": ms(max(firsts, default=None)),
+        },
+        "rest_calls_per_poem": {
+            "mean": round(sum(o.rest_calls for o in poems) / len(poems), 2) if poems else None,
+            "max": max((o.rest_calls for o in poems), default=None),
+        },
+        "streamed_edits_per_poem": {
+            "mean": round(sum(o.edits for o in poems) / len(poems), 2) if poems else None,
+            "max": max((o.edits for o in poems), default=None),
+            "poems_streamed": sum(o.edits > 0 for o in poems),
         },
         "busy_answer_ms": {
             "p50": ms(pct(refusals, 0.5)),
@@ -496,8 +551,18 @@ def markdown(report: Report, command: str) -> str:
             "| latency (ms) | p50 | p99 | max |",
             "|---|---:|---:|---:|",
             row("acknowledgement", "ack_ms"),
-            row("poem answer", "poem_answer_ms"),
+            row("poem: first text shown", "poem_first_text_ms"),
+            row("poem answer (finished)", "poem_answer_ms"),
             row("busy answer", "busy_answer_ms"),
+            "",
+            f"Streaming (STREAM_EDIT_SECONDS={report.env.get('STREAM_EDIT_SECONDS', '?')}): "
+            f"{s['streamed_edits_per_poem']['poems_streamed']} of {s['answers']['poem']} poems "
+            f"were shown while written, {s['streamed_edits_per_poem']['mean']} edits per poem "
+            f"(max {s['streamed_edits_per_poem']['max']}); REST calls per poem "
+            f"{s['rest_calls_per_poem']['mean']} (max {s['rest_calls_per_poem']['max']}), the "
+            "defer and every write counted; requests refused with 429 by the loopback's per-route "
+            f"limits (5 writes per interaction per 5 s): {s['rate_limited_429s']}.",
+            *_before(s),
             "",
             "Busy answers promised a retry in: "
             + "; ".join(
@@ -526,6 +591,31 @@ def markdown(report: Report, command: str) -> str:
             "",
         ]
     )
+
+
+BEFORE = ROOT / "benchmarks" / "results" / "load-before-streaming.json"
+
+
+def _before(s: dict[str, Any]) -> list[str]:
+    """The same run's figures before replies streamed (commit 06a7b75), beside today's."""
+    if not BEFORE.exists():
+        return []
+    old = json.loads(BEFORE.read_text())
+
+    def cell(run: dict[str, Any], key: str, q: str = "p99") -> str:
+        value = (run.get(key) or {}).get(q)
+        return "-" if value is None else f"{value}"
+
+    return [
+        "",
+        "| beside the run before streaming | before | now |",
+        "|---|---:|---:|",
+        f"| acknowledgement p99 (ms) | {cell(old, 'ack_ms')} | {cell(s, 'ack_ms')} |",
+        f"| poem answer p99 (ms) | {cell(old, 'poem_answer_ms')} | {cell(s, 'poem_answer_ms')} |",
+        f"| poems | {old['answers']['poem']} | {s['answers']['poem']} |",
+        f"| REST calls per poem | 2 (defer, answer) | {s['rest_calls_per_poem']['mean']} |",
+        f"| 429s met | - | {s['rate_limited_429s']} |",
+    ]
 
 
 CLI = ("interactions", "users", "channels", "guilds", "seconds", "seed")

@@ -66,8 +66,10 @@ def build_client(
     throttle = Throttle(settings.user_cooldown, settings.channel_concurrency)
     operators = Operators(settings.admin_ids)
     gate = AnswerGate()
+    poems = PoemCommand(settings, registry, store, throttle, gate)
     commands = [
-        PoemCommand(settings, registry, store, throttle, gate).command(),
+        poems.command(),
+        poems.menu(),
         SettingsGroup(settings, registry, store),
         ModelGroup(registry, jobs, operators, corpora),
     ]
@@ -78,6 +80,7 @@ def build_client(
         operators=operators,
         gate=gate,
         commands=commands,
+        items=poems.buttons(),
         guild_ids=settings.guild_ids,
         **client_options,
     )

@@ -102,6 +102,7 @@ class Settings:
     default_temperature: float = 0.8
     user_cooldown: float = 3.0
     channel_concurrency: int = 4
+    stream_edit_seconds: float = 1.0  # a /poem reply is edited at most this often; 0: not at all
     retrain_timeout: float = 7200.0
     max_corpus_bytes: int = 20_000_000
     log_level: str = "INFO"
@@ -147,6 +148,7 @@ class Settings:
             default_temperature=_float("DEFAULT_TEMPERATURE", 0.8),
             user_cooldown=_float("USER_COOLDOWN_SECONDS", 3.0),
             channel_concurrency=_int("CHANNEL_MAX_POEMS", 4, 1),
+            stream_edit_seconds=_float("STREAM_EDIT_SECONDS", 1.0),
             retrain_timeout=_float("RETRAIN_TIMEOUT_SECONDS", 7200.0, 1.0),
             max_corpus_bytes=_int("MAX_CORPUS_BYTES", 20_000_000, 1),
             log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),

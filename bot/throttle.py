@@ -12,11 +12,19 @@ from collections.abc import Callable
 
 
 class Throttled(Exception):
-    """Over a limit; `retry_after` seconds is when trying again will work."""
+    """Over a limit; `retry_after` seconds is when trying again will work. `kind` says which
+    ("cooldown": this user's; "channel": the channel's cap, with `count` poems being written)."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: float, kind: str = "", count: int = 0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.kind = kind
+        self.count = count
+
+    @property
+    def seconds(self) -> int:
+        """The wait in whole seconds, as the message says it."""
+        return math.ceil(self.retry_after)
 
 
 class Throttle:
@@ -42,7 +50,9 @@ class Throttle:
             self._last_start = {u: t for u, t in self._last_start.items() if t > horizon}
         wait = self._last_start.get(user_id, -math.inf) + self.user_cooldown - now
         if wait > 0:
-            raise Throttled(f"You can ask for another poem in {math.ceil(wait)} s.", wait)
+            raise Throttled(
+                f"You can ask for another poem in {math.ceil(wait)} s.", wait, "cooldown"
+            )
         ends = self._writing.setdefault(channel_id, [])
         if len(ends) >= self.channel_concurrency:
             # A poem running late still frees its slot soon: never promise less than a second.
@@ -51,6 +61,8 @@ class Throttle:
                 f"{len(ends)} poems are being written in this channel; "
                 f"try again in {math.ceil(wait)} s.",
                 wait,
+                "channel",
+                len(ends),
             )
         self._last_start[user_id] = now
         end = now + seconds

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from bot.composition import build_client
 from bot.config import Settings
 from bot.discord_app.client import PoemBot
+from bot.discord_app.words import WORDS
 from bot.engine.scheduler import Limits
 from bot.stores.channel_settings import ChannelSettingsStore
 
@@ -122,6 +123,15 @@ class World:
         return record, await record.final(timeout=timeout)
 
 
+WRITING = tuple(WORDS["writing"].values())
+
+
+def still_writing(message) -> bool:
+    """Whether a reply is a poem still being written (its "writing…" marker, any language)."""
+    texts = [message.content, *((e.get("footer") or {}).get("text", "") for e in message.embeds)]
+    return any(marker in text for text in texts for marker in WRITING)
+
+
 def job_text(record) -> str:
     """Everything the bot has said so far in answer to a /model add or retrain."""
     return " ".join(m.content for m in record.messages)
@@ -149,6 +159,7 @@ async def bot_world(
     async with contextlib.AsyncExitStack() as stack:
         if discord is None:
             discord = await stack.enter_async_context(LoopbackDiscord(token=TOKEN))
+        discord.state.signal.in_progress = still_writing  # final(): the poem once finished
         guilds = list(discord.state.guilds.values())
         guild = guilds[0] if guilds else discord.add_guild("Poets")
         world = World(

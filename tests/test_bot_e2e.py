@@ -34,7 +34,9 @@ async def test_synced_schema_has_the_documented_options_bounds_and_permissions(t
         assert not any(o.get("required") for o in options.values())
         settings = w.discord.command("settings")
         assert int(settings["default_member_permissions"]) == Permission.MANAGE_CHANNELS
-        assert {o["name"] for o in settings["options"]} == {"temperature", "style", "show", "reset"}
+        assert {o["name"] for o in settings["options"]} == {
+            *("temperature", "style", "format", "show", "reset")
+        }
         model = w.discord.command("model")
         assert int(model["default_member_permissions"]) == Permission.ADMINISTRATOR
         assert {o["name"] for o in model["options"]} == {

@@ -27,8 +27,19 @@ PROMPTS = {"verse": ["ROMEO:", "O gentle"], "tang": ["春風", "明月"]}
 
 @asynchronous
 async def test_a_burst_of_poems_is_acknowledged_in_time_and_answered_once_each(tmp_path):
-    report = await run_load(tmp_path, make_models(tmp_path), SHAPE, PROMPTS, DEFAULT_STYLE="verse")
+    # Replies stream (edits every 0.05 s here, so that even these small poems do): each still
+    # arrives once and whole, within the rate limits the loopback announces.
+    report = await run_load(
+        tmp_path,
+        make_models(tmp_path),
+        SHAPE,
+        PROMPTS,
+        DEFAULT_STYLE="verse",
+        STREAM_EDIT_SECONDS="0.05",
+    )
     assert report.problems == []
+    assert report.summary["streamed_edits_per_poem"]["poems_streamed"] > 0
+    assert report.summary["rate_limited_429s"] == 0
     counts = report.counts
     # Every user's first request comes with no cooldown, in a channel that is rarely full.
     assert counts["poem"] >= SHAPE.users // 2, counts

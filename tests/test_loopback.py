@@ -153,7 +153,14 @@ def install_commands(bot: TinyBotMixin) -> None:
         await interaction.followup.send(f"original says {original.content}")
         await extra.delete()
 
-    for command in (poem, ping, slow, long, notice, settings, verse):
+    @app_commands.command()
+    async def burst(interaction: discord.Interaction, edits: int = 8) -> None:
+        """Edit the reply as fast as the library lets it."""
+        await interaction.response.defer()
+        for i in range(edits):
+            await interaction.edit_original_response(content=f"edit {i + 1}")
+
+    for command in (poem, ping, slow, long, notice, settings, verse, burst):
         bot.tree.add_command(command)
 
 
@@ -288,6 +295,7 @@ async def test_sync_stores_schemas() -> None:
             "long",
             "notice",
             "settings",
+            "burst",
         }
         poem = fake.command("poem")
         assert poem["application_id"] == str(fake.application_id) and poem["id"] and poem["version"]
@@ -576,3 +584,44 @@ async def test_sharded_bot_gets_each_guild_on_its_shard() -> None:
                     record = await fake.invoke(guild, guild.channel("general"), member, "ping")
                     assert (await record.final()).content == "pong"
         assert fake.violations == []
+
+
+@asynchronous
+async def test_rate_limits_are_announced_and_discord_py_waits_them_out() -> None:
+    async with scene() as s:
+        record = await s.fake.invoke(s.guild, s.general, s.reader, "burst", {"edits": 7})
+        message = await record.wait_for(
+            lambda r: r.original and r.original.content == "edit 7" and r.original, timeout=20
+        )
+        times = [v.received_at for v in message.versions]
+        # Five writes per interaction per 5 s: the sixth waited for the window to reopen,
+        # because the fifth answer said none remained; nothing was refused.
+        assert len(times) == 7
+        assert times[4] - times[0] < 2.0 and times[5] - times[0] >= 4.9
+        assert s.fake.rate_limit_hits == [] and s.fake.violations == []
+        edit = next(c for c in s.fake.requests if c.method == "PATCH")
+        assert edit.status == 200
+
+
+@asynchronous
+async def test_a_client_that_ignores_the_headers_gets_429_with_retry_after() -> None:
+    async with scene() as s:
+        url = f"{s.fake.rest_url}/channels/{s.general.id}/messages"
+        headers = {"Authorization": f"Bot {TOKEN}"}
+        answers = []
+        async with aiohttp.ClientSession() as session:
+            for i in range(6):
+                async with session.post(url, json={"content": f"m{i}"}, headers=headers) as r:
+                    answers.append((r.status, dict(r.headers), await r.json()))
+        statuses = [a[0] for a in answers]
+        assert statuses == [200] * 5 + [429]
+        remaining = [a[1]["X-RateLimit-Remaining"] for a in answers[:5]]
+        assert remaining == ["4", "3", "2", "1", "0"]
+        _, head, body = answers[5]
+        assert 0 < body["retry_after"] <= 5.0 and body["global"] is False
+        assert head["Via"] and float(head["X-RateLimit-Reset-After"]) == pytest.approx(
+            body["retry_after"], abs=0.01
+        )
+        (hit,) = s.fake.rate_limit_hits
+        assert hit.rule == "channel-post" and hit.key == str(s.general.id)
+        assert [m.content for m in s.fake.messages] == [f"m{i}" for i in range(5)]

@@ -19,6 +19,7 @@ from bot.discord_app.authority import Operators
 from bot.discord_app.errors import answer_error
 from bot.discord_app.gate import AnswerGate
 from bot.discord_app.replies import NO_MENTIONS
+from bot.discord_app.translator import PoemTranslator
 from bot.engine.registry import Registry
 from bot.jobs import JobRunner
 from bot.stores.channel_settings import ChannelSettingsStore
@@ -39,7 +40,8 @@ class PoemBot(discord.Client):
         jobs: JobRunner,
         operators: Operators,
         gate: AnswerGate,
-        commands: Sequence[Command],
+        commands: Sequence[Command | app_commands.ContextMenu],
+        items: Sequence[type[discord.ui.DynamicItem]] = (),
         guild_ids: frozenset[int] = frozenset(),
         **client_options,
     ) -> None:
@@ -52,6 +54,7 @@ class PoemBot(discord.Client):
         self.operators = operators
         self.gate = gate
         self.guild_ids = guild_ids
+        self.items = tuple(items)
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = answer_error
         for command in commands:
@@ -66,6 +69,9 @@ class PoemBot(discord.Client):
         if not self.registry.styles():
             log.warning("no style could be loaded from %s", self.registry.models_dir)
         self.operators.learn(await self.application_info())
+        # Buttons under poems sent by any earlier run keep working: matched by custom_id.
+        self.add_dynamic_items(*self.items)
+        await self.tree.set_translator(PoemTranslator())
         if self.guild_ids:
             for guild_id in self.guild_ids:
                 guild = discord.Object(id=guild_id)

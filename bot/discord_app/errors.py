@@ -7,12 +7,25 @@ import logging
 import discord
 from discord import app_commands
 
+from bot.discord_app.words import say
+
 log = logging.getLogger(__name__)
 
 
 class UserError(app_commands.AppCommandError):
     """Something the user can fix; the message, shown to them alone, says how. An
-    AppCommandError, so discord.py routes it to the tree's error handler from checks too."""
+    AppCommandError, so discord.py routes it to the tree's error handler from checks too.
+
+    `key` names the words in bot/discord_app/words.py (shown in the user's language, with
+    `values` filled in), or is the English text itself."""
+
+    def __init__(self, key: str, **values: object) -> None:
+        super().__init__(say(None, key, **values))
+        self.key = key
+        self.values = values
+
+    def text(self, locale: discord.Locale | str | None) -> str:
+        return say(locale, self.key, **self.values)
 
 
 async def send_private(interaction: discord.Interaction, text: str) -> None:
@@ -29,19 +42,20 @@ async def answer_error(
     """The command tree's error handler: a UserError's own words, a short note for a value
     Discord let through that does not fit, and for anything else an apology (and the log)."""
     cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    locale = interaction.locale
     if isinstance(cause, UserError):
-        text = str(cause)
+        text = cause.text(locale)
     elif isinstance(cause, app_commands.TransformerError):
-        text = f"That value doesn't fit the option: {cause.value!r:.100}"
+        text = say(locale, "bad-value", value=f"{cause.value!r:.100}")
     elif isinstance(cause, app_commands.CheckFailure):
-        text = "You can't use this command here."
+        text = say(locale, "not-here")
     else:
         log.error(
             "command %s failed",
             interaction.command and interaction.command.name,
             exc_info=cause,
         )
-        text = "Something went wrong on my side; the operators can see it in the log."
+        text = say(locale, "went-wrong")
     try:
         await send_private(interaction, text)
     except discord.HTTPException:

@@ -1,39 +1,74 @@
 """`/poem`, for everyone: options checked, the channel's defaults and the throttle applied,
-the poem written by the live model and put in the reply."""
+the poem written by the live model and streamed into the reply, with Again and Continue
+buttons under it; and the message menu "Write a poem from this"."""
 
 # No `from __future__ import annotations`: discord.py reads the option annotations, and the
 # bounds in them come from the settings, read when `PoemCommand.command` builds it.
+import asyncio
+import dataclasses
 import logging
+import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from bot.config import Settings
-from bot.discord_app.errors import UserError
+from bot.discord_app.errors import UserError, send_private
 from bot.discord_app.gate import AnswerGate
-from bot.discord_app.replies import escape, poem_reply, quoted
+from bot.discord_app.live_reply import LiveReply
+from bot.discord_app.replies import (
+    escape,
+    poem_reply,
+    quoted,
+    text_reply,
+    writing_embed,
+    writing_text,
+)
 from bot.discord_app.styles import default_style, style_choices
+from bot.discord_app.words import say
 from bot.engine.registry import Live, Registry, UnknownStyle
 from bot.engine.scheduler import Busy, Request
 from bot.forms import catalog
 from bot.forms.rules import FormError
 from bot.poems import MAX_SEED, plan_request
-from bot.stores.channel_settings import ChannelSettingsStore, settings_or_defaults
+from bot.stores.channel_settings import (
+    ChannelSettings,
+    ChannelSettingsStore,
+    PoemRecord,
+    SettingsUnavailable,
+    settings_or_defaults,
+)
 from bot.throttle import Throttle, Throttled
 
 log = logging.getLogger(__name__)
 
 MAX_TEMPERATURE = 2.0
+REMEMBER_SECONDS = 1.0  # a poem whose buttons' record takes longer to save is sent without them
+MENU_NAME = "Write a poem from this"
 
 
 @dataclass(frozen=True)
-class Shape:
-    """The options that shape a poem: its form, an acrostic, the script it is shown in."""
+class PoemOptions:
+    """Everything a user asked a poem with (None: the channel's or the bot's default), kept
+    with the poem so that its buttons can ask again. `context` is text the model reads first
+    (the poem a Continue writes on from, a message too long to be a prompt)."""
 
+    style: str | None = None
+    prompt: str | None = None
+    length: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
     form: str | None = None
     acrostic: str | None = None
     script: str | None = None
+    context: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "PoemOptions":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class PoemCommand:
@@ -53,6 +88,10 @@ class PoemCommand:
         self.store = store
         self.throttle = throttle
         self.gate = gate
+        self._buttons = (
+            _poem_button(self, "again", "🔁", again=True),
+            _poem_button(self, "more", "➡️", again=False),
+        )
 
     def command(self) -> app_commands.Command:
         """The application command, its option bounds taken from the settings."""
@@ -88,16 +127,9 @@ class PoemCommand:
             script: str | None = None,
         ) -> None:
             """Write a poem or lyrics in one of the bot's styles."""
+            options = PoemOptions(style, prompt, length, temperature, seed, form, acrostic, script)
             async with self.gate.answering():
-                await self.write(
-                    interaction,
-                    style,
-                    prompt,
-                    length,
-                    temperature,
-                    seed,
-                    Shape(form, acrostic, script),
-                )
+                await self.write(interaction, options)
 
         @poem.autocomplete("style")
         async def poem_style(interaction: discord.Interaction, current: str):
@@ -120,35 +152,121 @@ class PoemCommand:
             for label, name in catalog.choices(card, typed)[:25]
         ]
 
+    def menu(self) -> app_commands.ContextMenu:
+        """The message menu "Write a poem from this": the message's text, what the style knows
+        of it, begins the poem (or, too long for the form's opening, is read before it)."""
+
+        async def from_message(interaction: discord.Interaction, message: discord.Message):
+            async with self.gate.answering():
+                await self.write_from(interaction, message)
+
+        return app_commands.ContextMenu(name=MENU_NAME, callback=from_message)
+
+    def buttons(self) -> tuple[type[discord.ui.DynamicItem], ...]:
+        """The Again and Continue buttons, as dynamic items: discord.py matches a press by its
+        custom_id, so they work on any poem ever sent, across restarts."""
+        return self._buttons
+
+    def _view(self, poem_id: int, locale: discord.Locale) -> discord.ui.View:
+        view = discord.ui.View(timeout=None)
+        for button, key in zip(self._buttons, ("again", "continue"), strict=True):
+            view.add_item(button(poem_id, say(locale, key)))
+        # Presses are matched by the dynamic items' templates, not by this view: stopped, it is
+        # not kept in discord.py's view store for every poem ever sent.
+        view.stop()
+        return view
+
+    async def press(self, interaction: discord.Interaction, poem_id: int, again: bool) -> None:
+        """Again (a new seed, the same options) or Continue (a new poem after this one's end),
+        as a reply to the poem; errors reach the presser privately, in their language."""
+        async with self.gate.answering():
+            try:
+                try:
+                    record = await asyncio.wait_for(self.store.recall_poem(poem_id), 2.0)
+                except (SettingsUnavailable, asyncio.TimeoutError):
+                    raise UserError("poem-unavailable") from None
+                if record is None:
+                    raise UserError("poem-forgotten")
+                options = PoemOptions.from_json(record.options)
+                if again:
+                    options = dataclasses.replace(options, seed=None)
+                else:
+                    cap = self.settings.limits.max_length + self.settings.limits.max_prompt
+                    context = f"{options.context}{record.text}"[-cap:]
+                    options = dataclasses.replace(
+                        options, prompt=None, acrostic=None, seed=None, context=context
+                    )
+                options = dataclasses.replace(options, style=record.style)
+                note = None
+                live = (
+                    self.registry.live(record.style)
+                    if record.style in self.registry.styles()
+                    else None
+                )
+                if live is not None and live.version != record.version:
+                    note = say(
+                        interaction.locale, "not-live", live=live.version, old=record.version
+                    )
+                heading = None if again else say(interaction.locale, "continued")
+                await self.write(interaction, options, note=note, heading=heading)
+            except UserError as err:
+                await send_private(interaction, err.text(interaction.locale))
+            except Exception:
+                log.exception("button %s on poem %d failed", "again" if again else "more", poem_id)
+                await send_private(interaction, say(interaction.locale, "went-wrong"))
+
+    async def write_from(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """The message menu: the channel's style and temperature; the message's text (what
+        the style knows of it) as the prompt, or read before the poem when it does not fit."""
+        saved = await settings_or_defaults(self.store, interaction.channel_id or 0)
+        chosen = self._style(saved.style)
+        live = self.registry.live(chosen)
+        text = catalog.known_text(live.bundle.vocab.chars, message.content or "")
+        if not text.strip():
+            raise UserError("empty-message", style=chosen)
+        limits = self.settings.limits
+        note = say(interaction.locale, "from-message", author=escape(message.author.display_name))
+        prompt = text[: limits.max_prompt]
+        try:
+            plan_request(self.settings, live, prompt=prompt)
+            options = PoemOptions(style=chosen, prompt=prompt)
+        except FormError:
+            # Too long (or the wrong shape) to begin the form: the model reads it first.
+            context = text[-(limits.max_length + limits.max_prompt) :]
+            options = PoemOptions(style=chosen, context=context)
+        await self.write(interaction, options, heading=note)
+
+    def _style(self, asked: str | None) -> str:
+        chosen = asked or default_style(self.registry, self.settings.default_style)
+        if chosen is None:
+            raise UserError("no-styles")
+        if chosen not in self.registry.styles():
+            known = ", ".join(self.registry.styles())
+            raise UserError("no-such-style", name=quoted(chosen), known=known)
+        return chosen
+
     async def write(
         self,
         interaction: discord.Interaction,
-        style: str | None,
-        prompt: str | None,
-        length: int | None,
-        temperature: float | None,
-        seed: int | None,
-        shape: "Shape | None" = None,
+        options: PoemOptions,
+        note: str | None = None,
+        heading: str | None = None,
     ) -> None:
         """Check the options (answering privately if they are unusable), defer, write, reply."""
         settings, registry = self.settings, self.registry
         limits = settings.limits
         saved = await settings_or_defaults(self.store, interaction.channel_id or 0)
-        chosen = style or saved.style or default_style(registry, settings.default_style)
-        if chosen is None:
-            raise UserError("No styles are loaded right now; ask the bot's operators.")
-        if chosen not in registry.styles():
-            known = ", ".join(registry.styles())
-            raise UserError(f"There is no style named {quoted(chosen)}. Styles: {known}.")
+        chosen = self._style(options.style or saved.style)
+        temperature = options.temperature
         if temperature is None:
             temperature = saved.temperature
         if temperature is None:
             temperature = settings.default_temperature
+        prompt, length, seed = options.prompt, options.length, options.seed
         if prompt and len(prompt) > limits.max_prompt:
-            raise UserError(f"The prompt can be at most {limits.max_prompt} characters.")
+            raise UserError("prompt-too-long", limit=limits.max_prompt)
         if length is not None and not 1 <= length <= limits.max_length:
-            raise UserError(f"Length must be between 1 and {limits.max_length} characters.")
-        shape = shape or Shape()
+            raise UserError("bad-length", limit=limits.max_length)
         live = registry.live(chosen)
         try:
             poem, request = plan_request(
@@ -158,60 +276,152 @@ class PoemCommand:
                 length=length,
                 temperature=temperature,
                 seed=seed,
-                form=shape.form,
-                acrostic=shape.acrostic,
-                script=shape.script,
+                form=options.form,
+                acrostic=options.acrostic,
+                script=options.script,
+                context=options.context,
             )
         except FormError as err:
-            raise UserError(escape(str(err))) from None
+            raise UserError("form-refused", reason=escape(str(err))) from None
         if not 1 <= request.length <= limits.max_length:
-            raise UserError(f"Length must be between 1 and {limits.max_length} characters.")
+            raise UserError("bad-length", limit=limits.max_length)
         if not 0.0 <= request.temperature <= MAX_TEMPERATURE:
-            raise UserError(f"Temperature must be between 0 and {MAX_TEMPERATURE:g}.")
+            raise UserError("bad-temperature", limit=f"{MAX_TEMPERATURE:g}")
         if seed is not None and not 0 <= seed <= MAX_SEED:
-            raise UserError(f"The seed must be between 0 and {MAX_SEED}.")
+            raise UserError("bad-seed", limit=MAX_SEED)
         scheduler = live.scheduler
         if scheduler.queued >= limits.max_queue:
-            raise UserError(
-                f"I'm busy writing other poems; try again in {scheduler.retry_after():.0f} s."
-            )
+            raise UserError("busy", seconds=f"{scheduler.retry_after():.0f}")
         try:
             slot = self.throttle.take(
                 interaction.user.id, interaction.channel_id or 0, scheduler.estimate(request)
             )
         except Throttled as err:
-            raise UserError(str(err)) from None
+            if err.kind == "channel":
+                raise UserError("channel-full", count=err.count, seconds=err.seconds) from None
+            raise UserError("cooldown", seconds=err.seconds) from None
         with slot:
-            await self.reply(interaction, live, chosen, request, poem)
+            asked = dataclasses.replace(options, style=chosen)
+            await self.reply(interaction, live, asked, request, poem, saved, note, heading)
 
     async def reply(
         self,
         interaction: discord.Interaction,
         live: Live,
-        chosen: str,
+        asked: PoemOptions,
         request: Request,
         poem: catalog.PoemPlan,
+        saved: ChannelSettings,
+        note: str | None = None,
+        heading: str | None = None,
     ) -> None:
-        """Defer, write, and put the poem (or why there is none) in the reply."""
+        """Defer, write (showing the poem as it grows), and put the finished poem, or why
+        there is none, in the reply."""
+        chosen, locale = asked.style, interaction.locale
         await interaction.response.defer(thinking=True)
+        title = str(live.bundle.card.get("display_name", chosen))
+        if heading:
+            title = f"{title} · {heading}"
+        as_text = saved.format == "text"
+
+        def render(text: str) -> dict[str, Any] | None:
+            if as_text:
+                content = writing_text(text, locale)
+                return None if content is None else {"content": content}
+            embed = writing_embed(title, text, locale)
+            return None if embed is None else {"embed": embed}
+
+        stream = LiveReply(
+            interaction, render, poem.present, self.settings.stream_edit_seconds, request.prompt
+        )
+        failure: Exception | None = None
         try:
-            result = await self.registry.generate(chosen, request)
+            result = await self.registry.generate(chosen, request, listener=stream.heard)
         except (Busy, ValueError, UnknownStyle) as err:
-            if isinstance(err, Busy):
-                text = f"I'm busy writing other poems; try again in {err.retry_after:.0f} s."
-            elif isinstance(err, UnknownStyle):
-                text = f"The style {chosen} was just removed; pick another."
+            failure = err
+        finally:
+            await stream.close()  # no edit in flight from here on
+        if failure is not None:
+            if isinstance(failure, Busy):
+                text = say(locale, "busy", seconds=f"{failure.retry_after:.0f}")
+            elif isinstance(failure, UnknownStyle):
+                text = say(locale, "style-removed", name=chosen)
             else:
-                text = f"I can't write that: {err}."
+                text = say(locale, "cannot-write", reason=failure)
             # After a public defer the answer cannot turn ephemeral: say it in the reply.
-            await interaction.edit_original_response(content=text)
+            await interaction.edit_original_response(content=text, embed=None)
             return
-        embed, attachment = poem_reply(
-            result,
-            str(live.bundle.card.get("display_name", chosen)),
-            text=poem.present(result.text),
-            script=poem.script,
-        )
+        view = await self._remember(interaction, asked, result)
+        shown = poem.present(result.text)
+        extra = {"view": view} if view is not None else {}
+        if as_text:
+            parts, attachment = text_reply(result, title, shown, poem.script, locale, note)
+            last = len(parts) - 1
+            await interaction.edit_original_response(
+                content=parts[0],
+                embed=None,
+                attachments=[attachment] if attachment and last == 0 else [],
+                **(extra if last == 0 else {}),
+            )
+            for i, part in enumerate(parts[1:], start=1):
+                await interaction.followup.send(
+                    part,
+                    file=attachment if attachment and i == last else discord.utils.MISSING,
+                    **(extra if i == last else {}),
+                )
+            return
+        embed, attachment = poem_reply(result, title, shown, poem.script, locale, note)
         await interaction.edit_original_response(
-            embed=embed, attachments=[attachment] if attachment else []
+            content=None, embed=embed, attachments=[attachment] if attachment else [], **extra
         )
+
+    async def _remember(
+        self, interaction: discord.Interaction, asked: PoemOptions, result
+    ) -> discord.ui.View | None:
+        """Keep what the poem's buttons need; the buttons, or None when it cannot be kept."""
+        poem_id = secrets.randbits(62)
+        record = PoemRecord(
+            id=poem_id,
+            channel_id=interaction.channel_id or 0,
+            user_id=interaction.user.id,
+            style=result.style,
+            version=result.version,
+            options=dataclasses.asdict(dataclasses.replace(asked, seed=result.seed)),
+            text=result.text,
+        )
+        try:
+            await asyncio.wait_for(self.store.remember_poem(record), REMEMBER_SECONDS)
+        except (SettingsUnavailable, asyncio.TimeoutError) as err:
+            log.warning("poem sent without buttons: its options could not be saved (%s)", err)
+            return None
+        return self._view(poem_id, interaction.locale)
+
+
+def _poem_button(
+    command: PoemCommand, action: str, emoji: str, again: bool
+) -> type[discord.ui.DynamicItem]:
+    """A button class whose custom_id is `poem:<action>:<poem id>`, pressed for `command`."""
+
+    class PoemButton(
+        discord.ui.DynamicItem[discord.ui.Button], template=rf"poem:{action}:(?P<id>\d{{1,19}})"
+    ):
+        def __init__(self, poem_id: int, label: str = action) -> None:
+            super().__init__(
+                discord.ui.Button(
+                    label=label,
+                    emoji=emoji,
+                    style=discord.ButtonStyle.secondary,
+                    custom_id=f"poem:{action}:{poem_id}",
+                )
+            )
+            self.poem_id = poem_id
+
+        @classmethod
+        async def from_custom_id(cls, interaction, item, match):
+            return cls(int(match["id"]))
+
+        async def callback(self, interaction: discord.Interaction) -> None:
+            await command.press(interaction, self.poem_id, again=again)
+
+    PoemButton.__name__ = PoemButton.__qualname__ = f"PoemButton_{action}"
+    return PoemButton

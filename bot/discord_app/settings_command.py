@@ -1,6 +1,6 @@
-"""`/settings`, for a channel's moderators (Manage Channels): its default temperature and style
-for /poem. Writes that the database is slow to take are deferred, never lost past Discord's
-3 seconds."""
+"""`/settings`, for a channel's moderators (Manage Channels): its default temperature, style
+and reply format for /poem. Writes that the database is slow to take are deferred, never lost
+past Discord's 3 seconds."""
 
 # No `from __future__ import annotations`: discord.py reads the option annotations.
 import asyncio
@@ -14,6 +14,7 @@ from bot.discord_app.errors import UserError
 from bot.discord_app.poem_command import MAX_TEMPERATURE
 from bot.discord_app.replies import quoted
 from bot.discord_app.styles import default_style, style_choices
+from bot.discord_app.words import say
 from bot.engine.registry import Registry
 from bot.stores.channel_settings import (
     ChannelSettingsStore,
@@ -23,6 +24,7 @@ from bot.stores.channel_settings import (
 
 log = logging.getLogger(__name__)
 
+FORMATS = ("embed", "text")
 SAVE_ANSWER_SECONDS = 1.5  # a settings write slower than this is answered by deferring
 
 
@@ -102,6 +104,23 @@ class SettingsGroup(app_commands.Group):
     async def style_name(self, interaction: discord.Interaction, current: str):
         return style_choices(self.registry, current)
 
+    @app_commands.command(name="format")
+    @app_commands.describe(value="embed: a card with the poem (default); text: plain messages")
+    @app_commands.choices(
+        value=[
+            app_commands.Choice(name="embed", value="embed"),
+            app_commands.Choice(name="text", value="text"),
+        ]
+    )
+    async def format(self, interaction: discord.Interaction, value: str) -> None:
+        """Send this channel's poems as embeds or as plain text."""
+        if value not in FORMATS:
+            raise UserError(f"The format must be one of {', '.join(FORMATS)}.")
+        done = say(
+            interaction.locale, "format-set", format=say(interaction.locale, f"format-{value}")
+        )
+        await self._save(interaction, done, format=value)
+
     @app_commands.command(name="show")
     async def show(self, interaction: discord.Interaction) -> None:
         """Show this channel's settings."""
@@ -114,8 +133,9 @@ class SettingsGroup(app_commands.Group):
         style = (
             saved.style or f"{default_style(self.registry, self.settings.default_style)} (default)"
         )
+        shown = saved.format or "embed (default)"
         await interaction.response.send_message(
-            f"This channel: style {style}, temperature {temp}.", ephemeral=True
+            f"This channel: style {style}, format {shown}, temperature {temp}.", ephemeral=True
         )
 
     @app_commands.command(name="reset")

@@ -237,6 +237,20 @@ def _feed(writer: Any, prompt: str, strict: bool = False, check: bool = True) ->
             raise FormError("The prompt is a whole poem already; give the form's beginning.")
 
 
+def known_text(chars: Iterable[str], text: str) -> str:
+    """What a model can read of `text` (a message, say): in whichever script (as written,
+    simplified or traditional) makes most of it known; only characters it knows; blank runs
+    as one space or line break."""
+    chars = frozenset(chars)
+    text = max(
+        (text, script.to_traditional(text), script.to_simplified(text)),
+        key=lambda t: sum(c in chars for c in t),
+    )
+    kept = "".join(c if c in chars else " " if not c.strip() else "" for c in text)
+    lines = [" ".join(line.split()) for line in kept.splitlines()]
+    return "".join(c for c in "\n".join(line for line in lines if line) if c in chars)
+
+
 def plan(
     card: dict[str, Any],
     chars: Iterable[str],

@@ -1,4 +1,6 @@
-"""Per-channel settings (default temperature and style), kept across restarts.
+"""Per-channel settings (default temperature, style and reply format), kept across restarts,
+and what each poem's buttons need to write again (its options and text: more than a button's
+100-character custom_id holds).
 
 `ChannelSettingsStore` is the interface and `SQLChannelSettings` its one implementation: the
 same SQL on SQLite (the default, a file in WAL mode) or PostgreSQL (for several bot processes
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import time
@@ -43,6 +46,21 @@ class SettingsUnavailable(Exception):
 class ChannelSettings:
     temperature: float | None = None
     style: str | None = None
+    format: str | None = None  # "embed" (the default) or "text"
+
+
+@dataclass(frozen=True)
+class PoemRecord:
+    """A poem that was sent with buttons: who asked where, the options it was written with,
+    and its text (the model's script), for Again and Continue."""
+
+    id: int
+    channel_id: int
+    user_id: int
+    style: str
+    version: str
+    options: dict[str, Any]  # the user's options (bot/discord_app: PoemOptions), as JSON
+    text: str
 
 
 class ChannelSettingsStore(Protocol):
@@ -53,6 +71,10 @@ class ChannelSettingsStore(Protocol):
     ) -> None: ...
 
     async def reset(self, channel_id: int) -> None: ...
+
+    async def remember_poem(self, poem: PoemRecord) -> None: ...
+
+    async def recall_poem(self, poem_id: int) -> PoemRecord | None: ...
 
     async def close(self) -> None: ...
 
@@ -69,9 +91,28 @@ CREATE TABLE IF NOT EXISTS channel_settings (
     updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 )
 """
-_COLUMNS = ("temperature", "style")
-_GET = "SELECT temperature, style FROM channel_settings WHERE channel_id = ?"
+_COLUMNS = ("temperature", "style", "format")
+_GET = "SELECT temperature, style, format FROM channel_settings WHERE channel_id = ?"
 _RESET = "DELETE FROM channel_settings WHERE channel_id = ?"
+# Columns added after the table's first release, added to older tables when they are opened.
+_ADDED = {"format": "TEXT"}
+_POEMS = """
+CREATE TABLE IF NOT EXISTS poems (
+    id BIGINT PRIMARY KEY,
+    channel_id BIGINT NOT NULL,
+    user_id BIGINT NOT NULL,
+    style TEXT NOT NULL,
+    version TEXT NOT NULL,
+    options TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+)
+"""
+_REMEMBER = (
+    "INSERT INTO poems (id, channel_id, user_id, style, version, options, text) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_RECALL = "SELECT id, channel_id, user_id, style, version, options, text FROM poems WHERE id = ?"
 
 
 def _upsert(columns: tuple[str, ...]) -> str:
@@ -151,6 +192,15 @@ class SQLChannelSettings:
             try:
                 db = self.backend.connect()
                 db.execute(_SCHEMA)
+                db.execute(_POEMS)
+                have = {
+                    c[0] for c in db.execute("SELECT * FROM channel_settings LIMIT 0").description
+                }
+                for column, kind in _ADDED.items():
+                    # Another process may add it first: then its ALTER fails, harmlessly.
+                    with contextlib.suppress(self.backend.error):
+                        if column not in have:
+                            db.execute(f"ALTER TABLE channel_settings ADD COLUMN {column} {kind}")
             except (self.backend.error, OSError) as err:  # OSError: the SQLite folder
                 if db is not None:
                     with contextlib.suppress(self.backend.error):
@@ -201,6 +251,18 @@ class SQLChannelSettings:
 
     async def reset(self, channel_id: int) -> None:
         await self._call(_RESET, (channel_id,), "written")
+
+    async def remember_poem(self, poem: PoemRecord) -> None:
+        options = json.dumps(poem.options, ensure_ascii=False)
+        params = (poem.id, poem.channel_id, poem.user_id, poem.style, poem.version, options)
+        await self._call(_REMEMBER, (*params, poem.text), "written")
+
+    async def recall_poem(self, poem_id: int) -> PoemRecord | None:
+        rows = await self._call(_RECALL, (poem_id,), "read")
+        if not rows:
+            return None
+        poem_id, channel_id, user_id, style, version, options, text = rows[0]
+        return PoemRecord(poem_id, channel_id, user_id, style, version, json.loads(options), text)
 
     async def close(self) -> None:
         if self._closed:

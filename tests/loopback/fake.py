@@ -11,8 +11,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .gateway import Gateway, GatewayConnection
-from .invocation import build_interaction
+from .invocation import (
+    Invocation,
+    build_component_interaction,
+    build_interaction,
+    build_message_command,
+)
 from .model import DEFAULT_BOT_PERMISSIONS, Channel, Guild, Member, User
+from .ratelimits import Hit
 from .records import InteractionRecord, Message, RestCall, RestFault, Violation
 from .rest import RestApi
 from .state import DiscordState
@@ -29,10 +35,18 @@ class LoopbackDiscord:
     """
 
     def __init__(
-        self, token: str = "loopback-token", *, bot_name: str = "poembot", shard_count: int = 1
+        self,
+        token: str = "loopback-token",
+        *,
+        bot_name: str = "poembot",
+        shard_count: int = 1,
+        rate_limits: bool = True,
     ) -> None:
+        """`rate_limits`: announce and enforce Discord's per-route limits (see ratelimits.py)."""
         self.state = DiscordState(token, bot_name)
         self.state.shard_count = shard_count
+        if not rate_limits:
+            self.state.rate_limits = None
         self.gateway = Gateway(self.state)
         self._rest = RestApi(self.state)
         self._runner: web.AppRunner | None = None
@@ -151,6 +165,11 @@ class LoopbackDiscord:
         return self.state.requests
 
     @property
+    def rate_limit_hits(self) -> list[Hit]:
+        """Every request refused with 429 because the bot went past an announced limit."""
+        return self.state.rate_limits.hits if self.state.rate_limits else []
+
+    @property
     def messages(self) -> list[Message]:
         """Every message the bot created (responses, followups, channel messages), in order."""
         return self.state.messages
@@ -183,6 +202,17 @@ class LoopbackDiscord:
             if found is not None:
                 return found
         raise KeyError(f"/{name} is not synced")
+
+    def command_as_seen(
+        self, name: str, locale: str, guild: Guild | None = None, kind: int = 1
+    ) -> dict[str, Any]:
+        """The command `name` (its English name) as a client in `locale` shows it: every name,
+        description and choice name in that locale's translation where the bot gave one."""
+        for scope in ([guild.id] if guild else []) + [None]:
+            found = self.state.commands_for(scope).get((kind, name))
+            if found is not None:
+                return _as_seen(found, locale)
+        raise KeyError(f"{name!r} (type {kind}) is not synced")
 
     async def wait_for(
         self, predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition"
@@ -268,19 +298,95 @@ class LoopbackDiscord:
         await record.first_response(timeout)
         return record.choices
 
+    def post_message(self, channel: Channel, user: User | Member, content: str) -> Message:
+        """`user` writes `content` in `channel` (the bot, lacking the message intent, is not
+        told; it sees the message when a menu command or a payload carries it)."""
+        author = user.user if isinstance(user, Member) else user
+        guild = channel.guild
+        message = Message(
+            id=self.state.snowflakes.next(),
+            kind="user",
+            channel_id=channel.id,
+            guild_id=guild.id if guild else None,
+            author=author,
+            created_at=self.state.clock.now(),
+            content=content,
+        )
+        self.state.messages.append(message)
+        return message
+
+    async def invoke_message_command(
+        self,
+        guild: Guild | None,
+        channel: Channel | None,
+        user: User | Member,
+        command: str,
+        target: Message,
+        *,
+        locale: str = "en-US",
+        skip_client_checks: bool = False,
+    ) -> InteractionRecord:
+        """`user` picks Apps > `command` on the message `target` (a message context menu)."""
+        invocation = build_message_command(
+            self.state,
+            guild=guild,
+            channel=channel,
+            user=user,
+            command=command,
+            target=target,
+            locale=locale,
+            check=not skip_client_checks,
+        )
+        return await self._dispatch(invocation, 2, guild, target)
+
+    async def press(
+        self,
+        message: Message,
+        custom_id: str,
+        user: User | Member,
+        *,
+        locale: str = "en-US",
+        skip_client_checks: bool = False,
+    ) -> InteractionRecord:
+        """`user` presses the button `custom_id` on `message` (refused if it has none)."""
+        channel = self.state.find_channel(message.channel_id)
+        if channel is None:
+            raise ValueError(f"message {message.id} is in no channel the fake knows")
+        invocation = build_component_interaction(
+            self.state,
+            guild=channel.guild,
+            channel=channel if channel.guild else None,
+            user=user,
+            message=message,
+            custom_id=custom_id,
+            locale=locale,
+            check=not skip_client_checks,
+        )
+        return await self._dispatch(invocation, 3, channel.guild, message)
+
     async def _deliver(
         self, edit_payload: Callable[[dict[str, Any]], None] | None, **spec: Any
     ) -> InteractionRecord:
-        state = self.state
-        invocation = build_interaction(state, **spec)
+        invocation = build_interaction(self.state, **spec)
         if edit_payload is not None:
             edit_payload(invocation.payload)
+        return await self._dispatch(invocation, spec["kind"], spec["guild"])
+
+    async def _dispatch(
+        self,
+        invocation: Invocation,
+        kind: int,
+        guild: Guild | None,
+        target: Message | None = None,
+    ) -> InteractionRecord:
+        state = self.state
         record = InteractionRecord(
             id=int(invocation.payload["id"]),
             token=invocation.token,
-            type=spec["kind"],
+            type=kind,
+            target=target,
             command=invocation.command,
-            guild_id=spec["guild"].id if spec["guild"] else None,
+            guild_id=guild.id if guild else None,
             channel_id=invocation.channel.id,
             user_id=invocation.user.id,
             payload=invocation.payload,
@@ -327,3 +433,15 @@ class LoopbackDiscord:
     ) -> None:
         """Send op 9 INVALID SESSION with d=`resumable`."""
         await self.gateway.invalidate(resumable, shard_id)
+
+
+def _as_seen(thing: dict[str, Any], locale: str) -> dict[str, Any]:
+    seen = dict(thing)
+    for key in ("name", "description"):
+        translated = (thing.get(f"{key}_localizations") or {}).get(locale)
+        if translated:
+            seen[key] = translated
+    for key in ("options", "choices"):
+        if thing.get(key):
+            seen[key] = [_as_seen(part, locale) for part in thing[key]]
+    return seen

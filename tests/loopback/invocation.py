@@ -17,6 +17,7 @@ from typing import Any
 
 from .limits import ATTACHMENT_SIZE_LIMIT
 from .model import Channel, Guild, Member, Permission, User
+from .records import Message
 from .state import DiscordState
 
 # Discord's JSON integers are doubles on the client side.
@@ -58,16 +59,20 @@ class Invocation:
     user: User
 
 
-def _find_command(state: DiscordState, name: str, guild: Guild | None) -> tuple[dict, bool]:
-    """The synced chat-input command `name` visible here; True when it is a guild command."""
+def _find_command(
+    state: DiscordState, name: str, guild: Guild | None, kind: int = 1
+) -> tuple[dict, bool]:
+    """The synced command `name` of `kind` (1 chat input, 3 message menu) visible here; True
+    when it is a guild command."""
     if guild is not None:
-        command = state.commands_for(guild.id).get((1, name))
+        command = state.commands_for(guild.id).get((kind, name))
         if command is not None:
             return command, True
-    command = state.global_commands.get((1, name))
+    command = state.global_commands.get((kind, name))
     if command is None:
         where = f"guild {guild.id}" if guild else "DMs"
-        raise InvocationRefused(f"no command /{name} is synced for {where}")
+        label = f"/{name}" if kind == 1 else f"{name!r} (type {kind})"
+        raise InvocationRefused(f"no command {label} is synced for {where}")
     return command, False
 
 
@@ -181,50 +186,17 @@ def _build_options(
     return built, attachments
 
 
-def build_interaction(
+def _envelope(
     state: DiscordState,
-    *,
     kind: int,
     guild: Guild | None,
-    channel: Channel | None,
-    user: User | Member,
-    command: str,
-    options: dict[str, Any] | None,
-    subcommand: str | None,
-    group: str | None,
-    focused: str | None,
+    channel: Channel,
+    member: Member | None,
+    user: User,
     locale: str,
-    check: bool,
-) -> Invocation:
-    """The payload of an application command (kind 2) or autocomplete (kind 4) interaction."""
-    member: Member | None = None
-    if guild is None:
-        if isinstance(user, Member):
-            raise ValueError("a DM invocation takes a User, not a guild Member")
-        channel = state.dm_channel(user)
-    else:
-        if channel is None or channel.guild is not guild:
-            raise ValueError(f"{channel!r} is not a channel of {guild!r}")
-        member = guild.member(user)
-        user = member.user
-    schema, guild_scoped = _find_command(state, command, guild)
-    if check:
-        _check_gate(schema, member, channel)
-    leaf_schemas = _descend(schema, group, subcommand)
-    leaf, attachments = _build_options(
-        state, leaf_schemas, dict(options or {}), channel, focused, check
-    )
-    nested = leaf
-    if subcommand is not None:
-        nested = [{"name": subcommand, "type": 1, "options": nested}]
-    if group is not None:
-        nested = [{"name": group, "type": 2, "options": nested}]
-    data: dict[str, Any] = {"id": schema["id"], "name": command, "type": 1, "options": nested}
-    if guild_scoped:
-        data["guild_id"] = str(guild.id)
-    if attachments:
-        data["resolved"] = {"attachments": attachments}
-
+    data: dict[str, Any],
+) -> tuple[dict[str, Any], str]:
+    """The parts every interaction carries (who, where, which locale) around `data`."""
     token = secrets.token_urlsafe(64)
     payload: dict[str, Any] = {
         "id": str(state.snowflakes.next()),
@@ -257,5 +229,121 @@ def build_interaction(
             authorizing_integration_owners={"0": "0"},
             context=BOT_DM_CONTEXT,
         )
+    return payload, token
+
+
+def _where(
+    state: DiscordState, guild: Guild | None, channel: Channel | None, user: User | Member
+) -> tuple[Channel, Member | None, User]:
+    """The channel, the member (None in a DM) and the user of an interaction."""
+    if guild is None:
+        if isinstance(user, Member):
+            raise ValueError("a DM invocation takes a User, not a guild Member")
+        return state.dm_channel(user), None, user
+    if channel is None or channel.guild is not guild:
+        raise ValueError(f"{channel!r} is not a channel of {guild!r}")
+    member = guild.member(user)
+    return channel, member, member.user
+
+
+def build_message_command(
+    state: DiscordState,
+    *,
+    guild: Guild | None,
+    channel: Channel | None,
+    user: User | Member,
+    command: str,
+    target: Message,
+    locale: str,
+    check: bool,
+) -> Invocation:
+    """A message context-menu command (Apps > `command` on `target`), as Discord sends it."""
+    channel, member, user = _where(state, guild, channel, user)
+    schema, guild_scoped = _find_command(state, command, guild, kind=3)
+    if check:
+        _check_gate(schema, member, channel)
+        if target.channel_id != channel.id or target.deleted:
+            raise InvocationRefused(f"message {target.id} is not shown in #{channel.name}")
+    data: dict[str, Any] = {
+        "id": schema["id"],
+        "name": command,
+        "type": 3,
+        "target_id": str(target.id),
+        "resolved": {"messages": {str(target.id): target.payload()}},
+    }
+    if guild_scoped:
+        data["guild_id"] = str(guild.id)
+    payload, token = _envelope(state, 2, guild, channel, member, user, locale, data)
+    return Invocation(payload, token, command, channel, user)
+
+
+def _buttons(message: Message) -> list[dict[str, Any]]:
+    return [c for row in message.components for c in row.get("components") or []]
+
+
+def build_component_interaction(
+    state: DiscordState,
+    *,
+    guild: Guild | None,
+    channel: Channel | None,
+    user: User | Member,
+    message: Message,
+    custom_id: str,
+    locale: str,
+    check: bool,
+) -> Invocation:
+    """A press of the button `custom_id` on `message`, as Discord sends it."""
+    channel, member, user = _where(state, guild, channel, user)
+    button = next((b for b in _buttons(message) if b.get("custom_id") == custom_id), None)
+    if check:
+        if message.deleted or message.channel_id != channel.id:
+            raise InvocationRefused(f"message {message.id} is not shown in #{channel.name}")
+        if button is None:
+            shown = [b.get("custom_id") for b in _buttons(message)]
+            raise InvocationRefused(f"message {message.id} has no button {custom_id!r}: {shown}")
+        if button.get("disabled"):
+            raise InvocationRefused(f"button {custom_id!r} is disabled")
+    data = {"custom_id": custom_id, "component_type": (button or {}).get("type", 2)}
+    payload, token = _envelope(state, 3, guild, channel, member, user, locale, data)
+    payload["message"] = message.payload()
+    return Invocation(payload, token, f"button {custom_id}", channel, user)
+
+
+def build_interaction(
+    state: DiscordState,
+    *,
+    kind: int,
+    guild: Guild | None,
+    channel: Channel | None,
+    user: User | Member,
+    command: str,
+    options: dict[str, Any] | None,
+    subcommand: str | None,
+    group: str | None,
+    focused: str | None,
+    locale: str,
+    check: bool,
+) -> Invocation:
+    """The payload of an application command (kind 2) or autocomplete (kind 4) interaction."""
+    channel, member, user = _where(state, guild, channel, user)
+    schema, guild_scoped = _find_command(state, command, guild)
+    if check:
+        _check_gate(schema, member, channel)
+    leaf_schemas = _descend(schema, group, subcommand)
+    leaf, attachments = _build_options(
+        state, leaf_schemas, dict(options or {}), channel, focused, check
+    )
+    nested = leaf
+    if subcommand is not None:
+        nested = [{"name": subcommand, "type": 1, "options": nested}]
+    if group is not None:
+        nested = [{"name": group, "type": 2, "options": nested}]
+    data: dict[str, Any] = {"id": schema["id"], "name": command, "type": 1, "options": nested}
+    if guild_scoped:
+        data["guild_id"] = str(guild.id)
+    if attachments:
+        data["resolved"] = {"attachments": attachments}
+
+    payload, token = _envelope(state, kind, guild, channel, member, user, locale, data)
     path = " ".join(p for p in (command, group, subcommand) if p)
     return Invocation(payload, token, path, channel, user)

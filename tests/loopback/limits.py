@@ -29,6 +29,44 @@ COMMAND_OPTIONS_MAX = 25
 
 COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 
+# The locales Discord accepts as keys of name_localizations and description_localizations.
+LOCALES = frozenset(
+    [
+        "id",
+        "da",
+        "de",
+        "en-GB",
+        "en-US",
+        "es-ES",
+        "es-419",
+        "fr",
+        "hr",
+        "it",
+        "lt",
+        "hu",
+        "nl",
+        "no",
+        "pl",
+        "pt-BR",
+        "ro",
+        "fi",
+        "sv-SE",
+        "vi",
+        "tr",
+        "cs",
+        "el",
+        "bg",
+        "ru",
+        "uk",
+        "hi",
+        "th",
+        "zh-CN",
+        "ja",
+        "zh-TW",
+        "ko",
+    ]
+)
+
 
 class Problem(NamedTuple):
     """One thing Discord would refuse: where in the body, Discord's code word, and why."""
@@ -108,26 +146,49 @@ def choice_problems(choices: list[dict[str, Any]]) -> list[Problem]:
     return problems
 
 
+def _name_problems(path: tuple[str | int, ...], name: str, slash: bool) -> list[Problem]:
+    if slash and (not COMMAND_NAME.match(name) or name != name.lower()):
+        return [Problem(path, "APPLICATION_COMMAND_INVALID_NAME", "Invalid name")]
+    if not slash and not 1 <= len(name) <= 32:
+        return [_too_long(path, 32)]
+    return []
+
+
+def _description_problems(path: tuple[str | int, ...], text: str) -> list[Problem]:
+    if 1 <= len(text) <= COMMAND_DESCRIPTION_MAX:
+        return []
+    message = f"Must be between 1 and {COMMAND_DESCRIPTION_MAX} in length."
+    return [Problem(path, "BASE_TYPE_BAD_LENGTH", message)]
+
+
+def _localisation_problems(
+    thing: dict[str, Any], slash: bool, described: bool, name_max: int = 32
+) -> list[Problem]:
+    """Translations of a command's, option's or choice's name and description: known locales,
+    and each translation as valid as the name or description it translates."""
+    problems = []
+    for key in ("name_localizations", "description_localizations"):
+        for locale, text in (thing.get(key) or {}).items():
+            path = (key, locale)
+            if locale not in LOCALES:
+                problems.append(Problem(path, "LOCALE_INVALID", f"{locale!r} is not a locale"))
+            elif key == "description_localizations":
+                problems += _description_problems(path, text) if described else []
+            elif name_max == 32:
+                problems += _name_problems(path, text, slash)
+            elif not 1 <= len(text) <= name_max:
+                problems.append(_too_long(path, name_max))
+    return problems
+
+
 def command_problems(command: dict[str, Any]) -> list[Problem]:
     """The parts of Discord's validation of a command definition a bot is likely to trip."""
-    problems = []
-    name = command.get("name") or ""
-    if command.get("type", 1) != 1:
-        # Context-menu commands may have spaces and capitals, and carry no description.
-        if not 1 <= len(name) <= 32:
-            problems.append(_too_long(("name",), 32))
-    else:
-        if not COMMAND_NAME.match(name) or name != name.lower():
-            problems.append(Problem(("name",), "APPLICATION_COMMAND_INVALID_NAME", "Invalid name"))
-        description = command.get("description") or ""
-        if not 1 <= len(description) <= COMMAND_DESCRIPTION_MAX:
-            problems.append(
-                Problem(
-                    ("description",),
-                    "BASE_TYPE_BAD_LENGTH",
-                    f"Must be between 1 and {COMMAND_DESCRIPTION_MAX} in length.",
-                )
-            )
+    # Context-menu commands may have spaces and capitals, and carry no description.
+    slash = command.get("type", 1) == 1
+    problems = _name_problems(("name",), command.get("name") or "", slash)
+    if slash:
+        problems += _description_problems(("description",), command.get("description") or "")
+    problems += _localisation_problems(command, slash, slash)
     problems += _option_problems(command.get("options") or [], ("options",))
     return problems
 
@@ -138,6 +199,15 @@ def _option_problems(options: list[dict[str, Any]], path: tuple[str | int, ...])
         problems.append(_too_long(path, COMMAND_OPTIONS_MAX))
     seen_optional = False
     for i, option in enumerate(options):
+        problems += [
+            Problem((*path, i, *p.path), p.code, p.message)
+            for p in _localisation_problems(option, True, True)
+        ]
+        for j, choice in enumerate(option.get("choices") or []):
+            problems += [
+                Problem((*path, i, "choices", j, *p.path), p.code, p.message)
+                for p in _localisation_problems(choice, False, False, CHOICE_TEXT_MAX)
+            ]
         if option.get("type") in (1, 2):
             problems += _option_problems(option.get("options") or [], (*path, i, "options"))
             continue

@@ -47,6 +47,9 @@ class Signal:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        # Whether a message is an answer still being written (a streamed poem, say): tests
+        # that know the bot's marker set it, so that `final()` waits for the last edit.
+        self.in_progress: Callable[[Message], bool] = lambda message: False
 
     def fire(self) -> None:
         self._event.set()
@@ -129,6 +132,10 @@ class Message:
     attachments: list[Attachment] = field(default_factory=list)
     components: list[dict[str, Any]] = field(default_factory=list)
     flags: int = 0
+    # 0 a user's message, 20 a slash command's answer, 23 a context menu's, 19 a reply (what
+    # Discord makes of an answer to a button on another message).
+    type: int = 0
+    reference: Message | None = None  # the message this one replies to
     versions: list[MessageVersion] = field(default_factory=list)
     edited_at: float | None = None
     deleted_at: float | None = None
@@ -184,8 +191,7 @@ class Message:
     def payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": str(self.id),
-            # 20 is CHAT_INPUT_COMMAND: what Discord reports for interaction responses.
-            "type": 0 if self.interaction_id is None else 20,
+            "type": self.type,
             "channel_id": str(self.channel_id),
             "author": self.author.payload(),
             "content": self.content,
@@ -203,6 +209,13 @@ class Message:
         }
         if self.guild_id is not None:
             data["guild_id"] = str(self.guild_id)
+        if self.reference is not None:
+            data["message_reference"] = {
+                "type": 0,
+                "message_id": str(self.reference.id),
+                "channel_id": str(self.reference.channel_id),
+                **({"guild_id": str(self.guild_id)} if self.guild_id else {}),
+            }
         if self.application_id is not None:
             data["application_id"] = str(self.application_id)
             data["webhook_id"] = str(self.application_id)
@@ -235,6 +248,7 @@ class InteractionRecord:
     payload: dict[str, Any]
     dispatched_at: float
     signal: Signal = field(repr=False)
+    target: Message | None = None  # the message of a pressed button or a message menu
     callbacks: list[Callback] = field(default_factory=list)
     original: Message | None = None
     followups: list[Message] = field(default_factory=list)
@@ -285,12 +299,14 @@ class InteractionRecord:
 
     async def final(self, timeout: float = 5.0) -> Message:
         """The message a user sees once the bot has really answered: the original response
-        when sent directly or edited after a defer, else the first followup."""
+        when sent directly or edited after a defer, else the first followup; not one the
+        signal's `in_progress` test (set by the test harness) says is still being written."""
+        in_progress = self.signal.in_progress
 
         def settled(record: InteractionRecord) -> Message | None:
             original = record.original
             if original is not None and not original.loading and not original.deleted:
-                return original
+                return None if in_progress(original) else original
             return next((m for m in record.followups if not m.deleted), None)
 
         return await self.wait_for(settled, timeout)

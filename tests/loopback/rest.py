@@ -54,6 +54,13 @@ def error_body(code: int, message: str) -> dict[str, Any]:
     return {"message": message, "code": code}
 
 
+def too_many_requests(retry_after: float, headers: dict[str, str]) -> web.Response:
+    """Discord's 429. discord.py retries it only when it looks like Discord's: a Via header and
+    a JSON body with retry_after; the rate-limit headers come as a consistent set."""
+    body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+    return json_response(body, 429, {"Via": "1.1 google", **headers})
+
+
 class Refused(Exception):
     """Ends a handler early with Discord's error answer."""
 
@@ -108,11 +115,19 @@ class RestApi:
         request[CALL] = call
         state.requests.append(call)
         fault = next((f for f in state.faults if f.matches(request.method, path)), None)
+        verdict = None
         try:
             if fault is not None:
                 fault.remaining -= 1
                 fault.hits += 1
                 response: web.StreamResponse = self._fault_response(fault.status, fault.retry_after)
+            elif (
+                state.rate_limits is not None
+                and (verdict := state.rate_limits.take(request.method, path, state.clock.now()))
+                is not None
+                and verdict.retry_after is not None
+            ):
+                response = too_many_requests(verdict.retry_after, verdict.headers)
             else:
                 response = await handler(request)
         except Refused as refusal:
@@ -120,6 +135,8 @@ class RestApi:
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
             state.violate("unknown-route", "the loopback does not serve this", request.method, path)
             response = json_response(error_body(0, "404: Not Found"), 404)
+        if verdict is not None and verdict.retry_after is None:
+            response.headers.update(verdict.headers)
         call.status = response.status
         state.signal.fire()
         return response
@@ -128,11 +145,7 @@ class RestApi:
     def _fault_response(status: int, retry_after: float) -> web.Response:
         if status != 429:
             return json_response(error_body(0, f"{status}: Injected failure"), status)
-        # discord.py retries a 429 only when it looks like Discord's (a Via header and a JSON
-        # body with retry_after); the rate-limit headers must come as a consistent set.
         headers = {
-            "Via": "1.1 google",
-            "Retry-After": f"{retry_after:.3f}",
             "X-RateLimit-Limit": "5",
             "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
@@ -140,12 +153,7 @@ class RestApi:
             "X-RateLimit-Bucket": "loopback-injected",
             "X-RateLimit-Scope": "user",
         }
-        body = {
-            "message": "You are being rate limited.",
-            "retry_after": retry_after,
-            "global": False,
-        }
-        return json_response(body, 429, headers)
+        return too_many_requests(retry_after, headers)
 
     def _refuse(
         self,
@@ -262,6 +270,8 @@ class RestApi:
             interaction_id=record.id if record else None,
             application_id=state.application_id if record else None,
             flags=flags,
+            # 20 is CHAT_INPUT_COMMAND: what Discord reports for interaction responses.
+            type=0 if record is None else 20,
         )
         state.messages.append(message)
         return message
@@ -340,6 +350,8 @@ class RestApi:
             command_id = state.command_ids.setdefault((guild_id, *key), state.snowflakes.next())
             permissions = command.get("default_member_permissions")
             echoed = {
+                # Discord answers every command with a description ("" for menu commands).
+                "description": "",
                 **command,
                 "id": str(command_id),
                 "application_id": str(state.application_id),
@@ -400,7 +412,8 @@ class RestApi:
                 404,
                 error_body(10062, "Unknown interaction"),
             )
-        allowed = {2: (4, 5, 9), 4: (8,)}[record.type]
+        # Components may also update their own message (6: deferred, 7: now).
+        allowed = {2: (4, 5, 9), 3: (4, 5, 6, 7, 9), 4: (8,)}[record.type]
         if kind not in allowed:
             refuse(
                 "wrong-callback-type",
@@ -408,8 +421,8 @@ class RestApi:
                 400,
                 error_body(50035, "Invalid Form Body"),
             )
-        if kind == 4:
-            refusal = self._message_refusal(data, files, creating=True, prefix=("data",))
+        if kind in (4, 7):
+            refusal = self._message_refusal(data, files, creating=kind == 4, prefix=("data",))
             if refusal is not None:
                 refuse(*refusal)
         if kind == 8:
@@ -434,6 +447,11 @@ class RestApi:
                 record.guild_id,
                 ephemeral | (LOADING if kind == 5 else 0),
             )
+            if record.type == 3:
+                # An answer to a button is shown as a reply to the button's message.
+                message.type, message.reference = 19, record.target
+            elif (record.payload.get("data") or {}).get("type") == 3:
+                message.type = 23  # CONTEXT_MENU_COMMAND
             if kind == 4:
                 message.apply(data, files, now)
             record.original = message
@@ -443,6 +461,10 @@ class RestApi:
                 response_message_ephemeral=bool(ephemeral),
             )
             answer["resource"] = {"type": kind, "message": message.payload()}
+        elif kind in (6, 7) and record.target is not None:
+            if kind == 7:
+                record.target.apply(data, files, now)
+            answer["resource"] = {"type": kind, "message": record.target.payload()}
         else:
             answer["resource"] = {"type": kind}
         return json_response(answer)

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from .model import Channel, ChannelType, Guild, Permission, Snowflakes, User
+from .ratelimits import RateLimits
 from .records import (
     Attachment,
     Clock,
@@ -63,6 +64,7 @@ class DiscordState:
         self.violations: list[Violation] = []
         self.requests: list[RestCall] = []
         self.faults: list[RestFault] = []
+        self.rate_limits: RateLimits | None = RateLimits()
         self.base_url = ""
         self.shard_count = 1
 
