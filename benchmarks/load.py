@@ -517,7 +517,7 @@ def summarise(
     }
 
 
-def markdown(report: Report, command: str) -> str:
+def markdown(report: Report, command: str, baseline: Path | None = None) -> str:
     s, shape, mem = report.summary, report.shape, report.summary["memory"]
     limits = ", ".join(f"{k}={report.env[k]}" for k in SHOWN_SETTINGS if k in report.env)
 
@@ -562,7 +562,7 @@ def markdown(report: Report, command: str) -> str:
             f"{s['rest_calls_per_poem']['mean']} (max {s['rest_calls_per_poem']['max']}), the "
             "defer and every write counted; requests refused with 429 by the loopback's per-route "
             f"limits (5 writes per interaction per 5 s): {s['rate_limited_429s']}.",
-            *_before(s),
+            *_before(s, baseline),
             "",
             "Busy answers promised a retry in: "
             + "; ".join(
@@ -593,14 +593,12 @@ def markdown(report: Report, command: str) -> str:
     )
 
 
-BEFORE = ROOT / "benchmarks" / "results" / "load-before-streaming.json"
-
-
-def _before(s: dict[str, Any]) -> list[str]:
-    """The same run's figures before replies streamed (commit 06a7b75), beside today's."""
-    if not BEFORE.exists():
+def _before(s: dict[str, Any], baseline: Path | None) -> list[str]:
+    """A baseline run's figures (`--baseline`: the load.json of the same command on the code
+    before replies streamed, run beside this one), next to this run's."""
+    if baseline is None:
         return []
-    old = json.loads(BEFORE.read_text())
+    old = json.loads(baseline.read_text())
 
     def cell(run: dict[str, Any], key: str, q: str = "p99") -> str:
         value = (run.get(key) or {}).get(q)
@@ -608,7 +606,7 @@ def _before(s: dict[str, Any]) -> list[str]:
 
     return [
         "",
-        "| beside the run before streaming | before | now |",
+        f"| beside {old.get('label') or baseline.name} | before | now |",
         "|---|---:|---:|",
         f"| acknowledgement p99 (ms) | {cell(old, 'ack_ms')} | {cell(s, 'ack_ms')} |",
         f"| poem answer p99 (ms) | {cell(old, 'poem_answer_ms')} | {cell(s, 'poem_answer_ms')} |",
@@ -634,6 +632,12 @@ def main() -> None:
         default="",
         help="the bot's DATABASE_URL (default: a SQLite file in the run's temporary folder)",
     )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a load.json of the same command on other code, run beside this one, to compare",
+    )
     args = p.parse_args()
     shape = dataclasses.replace(defaults, **{k: getattr(args, k) for k in CLI})
     command = "python -m benchmarks.load " + " ".join(f"--{k} {getattr(args, k):g}" for k in CLI)
@@ -651,8 +655,9 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "load.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    (args.out / "load.md").write_text(markdown(report, command))
-    print(markdown(report, command))
+    text = markdown(report, command, args.baseline)
+    (args.out / "load.md").write_text(text)
+    print(text)
     raise SystemExit(1 if report.problems else 0)
 
 

@@ -11,6 +11,7 @@ import pytest
 from bot.config import ConfigError, Settings
 from bot.stores.channel_settings import (
     ChannelSettings,
+    PoemRecord,
     SettingsUnavailable,
     SQLChannelSettings,
     check_database_url,
@@ -45,6 +46,60 @@ async def test_settings_are_kept_per_channel_and_across_restarts(database_url):
         assert await store.get(2) == ChannelSettings(1.3, None)
         with pytest.raises(ValueError, match="no channel setting named colour"):
             await store.update(2, 1, colour="red")
+    finally:
+        await store.close()
+
+
+@asynchronous
+async def test_poems_buttons_records_are_kept_across_restarts_and_forgotten_when_old(
+    database_url,
+):
+    poem = PoemRecord(BIG, BIG, BIG - 1, "tang", "v3", {"form": "qijue", "seed": 2**53 - 1}, "春")
+    store = open_store(database_url)
+    try:
+        await store.update(5, 5, format="text")
+        assert (await store.get(5)).format == "text"
+        await store.remember_poem(poem)
+        assert await store.recall_poem(BIG) == poem
+        assert await store.recall_poem(7) is None
+        with pytest.raises(SettingsUnavailable):  # one id, one poem
+            await store.remember_poem(poem)
+    finally:
+        await store.close()
+    store = open_store(database_url)  # a restart keeps it
+    try:
+        assert await store.recall_poem(BIG) == poem
+    finally:
+        await store.close()
+    store = SQLChannelSettings(open_store(database_url).backend, poem_days=-1)
+    try:  # opened with a retention that every poem is past: deleted when it connects
+        assert await store.recall_poem(BIG) is None
+        assert (await store.get(5)).format == "text"  # settings are not poems
+    finally:
+        await store.close()
+
+
+@asynchronous
+async def test_a_settings_file_from_before_the_format_column_is_upgraded(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE channel_settings (channel_id INTEGER PRIMARY KEY, guild_id INTEGER "
+        "NOT NULL, temperature REAL, style TEXT, updated_at TIMESTAMP NOT NULL DEFAULT "
+        "CURRENT_TIMESTAMP)"
+    )
+    old.execute(
+        "INSERT INTO channel_settings (channel_id, guild_id, temperature) VALUES (1, 1, 0.5)"
+    )
+    old.commit()
+    old.close()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert await store.get(1) == ChannelSettings(0.5, None, None)
+        await store.update(1, 1, format="text")
+        assert await store.get(1) == ChannelSettings(0.5, None, "text")
     finally:
         await store.close()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import sqlite3
@@ -113,6 +114,9 @@ _REMEMBER = (
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _RECALL = "SELECT id, channel_id, user_id, style, version, options, text FROM poems WHERE id = ?"
+_FORGET = "DELETE FROM poems WHERE created_at < ?"
+POEM_DAYS = 365  # a poem's buttons work this long; older records are deleted
+PRUNE_EVERY = 1000  # poems remembered between two prunings (and one at each connection)
 
 
 def _upsert(columns: tuple[str, ...]) -> str:
@@ -173,9 +177,13 @@ def postgres_backend(url: str, timeout: float = TIMEOUT) -> Backend:
 class SQLChannelSettings:
     """The settings table on one connection, used from one worker thread."""
 
-    def __init__(self, backend: Backend, retry_after: float = RETRY_AFTER) -> None:
+    def __init__(
+        self, backend: Backend, retry_after: float = RETRY_AFTER, poem_days: float = POEM_DAYS
+    ) -> None:
         self.backend = backend
         self.retry_after = retry_after
+        self.poem_days = poem_days
+        self._remembered = 0
         self._db: Any = None
         self._down_until = 0.0
         self._closed = False
@@ -193,6 +201,7 @@ class SQLChannelSettings:
                 db = self.backend.connect()
                 db.execute(_SCHEMA)
                 db.execute(_POEMS)
+                self._prune_quietly(db)
                 have = {
                     c[0] for c in db.execute("SELECT * FROM channel_settings LIMIT 0").description
                 }
@@ -225,6 +234,29 @@ class SQLChannelSettings:
                 f"the settings database cannot be {verb} ({str(err).strip()})"
             ) from err
 
+    def _prune(self, db: Any) -> None:
+        cutoff = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+            days=self.poem_days
+        )
+        # CURRENT_TIMESTAMP is UTC in SQLite; in PostgreSQL the column is compared as a time.
+        db.execute(
+            _FORGET.replace("?", self.backend.marker), (cutoff.strftime("%Y-%m-%d %H:%M:%S"),)
+        )
+        self._remembered = 0
+
+    def _prune_now(self) -> None:
+        try:
+            self._prune_quietly(self._connection())
+        except SettingsUnavailable as err:
+            log.warning("old poems could not be deleted: %s", err)
+
+    def _prune_quietly(self, db: Any) -> None:
+        """Delete poems older than `poem_days`; a database that refuses only delays that."""
+        try:
+            self._prune(db)
+        except self.backend.error as err:
+            log.warning("old poems could not be deleted: %s", err)
+
     def _drop(self) -> None:
         db, self._db = self._db, None
         if db is not None:
@@ -256,6 +288,9 @@ class SQLChannelSettings:
         options = json.dumps(poem.options, ensure_ascii=False)
         params = (poem.id, poem.channel_id, poem.user_id, poem.style, poem.version, options)
         await self._call(_REMEMBER, (*params, poem.text), "written")
+        self._remembered += 1
+        if self._remembered >= PRUNE_EVERY:
+            await asyncio.get_running_loop().run_in_executor(self._worker, self._prune_now)
 
     async def recall_poem(self, poem_id: int) -> PoemRecord | None:
         rows = await self._call(_RECALL, (poem_id,), "read")
