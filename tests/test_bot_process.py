@@ -9,7 +9,15 @@ import socket
 
 import aiohttp
 
-from .botworld import TOKEN, asynchronous, bot_process, footer, make_models
+from .botworld import (
+    TOKEN,
+    asynchronous,
+    bot_process,
+    footer,
+    footer_seed,
+    make_models,
+    still_writing,
+)
 from .loopback import LoopbackDiscord
 
 
@@ -92,3 +100,40 @@ async def test_with_a_token_and_web_port_the_bot_serves_discord_and_the_page(tmp
             bot.process.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(bot.process.wait(), 60)
         assert code == 0, await bot.log()
+
+
+@asynchronous
+async def test_a_poems_buttons_work_in_the_next_bot_process_a_week_later(tmp_path):
+    models = make_models(tmp_path)
+    async with LoopbackDiscord(token=TOKEN) as discord:
+        discord.state.signal.in_progress = still_writing
+        guild = discord.add_guild("Poets")
+        member = guild.add_member(discord.add_user("reader"))
+        other = guild.add_member(discord.add_user("another reader"))
+        env = {
+            "DISCORD_GUILD_IDS": str(guild.id),
+            "MODELS_DIR": str(models),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'settings.sqlite3'}",
+            "ORT_PROVIDERS": "cpu",
+            "DEFAULT_STYLE": "verse",
+        }
+        channel = guild.channel("general")
+        async with bot_process(tmp_path, discord, env) as bot:
+            await discord.wait_for(lambda: discord.guild_commands(guild), 30, "synced commands")
+            record = await discord.invoke(guild, channel, member, "poem", {"length": 50})
+            poem = await record.final(timeout=30)
+            bot.process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(bot.process.wait(), 60) == 0
+        assert poem.components, await bot.log()
+        discord.advance_clock(7 * 24 * 3600)
+        async with bot_process(tmp_path, discord, env):
+            await discord.wait_until_connected(timeout=30)
+            again, more = (b["custom_id"] for b in poem.components[0]["components"])
+            answer = await (await discord.press(poem, again, member)).final(timeout=30)
+            assert answer.reference is poem and "verse v1" in footer(answer)
+            assert footer_seed(answer) != footer_seed(poem)
+            # The presser's cooldown (3 s here) applies: another reader presses Continue.
+            written = await (await discord.press(poem, more, other)).final(timeout=30)
+            assert written.embeds, written.content
+            assert written.reference is poem and "Continued" in written.embeds[0]["title"]
+        assert discord.violations == []

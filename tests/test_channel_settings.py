@@ -195,6 +195,10 @@ async def test_the_bot_answers_when_postgres_is_down(tmp_path):
             assert reply.ephemeral and "can't be saved right now" in reply.content
             _, message = await w.poem({"style": "verse", "length": 30})
             assert f"temperature {settings.default_temperature:g}" in footer(message)
+            # The poem came with its buttons; with nowhere to keep what they need, they are
+            # taken off again rather than left to fail when pressed.
+            assert message.versions[0].body.get("components")
+            await w.discord.wait_for(lambda: not message.components, 15, "buttons taken off")
             assert not w.discord.violations
     finally:
         server.close()

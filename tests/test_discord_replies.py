@@ -243,6 +243,10 @@ async def test_chinese_users_see_chinese_names_errors_and_footers(tmp_path):
         poem = await record.final(timeout=30)
         assert "温度" in footer(poem) and "种子" in footer(poem)
         assert set(buttons(poem)) == {"再写一首", "接着写"}
+        _, said = await w.run(
+            "settings", w.moderator, {"value": 0.6}, subcommand="temperature", locale="zh-TW"
+        )
+        assert said.content == "此頻道的詩現在使用溫度 0.6。"
         assert w.discord.violations == []
 
 

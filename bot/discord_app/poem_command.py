@@ -5,6 +5,7 @@ buttons under it; and the message menu "Write a poem from this"."""
 # No `from __future__ import annotations`: discord.py reads the option annotations, and the
 # bounds in them come from the settings, read when `PoemCommand.command` builds it.
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -29,7 +30,7 @@ from bot.discord_app.replies import (
 from bot.discord_app.styles import default_style, style_choices
 from bot.discord_app.words import say
 from bot.engine.registry import Live, Registry, UnknownStyle
-from bot.engine.scheduler import Busy, Request
+from bot.engine.scheduler import Busy, Generation, Request
 from bot.forms import catalog
 from bot.forms.rules import FormError
 from bot.poems import MAX_SEED, plan_request
@@ -45,7 +46,7 @@ from bot.throttle import Throttle, Throttled
 log = logging.getLogger(__name__)
 
 MAX_TEMPERATURE = 2.0
-REMEMBER_SECONDS = 1.0  # a poem whose buttons' record takes longer to save is sent without them
+REMEMBER_SECONDS = 10.0  # a poem whose buttons' record takes longer to save loses its buttons
 MENU_NAME = "Write a poem from this"
 
 
@@ -351,35 +352,46 @@ class PoemCommand:
             # After a public defer the answer cannot turn ephemeral: say it in the reply.
             await interaction.edit_original_response(content=text, embed=None)
             return
-        view = await self._remember(interaction, asked, result)
+        # The buttons go out with the poem while what they need is saved; should saving fail,
+        # they are taken off again (a press in the meantime waits behind the save: the store
+        # answers in order).
+        poem_id = secrets.randbits(62)
+        saving = asyncio.ensure_future(self._remember(poem_id, interaction, asked, result))
+        view = self._view(poem_id, locale)
         shown = poem.present(result.text)
-        extra = {"view": view} if view is not None else {}
         if as_text:
             parts, attachment = text_reply(result, title, shown, poem.script, locale, note)
             last = len(parts) - 1
-            await interaction.edit_original_response(
+            sent = await interaction.edit_original_response(
                 content=parts[0],
                 embed=None,
                 attachments=[attachment] if attachment and last == 0 else [],
-                **(extra if last == 0 else {}),
+                view=view if last == 0 else None,
             )
             for i, part in enumerate(parts[1:], start=1):
-                await interaction.followup.send(
+                sent = await interaction.followup.send(
                     part,
                     file=attachment if attachment and i == last else discord.utils.MISSING,
-                    **(extra if i == last else {}),
+                    view=view if i == last else discord.utils.MISSING,
+                    wait=True,
                 )
-            return
-        embed, attachment = poem_reply(result, title, shown, poem.script, locale, note)
-        await interaction.edit_original_response(
-            content=None, embed=embed, attachments=[attachment] if attachment else [], **extra
-        )
+        else:
+            embed, attachment = poem_reply(result, title, shown, poem.script, locale, note)
+            sent = await interaction.edit_original_response(
+                content=None, embed=embed, attachments=[attachment] if attachment else [], view=view
+            )
+        if not await saving:
+            with contextlib.suppress(discord.HTTPException):
+                await sent.edit(view=None)
 
     async def _remember(
-        self, interaction: discord.Interaction, asked: PoemOptions, result
-    ) -> discord.ui.View | None:
-        """Keep what the poem's buttons need; the buttons, or None when it cannot be kept."""
-        poem_id = secrets.randbits(62)
+        self,
+        poem_id: int,
+        interaction: discord.Interaction,
+        asked: PoemOptions,
+        result: Generation,
+    ) -> bool:
+        """Keep what the poem's buttons need; False (logged) when it cannot be kept."""
         record = PoemRecord(
             id=poem_id,
             channel_id=interaction.channel_id or 0,
@@ -392,9 +404,9 @@ class PoemCommand:
         try:
             await asyncio.wait_for(self.store.remember_poem(record), REMEMBER_SECONDS)
         except (SettingsUnavailable, asyncio.TimeoutError) as err:
-            log.warning("poem sent without buttons: its options could not be saved (%s)", err)
-            return None
-        return self._view(poem_id, interaction.locale)
+            log.warning("a poem's buttons were taken off: its options could not be saved (%s)", err)
+            return False
+        return True
 
 
 def _poem_button(

@@ -46,9 +46,9 @@ class SettingsGroup(app_commands.Group):
         # Discord hides the command from members without the permission, but a client may
         # ignore that: the bot checks the member's permissions in this channel itself.
         if interaction.guild_id is None:
-            raise UserError("Channel settings exist only in servers.")
+            raise UserError("servers-only")
         if not interaction.permissions.manage_channels:
-            raise UserError("You need the Manage Channels permission here to change settings.")
+            raise UserError("needs-manage-channels")
         return True
 
     async def _save(self, interaction: discord.Interaction, done: str, **changes) -> None:
@@ -67,10 +67,7 @@ class SettingsGroup(app_commands.Group):
             await write
         except SettingsUnavailable as err:
             log.error("settings write failed: %s", err)
-            done = (
-                "Settings can't be saved right now (the database is unavailable); nothing was "
-                "changed. Try again later. /poem keeps working with the defaults."
-            )
+            done = say(interaction.locale, "settings-unavailable")
         if finished:
             await interaction.response.send_message(done, ephemeral=True)
         else:
@@ -85,10 +82,12 @@ class SettingsGroup(app_commands.Group):
     ) -> None:
         """Set this channel's default temperature."""
         if not 0.0 <= value <= MAX_TEMPERATURE:
-            raise UserError(f"Temperature must be between 0 and {MAX_TEMPERATURE:g}.")
+            raise UserError("bad-temperature", limit=f"{MAX_TEMPERATURE:g}")
         value += 0.0  # -0.0 is 0: shown and stored the same way
         await self._save(
-            interaction, f"Poems in this channel now use temperature {value:g}.", temperature=value
+            interaction,
+            say(interaction.locale, "temperature-set", value=f"{value:g}"),
+            temperature=value,
         )
 
     @app_commands.command(name="style")
@@ -97,8 +96,8 @@ class SettingsGroup(app_commands.Group):
         """Set this channel's default style."""
         if name not in self.registry.styles():
             known = ", ".join(self.registry.styles())
-            raise UserError(f"There is no style named {quoted(name)}. Styles: {known}.")
-        await self._save(interaction, f"Poems in this channel now default to {name}.", style=name)
+            raise UserError("no-such-style", name=quoted(name), known=known)
+        await self._save(interaction, say(interaction.locale, "style-set", name=name), style=name)
 
     @style.autocomplete("name")
     async def style_name(self, interaction: discord.Interaction, current: str):
@@ -125,20 +124,24 @@ class SettingsGroup(app_commands.Group):
     async def show(self, interaction: discord.Interaction) -> None:
         """Show this channel's settings."""
         saved = await settings_or_defaults(self.store, interaction.channel_id)
+        locale = interaction.locale
+        default = say(locale, "default")
         temp = (
             f"{saved.temperature:g}"
             if saved.temperature is not None
-            else f"{self.settings.default_temperature:g} (default)"
+            else f"{self.settings.default_temperature:g} {default}"
         )
-        style = (
-            saved.style or f"{default_style(self.registry, self.settings.default_style)} (default)"
+        style = saved.style or (
+            f"{default_style(self.registry, self.settings.default_style)} {default}"
         )
-        shown = saved.format or "embed (default)"
+        shown = say(locale, f"format-{saved.format or 'embed'}")
+        shown = shown if saved.format else f"{shown} {default}"
         await interaction.response.send_message(
-            f"This channel: style {style}, format {shown}, temperature {temp}.", ephemeral=True
+            say(locale, "settings-shown", style=style, format=shown, temperature=temp),
+            ephemeral=True,
         )
 
     @app_commands.command(name="reset")
     async def reset(self, interaction: discord.Interaction) -> None:
         """Forget this channel's settings and use the bot's defaults."""
-        await self._save(interaction, "This channel now uses the bot's defaults.")
+        await self._save(interaction, say(interaction.locale, "settings-reset"))

@@ -157,6 +157,45 @@ WORDS: dict[str, dict[str, str]] = {
         SIMPLIFIED: "这里不能用这个命令。",
         TRADITIONAL: "這裡不能用這個命令。",
     },
+    "servers-only": {
+        ENGLISH: "Channel settings exist only in servers.",
+        SIMPLIFIED: "只有服务器里的频道才有设置。",
+        TRADITIONAL: "只有伺服器裡的頻道才有設定。",
+    },
+    "needs-manage-channels": {
+        ENGLISH: "You need the Manage Channels permission here to change settings.",
+        SIMPLIFIED: "你需要这里的“管理频道”权限才能更改设置。",
+        TRADITIONAL: "你需要這裡的「管理頻道」權限才能更改設定。",
+    },
+    "settings-unavailable": {
+        ENGLISH: "Settings can't be saved right now (the database is unavailable); nothing was "
+        "changed. Try again later. /poem keeps working with the defaults.",
+        SIMPLIFIED: "现在无法保存设置（数据库不可用），什么都没改。请稍后再试。"
+        "/poem 会继续用默认值。",
+        TRADITIONAL: "現在無法儲存設定（資料庫不可用），什麼都沒改。請稍後再試。"
+        "/poem 會繼續用預設值。",
+    },
+    "temperature-set": {
+        ENGLISH: "Poems in this channel now use temperature {value}.",
+        SIMPLIFIED: "此频道的诗现在使用温度 {value}。",
+        TRADITIONAL: "此頻道的詩現在使用溫度 {value}。",
+    },
+    "style-set": {
+        ENGLISH: "Poems in this channel now default to {name}.",
+        SIMPLIFIED: "此频道的诗现在默认用 {name}。",
+        TRADITIONAL: "此頻道的詩現在預設用 {name}。",
+    },
+    "settings-reset": {
+        ENGLISH: "This channel now uses the bot's defaults.",
+        SIMPLIFIED: "此频道现在使用机器人的默认值。",
+        TRADITIONAL: "此頻道現在使用機器人的預設值。",
+    },
+    "settings-shown": {
+        ENGLISH: "This channel: style {style}, format {format}, temperature {temperature}.",
+        SIMPLIFIED: "此频道：风格 {style}，格式 {format}，温度 {temperature}。",
+        TRADITIONAL: "此頻道：風格 {style}，格式 {format}，溫度 {temperature}。",
+    },
+    "default": {ENGLISH: "(default)", SIMPLIFIED: "（默认）", TRADITIONAL: "（預設）"},
     "format-set": {
         ENGLISH: "Poems in this channel are now sent as {format}.",
         SIMPLIFIED: "此频道的诗现在以{format}发送。",
