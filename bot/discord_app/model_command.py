@@ -387,7 +387,26 @@ class ModelGroup(app_commands.Group):
         export_args: list[str],
     ) -> None:
         if self.jobs.remote:
-            await self._queue(interaction, style, corpus, args, epochs, activate, export_args)
+            # Queued for a worker: this posts the job's message; from then on the bot process
+            # holding this guild edits it (`job_messages`), whichever process that is by then.
+            if not interaction.response.is_done():
+                await interaction.response.defer(ephemeral=True, thinking=True)
+            where = JobMessage(
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                application_id=interaction.application_id,
+                token=interaction.token,
+                token_at=time.time(),
+            )
+            try:
+                job = await self.jobs.enqueue(
+                    style, corpus, args, epochs, activate, interaction.user.id, export_args, where
+                )
+            except (ValueError, QueueUnavailable) as err:
+                await interaction.followup.send(escape(str(err)), ephemeral=True)
+                return
+            message = await interaction.followup.send(job_text(job), wait=True)
+            await self.jobs.message_posted(job, message.id)
             return
         progress: list[discord.Message | discord.WebhookMessage] = []
         one_at_a_time = asyncio.Lock()  # the job and this command both report
@@ -420,37 +439,6 @@ class ModelGroup(app_commands.Group):
         if not interaction.response.is_done():
             await interaction.response.defer(ephemeral=True, thinking=True)
         await report(job)
-
-    async def _queue(
-        self,
-        interaction: discord.Interaction,
-        style: str,
-        corpus: str,
-        args: list[str],
-        epochs: int,
-        activate: bool | None,
-        export_args: list[str],
-    ) -> None:
-        """Queue the job for a worker and post its message; from then on the bot process
-        holding this guild edits it (`job_messages`), whichever process that is by then."""
-        if not interaction.response.is_done():
-            await interaction.response.defer(ephemeral=True, thinking=True)
-        where = JobMessage(
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            application_id=interaction.application_id,
-            token=interaction.token,
-            token_at=time.time(),
-        )
-        try:
-            job = await self.jobs.enqueue(
-                style, corpus, args, epochs, activate, interaction.user.id, export_args, where
-            )
-        except (ValueError, QueueUnavailable) as err:
-            await interaction.followup.send(escape(str(err)), ephemeral=True)
-            return
-        message = await interaction.followup.send(job_text(job), wait=True)
-        await self.jobs.message_posted(job, message.id)
 
 
 def job_text(job: Job) -> str:

@@ -91,26 +91,8 @@ class Claimed:
 
 
 def _job(row: tuple) -> Job:
-    (id_, style, corpus, train_args, epochs, activate, requested_by, export_args, status) = row[:9]
-    detail, progress, version, val_loss, activated, created, finished = row[9:16]
-    return Job(
-        id=id_,
-        style=style,
-        corpus=corpus,
-        train_args=list(train_args),
-        epochs=epochs,
-        activate=activate,
-        requested_by=requested_by,
-        export_args=list(export_args),
-        status=status,
-        detail=detail,
-        progress=list(progress),
-        version=version,
-        val_loss=val_loss,
-        activated=activated,
-        created=created,
-        finished=finished,
-    )
+    """A Job from the columns of _JOB, which are its first fields in order."""
+    return Job(*row[:16])
 
 
 class JobQueue:
