@@ -24,7 +24,7 @@ def holds(client: discord.Client, guild_id: int | None) -> bool:
     count = client.shard_count or 1
     shard = (guild_id >> 22) % count if guild_id else 0
     ids = getattr(client, "shard_ids", None)
-    return shard in ids if ids is not None else client.shard_id in (None, shard)
+    return ids is None or shard in ids  # None: one connection, or every shard
 
 
 async def _show(client: discord.Client, text: str, where: JobMessage) -> tuple[int, str]:

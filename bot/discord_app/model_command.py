@@ -6,6 +6,7 @@ BOT_ADMIN_IDS only, checked by the bot on every call whatever Discord showed the
 
 # No `from __future__ import annotations`: discord.py reads the option annotations.
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -199,6 +200,11 @@ class ModelGroup(app_commands.Group):
     async def activate(self, interaction: discord.Interaction, style: str, version: str) -> None:
         """Make a version live now, without dropping poems being written."""
         style = self._style(style)
+        shared = self.registry.shared
+        if shared is not None and version not in versions(self.registry.models_dir, style):
+            # Made by a worker or another process: stored in the database, not here yet.
+            with contextlib.suppress(BundleError, ValueError):
+                await shared.fetch(style, version, self.registry.models_dir)
         version = self._version(style, version)
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:

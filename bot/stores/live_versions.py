@@ -198,8 +198,10 @@ class SharedModels:
                             pass
             except SharedUnavailable as err:
                 log.warning("live versions: %s; retrying", err)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            except Exception:  # a bug must not stop this process from following for good
+                log.exception("live versions: following failed; retrying")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 async def _read_pointers(db: Any) -> Pointers:
