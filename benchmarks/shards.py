@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -148,12 +149,15 @@ async def run_sharded(root: Path, models: Path, shape: Shape, swap_count: int) -
                 await discord.wait_until_connected(timeout=120)
                 await discord.wait_for(discord.global_commands, timeout=60, what="commands")
                 await warm_up(discord, crowd, sorted(prompts))
+                load_before = os.getloadavg()
                 began = time.monotonic()
                 records, late = await drive(discord, crowd, arrivals)
                 await settle(discord, records, timeout=90)
                 wall = time.monotonic() - began
                 outcomes = [judge(a, r) for a, r in zip(arrivals, records, strict=True)]
                 summary = summarise(shape, outcomes, wall, late, {})
+                summary["load_average_before"] = [round(x, 2) for x in load_before]
+                summary["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
                 summary["problems"] = [p for o in outcomes for p in o.problems]
                 summary["problems"] += [f"{v.rule}: {v.detail}" for v in discord.violations]
                 summary["by_shard"] = {
@@ -234,8 +238,12 @@ def markdown(single: dict[str, Any], sharded: dict[str, Any], command: str) -> s
             + " in one process with the machine otherwise idle; the notification itself "
             "arrives in milliseconds.",
             "",
-            "Both processes share this machine's 2 cores, so the split measures the cost of "
-            "sharding, not more capacity: capacity grows with machines.",
+            "Both processes share this machine's 2 cores (with other work: load average "
+            f"{single['load_average_before']} before the one-process run, "
+            f"{sharded['load_average_before']} before the two-process one), so the split "
+            "measures what sharding costs on one machine, not capacity: that grows with "
+            "machines. Acknowledgements wait for the channel's settings (up to 0.5 s), which "
+            "the two processes read from PostgreSQL, the one process from SQLite.",
             "",
             f"Invariants: {'all held.' if not problems else f'{len(problems)} broken:'}",
             *[f"- {p}" for p in problems[:30]],
