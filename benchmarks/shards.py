@@ -127,7 +127,11 @@ async def run_sharded(root: Path, models: Path, shape: Shape, swap_count: int) -
                 g: g.add_member(owner, [g.add_role("ops", Permission.ADMINISTRATOR)])
                 for g in crowd.guilds[:2]
             }
-            folders = {0: models, 1: second_models(models, root)}
+            # Copies: the swaps rewrite ACTIVE files, which must not be the shipped ones.
+            folders = {
+                0: shutil.copytree(models, root / "models-shard0"),
+                1: second_models(models, root),
+            }
             async with contextlib.AsyncExitStack() as stack:
                 bots = []
                 for shard in (0, 1):
