@@ -27,6 +27,7 @@ import re
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,15 @@ class Crowd:
     warmers: list[Member]  # members who warm the bot up, outside the measured run
 
 
-def populate(discord: LoopbackDiscord, shape: Shape) -> Crowd:
-    guilds = [discord.add_guild(f"guild-{g}") for g in range(shape.guilds)]
+def populate(
+    discord: LoopbackDiscord, shape: Shape, guild_id: Callable[[int], int] | None = None
+) -> Crowd:
+    """The guilds, channels and users of `shape`; `guild_id(g)` picks guild g's id (and so
+    its shard), else Discord's next snowflake."""
+    guilds = [
+        discord.add_guild(f"guild-{g}", guild_id=guild_id(g) if guild_id else None)
+        for g in range(shape.guilds)
+    ]
     per_guild = shape.channels // shape.guilds
     channels = [guild.add_text_channel(f"poems-{c}") for guild in guilds for c in range(per_guild)]
     members = [

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the Discord bot (the default)")
+    sub.add_parser("worker", help="run retrain jobs from the queue in PostgreSQL (DATABASE_URL)")
     gen = sub.add_parser("generate", help="write one text with a style's live model")
     gen.add_argument("--style", required=True)
     gen.add_argument("--version", help="a version other than the live one")
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "generate":
         return generate_main(args, settings)
+    if args.command == "worker":
+        from bot.worker import worker_main
+
+        return worker_main(settings, Path("data"))
     from bot.composition import run
 
     return run(settings)

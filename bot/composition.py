@@ -17,10 +17,13 @@ from bot.discord_app.gate import AnswerGate
 from bot.discord_app.model_command import ModelGroup
 from bot.discord_app.poem_command import PoemCommand
 from bot.discord_app.settings_command import SettingsGroup
+from bot.discord_app.sharding import client_options
 from bot.engine.registry import Registry
 from bot.jobs import JobRunner
 from bot.stores.channel_settings import ChannelSettingsStore, open_store
 from bot.stores.corpora import CorpusStore
+from bot.stores.job_queue import JobQueue
+from bot.stores.live_versions import SharedModels
 from bot.throttle import Throttle
 from bot.web.server import PoemPage, serve
 
@@ -43,8 +46,14 @@ NO_TOKEN = """\
 
 
 def build_registry(settings: Settings) -> Registry:
-    """The registry of live models the settings name (nothing loaded until `reload`)."""
-    return Registry(settings.models_dir, settings.providers, settings.limits, settings.precision)
+    """The registry of live models the settings name (nothing loaded until `reload`); with
+    PostgreSQL, its live versions and bundles are shared with every process."""
+    shared = (
+        SharedModels(settings.database_url, settings.live_poll_seconds) if settings.shared else None
+    )
+    return Registry(
+        settings.models_dir, settings.providers, settings.limits, settings.precision, shared
+    )
 
 
 def build_client(
@@ -61,7 +70,9 @@ def build_client(
     data_dir = Path(data_dir)
     registry = build_registry(settings)
     store = store if store is not None else open_store(settings.database_url)
-    jobs = JobRunner(registry, data_dir / "runs", settings.retrain_timeout)
+    jobs: JobRunner | JobQueue = JobRunner(registry, data_dir / "runs", settings.retrain_timeout)
+    if settings.retrain_worker == "queue":  # run by `python -m bot worker`
+        jobs = JobQueue(settings.database_url, settings.worker_heartbeat)
     corpora = CorpusStore(data_dir / "corpora", settings.max_corpus_bytes)
     throttle = Throttle(settings.user_cooldown, settings.channel_concurrency)
     operators = Operators(settings.admin_ids)
@@ -103,7 +114,7 @@ def run(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    bot = build_client(settings)
+    bot = build_client(settings, **client_options(settings))
     runner = None
     if settings.web_port is not None:
         page = build_page(settings, bot.registry).app()
@@ -121,6 +132,7 @@ async def _serve_page(settings: Settings) -> int:
     registry = build_registry(settings)
     for note in await registry.reload():
         log.info("models: %s", note)
+    registry.start_following()
     port = settings.web_port or DEFAULT_WEB_PORT
     try:
         runner = await serve(build_page(settings, registry).app(), settings.web_host, port)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bot.engine.scheduler import Limits
 from bot.engine.sessions import PRECISIONS, PROVIDERS
-from bot.stores.channel_settings import check_database_url
+from bot.stores.channel_settings import SQLITE_PREFIX, check_database_url
 
 
 class ConfigError(ValueError):
@@ -85,6 +85,26 @@ def _ids(name: str) -> frozenset[int]:
         raise ConfigError(f"{name} must be Discord ids separated by commas") from None
 
 
+RETRAIN_WORKERS = ("local", "queue")
+
+
+def _shards() -> tuple[int | None, tuple[int, ...] | None]:
+    """SHARD_COUNT and SHARD_IDS (this process's shards, default all of them)."""
+    count = _int("SHARD_COUNT", 0, 1) or None
+    raw = os.environ.get("SHARD_IDS", "").replace(",", " ").split()
+    if not raw:
+        return count, None
+    if count is None:
+        raise ConfigError("SHARD_IDS needs SHARD_COUNT")
+    try:
+        ids = tuple(sorted({int(part) for part in raw}))
+    except ValueError:
+        raise ConfigError("SHARD_IDS must be shard numbers separated by commas") from None
+    if not all(0 <= i < count for i in ids):
+        raise ConfigError(f"SHARD_IDS must be between 0 and SHARD_COUNT - 1 ({count - 1})")
+    return count, ids
+
+
 @dataclass(frozen=True)
 class Settings:
     discord_token: str = field(default="", repr=False)
@@ -108,6 +128,16 @@ class Settings:
     log_level: str = "INFO"
     web_host: str = "127.0.0.1"
     web_port: int | None = None  # None: the page only when there is no token (on 8000)
+    shard_count: int | None = None  # None: one connection to Discord, no sharding
+    shard_ids: tuple[int, ...] | None = None  # None: every shard of shard_count
+    retrain_worker: str = "local"  # local: the bot runs jobs; queue: `python -m bot worker`
+    worker_heartbeat: float = 5.0  # seconds; a job is failed after three missed
+    live_poll_seconds: float = 30.0
+
+    @property
+    def shared(self) -> bool:
+        """Whether DATABASE_URL names PostgreSQL, shared by several processes."""
+        return not self.database_url.startswith(SQLITE_PREFIX)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -132,7 +162,18 @@ class Settings:
             check_database_url(database_url)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        shard_count, shard_ids = _shards()
+        retrain_worker = os.environ.get("RETRAIN_WORKER", "").strip().lower() or "local"
+        if retrain_worker not in RETRAIN_WORKERS:
+            raise ConfigError(f"RETRAIN_WORKER must be one of {', '.join(RETRAIN_WORKERS)}")
+        if retrain_worker == "queue" and database_url.startswith(SQLITE_PREFIX):
+            raise ConfigError("RETRAIN_WORKER=queue needs DATABASE_URL to name PostgreSQL")
         return cls(
+            shard_count=shard_count,
+            shard_ids=shard_ids,
+            retrain_worker=retrain_worker,
+            worker_heartbeat=_float("WORKER_HEARTBEAT_SECONDS", 5.0, 0.1),
+            live_poll_seconds=_float("LIVE_POLL_SECONDS", 30.0, 0.1),
             discord_token=os.environ.get("DISCORD_TOKEN", "").strip(),
             guild_ids=_ids("DISCORD_GUILD_IDS"),
             admin_ids=_ids("BOT_ADMIN_IDS"),

@@ -85,6 +85,8 @@ Listener = Callable[[Job], Awaitable[None]]
 
 
 class JobRunner:
+    remote = False  # jobs run in this process, and report through their listeners
+
     def __init__(
         self,
         registry: Registry,
@@ -101,6 +103,7 @@ class JobRunner:
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
         self._next_id = 1
+        self.preexec: Callable[[], None] | None = None  # run in each child before it starts
 
     def submit(
         self,
@@ -134,6 +137,20 @@ class JobRunner:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="retrain-jobs")
         return job
+
+    async def listing(self) -> list[Job]:
+        return list(self.jobs.values())
+
+    async def run(self, job: Job, listener: Listener | None = None) -> None:
+        """Run one job to its end now (a worker's way: `submit` queues it instead)."""
+        self.jobs[job.id] = job
+        if listener:
+            self._listeners[job.id] = listener
+        try:
+            await self._run(job)
+        except Exception as err:  # a bug: fail the job loudly, keep the runner alive
+            log.exception("job %s crashed", job.id)
+            await self._finish(job, "failed", f"internal error: {err}")
 
     async def cancel(self, job_id: int) -> Job:
         job = self.jobs.get(job_id)
@@ -175,13 +192,8 @@ class JobRunner:
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
-            if job.done:
-                continue
-            try:
-                await self._run(job)
-            except Exception as err:  # a bug: fail the job loudly, keep the runner alive
-                log.exception("job %s crashed", job.id)
-                await self._finish(job, "failed", f"internal error: {err}")
+            if not job.done:
+                await self.run(job)
 
     async def _run(self, job: Job) -> None:
         started = time.monotonic()
@@ -262,6 +274,7 @@ class JobRunner:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=self.preexec,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             seen = 0

@@ -241,11 +241,16 @@ class BotProcess:
 
 @contextlib.asynccontextmanager
 async def bot_process(
-    cwd: Path, discord: LoopbackDiscord, env: dict[str, str], timeout: float = 60.0
+    cwd: Path,
+    discord: LoopbackDiscord,
+    env: dict[str, str],
+    timeout: float = 60.0,
+    wait: bool = True,
+    args: tuple[str, ...] = (),
 ) -> AsyncIterator[BotProcess]:
     """Start the bot configured only by environment variables (`env` on top of this process's
-    own, the two Discord URLs pointing at `discord`); yield once it is connected; kill it on
-    exit if it is still running."""
+    own, the two Discord URLs pointing at `discord`), `python -m bot *args`; yield once it is
+    connected (every shard, unless not `wait`); kill it on exit if it is still running."""
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DISCORD")},
         "DISCORD_TOKEN": TOKEN,
@@ -258,6 +263,7 @@ async def bot_process(
         sys.executable,
         "-m",
         "bot",
+        *args,
         cwd=cwd,
         env=full_env,
         stdout=asyncio.subprocess.PIPE,
@@ -265,7 +271,8 @@ async def bot_process(
     )
     running = BotProcess(process, asyncio.create_task(process.stdout.read()))
     try:
-        await discord.wait_until_connected(timeout=timeout)
+        if wait:
+            await discord.wait_until_connected(timeout=timeout)
         yield running
     finally:
         if process.returncode is None:

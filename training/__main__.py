@@ -52,12 +52,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multi-worker"),
+        default="default",
+        help="mirrored: every local GPU (else every logical CPU); multi-worker: the machines "
+        "TF_CONFIG names",
+    )
+    p.add_argument(
+        "--cpu-devices", type=int, default=0, help="split the CPU into this many devices (tests)"
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from bot.corpus import CorpusError
+
+    if args.cpu_devices > 1:
+        from training.strategy import split_cpu
+
+        split_cpu(args.cpu_devices)
     from training.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -77,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         unk_rate=args.unk_rate,
         sample_chars=args.sample_chars,
         select_by=args.select_by,
+        strategy=args.strategy,
     )
     model_args = {
         "cell": args.cell,

@@ -34,6 +34,7 @@ from training.model import (
     evaluate_stream,
     sample_text,
 )
+from training.strategy import strategy
 
 LN2 = math.log(2.0)
 
@@ -57,6 +58,7 @@ class TrainConfig:
     init_from: str | None = None  # a finished run whose weights start this one
     sample_chars: int = 200
     select_by: str = "windowed"  # or "full": best epoch by full-context validation loss
+    strategy: str = "default"  # training/strategy.py: mirrored (local GPUs), multi-worker
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -288,12 +290,16 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
             f"the training split ({len(train_ids):,} chars) is smaller than one batch of "
             f"{cfg.batch_size} x {cfg.seq_len} characters: lower --batch-size or --seq-len"
         )
+    distribution = strategy(cfg.strategy)
+    if distribution.num_replicas_in_sync > 1:
+        print(f"training on {distribution.num_replicas_in_sync} replicas", flush=True)
     state_path = run / "state.json"
     if resume and state_path.exists() and (run / "last.keras").exists():
         state = json.loads(state_path.read_text(encoding="utf-8"))
         if state.get("corpus_sha256") != corpus.sha256:
             raise SystemExit(f"{run} was trained on another corpus; refusing to resume")
-        model = keras.models.load_model(run / "last.keras")
+        with distribution.scope():
+            model = keras.models.load_model(run / "last.keras")
         print(f"resuming {run} after epoch {state['epoch']}", flush=True)
     else:
         state = {
@@ -305,7 +311,8 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
             "history": [],
             "corpus_sha256": corpus.sha256,
         }
-        model = build_model(model_cfg)
+        with distribution.scope():
+            model = build_model(model_cfg)
         if cfg.init_from:
             print(warm_start(model, model_cfg, vocab, Path(cfg.init_from)), flush=True)
         # Cosine decay per step over the planned epochs, down to lr * min_lr_fraction. It is a
@@ -314,10 +321,11 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
         schedule = keras.optimizers.schedules.CosineDecay(
             cfg.lr, decay_steps=cfg.epochs * steps, alpha=cfg.min_lr_fraction
         )
-        model.compile(
-            optimizer=keras.optimizers.Adam(schedule, global_clipnorm=cfg.clipnorm),
-            loss=NovelCharLoss(vocab.unk_id, unk_rate),
-        )
+        with distribution.scope():
+            model.compile(
+                optimizer=keras.optimizers.Adam(schedule, global_clipnorm=cfg.clipnorm),
+                loss=NovelCharLoss(vocab.unk_id, unk_rate),
+            )
 
     state["train_chars_per_epoch"] = steps * cfg.batch_size * cfg.seq_len
     write_json(

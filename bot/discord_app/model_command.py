@@ -6,7 +6,9 @@ BOT_ADMIN_IDS only, checked by the bot on every call whatever Discord showed the
 
 # No `from __future__ import annotations`: discord.py reads the option annotations.
 import asyncio
+import contextlib
 import logging
+import time
 
 import discord
 from discord import app_commands
@@ -20,6 +22,7 @@ from bot.forms.catalog import offered
 from bot.forms.units import UNITS
 from bot.jobs import SIZES, Job, JobRunner
 from bot.stores.corpora import CorpusRefused, CorpusStore
+from bot.stores.job_queue import JobMessage, JobQueue, QueueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,11 @@ class ModelGroup(app_commands.Group):
     """Manage the bot's models (operators only)."""
 
     def __init__(
-        self, registry: Registry, jobs: JobRunner, operators: Operators, corpora: CorpusStore
+        self,
+        registry: Registry,
+        jobs: JobRunner | JobQueue,
+        operators: Operators,
+        corpora: CorpusStore,
     ) -> None:
         super().__init__(
             name="model",
@@ -193,6 +200,11 @@ class ModelGroup(app_commands.Group):
     async def activate(self, interaction: discord.Interaction, style: str, version: str) -> None:
         """Make a version live now, without dropping poems being written."""
         style = self._style(style)
+        shared = self.registry.shared
+        if shared is not None and version not in versions(self.registry.models_dir, style):
+            # Made by a worker or another process: stored in the database, not here yet.
+            with contextlib.suppress(BundleError, ValueError):
+                await shared.fetch(style, version, self.registry.models_dir)
         version = self._version(style, version)
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
@@ -350,9 +362,11 @@ class ModelGroup(app_commands.Group):
     @app_commands.command(name="jobs")
     async def jobs(self, interaction: discord.Interaction) -> None:
         """List retrain jobs and their state."""
-        await interaction.response.send_message(
-            jobs_lines(list(self.jobs.jobs.values())), ephemeral=True
-        )
+        try:
+            jobs = await self.jobs.listing()
+        except QueueUnavailable as err:
+            raise UserError(escape(str(err))) from None
+        await interaction.response.send_message(jobs_lines(jobs), ephemeral=True)
 
     @app_commands.command(name="cancel")
     @app_commands.describe(job="the job number from /model jobs")
@@ -362,7 +376,7 @@ class ModelGroup(app_commands.Group):
         """Cancel a queued or running retrain job; nothing live changes."""
         try:
             cancelled = await self.jobs.cancel(job)
-        except (LookupError, ValueError) as err:
+        except (LookupError, ValueError, QueueUnavailable) as err:
             raise UserError(str(err)) from None
         await interaction.response.send_message(
             f"Job {cancelled.id} ({cancelled.style}) is being cancelled.", ephemeral=True
@@ -378,6 +392,28 @@ class ModelGroup(app_commands.Group):
         activate: bool | None,
         export_args: list[str],
     ) -> None:
+        if self.jobs.remote:
+            # Queued for a worker: this posts the job's message; from then on the bot process
+            # holding this guild edits it (`job_messages`), whichever process that is by then.
+            if not interaction.response.is_done():
+                await interaction.response.defer(ephemeral=True, thinking=True)
+            where = JobMessage(
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                application_id=interaction.application_id,
+                token=interaction.token,
+                token_at=time.time(),
+            )
+            try:
+                job = await self.jobs.enqueue(
+                    style, corpus, args, epochs, activate, interaction.user.id, export_args, where
+                )
+            except (ValueError, QueueUnavailable) as err:
+                await interaction.followup.send(escape(str(err)), ephemeral=True)
+                return
+            message = await interaction.followup.send(job_text(job), wait=True)
+            await self.jobs.message_posted(job, message.id)
+            return
         progress: list[discord.Message | discord.WebhookMessage] = []
         one_at_a_time = asyncio.Lock()  # the job and this command both report
 
@@ -386,7 +422,7 @@ class ModelGroup(app_commands.Group):
                 await _report(job)
 
         async def _report(job: Job) -> None:
-            text = _job_text(job)
+            text = job_text(job)
             if not progress:
                 progress.append(await interaction.followup.send(text, wait=True))
                 return
@@ -411,7 +447,7 @@ class ModelGroup(app_commands.Group):
         await report(job)
 
 
-def _job_text(job: Job) -> str:
+def job_text(job: Job) -> str:
     lines = [f"**Job {job.id}** · {job.style} · {job.status}"]
     for p in job.progress[-5:]:
         lines.append(

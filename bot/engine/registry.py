@@ -8,10 +8,12 @@ reported (log and `problems`) and the live model keeps serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from bot.engine.bundle import (
     Bundle,
@@ -31,6 +33,19 @@ log = logging.getLogger(__name__)
 
 class UnknownStyle(LookupError):
     """No live model for this style."""
+
+
+class SharedVersions(Protocol):
+    """Live-version pointers and bundles shared by several processes (PostgreSQL:
+    `bot.stores.live_versions.SharedModels`); without one, the ACTIVE files are the pointers."""
+
+    async def fetch(self, style: str, version: str, models_dir: Path) -> Path: ...
+
+    async def publish(self, style: str, version: str, path: Path) -> None: ...
+
+    async def seed(self, style: str, version: str, path: Path) -> bool: ...
+
+    async def follow(self, apply: Callable[[dict[str, str]], Awaitable[None]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -65,8 +80,10 @@ class Registry:
         providers: str = "auto",
         limits: Limits | None = None,
         precision: str = "fp32",
+        shared: SharedVersions | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
+        self.shared = shared
         self.providers = providers
         self.precision = precision
         self.limits = limits or Limits()
@@ -75,6 +92,7 @@ class Registry:
         self._previous: dict[str, list[str]] = {}  # versions that were live, newest last
         self._swap = asyncio.Lock()
         self._draining: set[asyncio.Task] = set()
+        self._following: asyncio.Task | None = None
 
     # Reading -----------------------------------------------------------------------------
     def styles(self) -> list[str]:
@@ -125,6 +143,8 @@ class Registry:
     # Changing ----------------------------------------------------------------------------
     async def _build(self, style: str, version: str) -> Live:
         path = self.models_dir / check_name(style, "style") / check_name(version, "version")
+        if self.shared is not None and not path.is_dir():
+            await self.shared.fetch(style, version, self.models_dir)
 
         def load() -> StepModel:
             model = load_model(path, self.providers, self.precision)
@@ -159,12 +179,51 @@ class Registry:
         )
 
     async def activate(self, style: str, version: str) -> Live:
-        """Make `version` live for `style` (and record it in ACTIVE); BundleError if broken."""
+        """Make `version` live for `style` (and record it in ACTIVE, and in the shared
+        pointers so that every process follows); BundleError if broken."""
         async with self._swap:
             new = await self._build(style, version)
+            if self.shared is not None:
+                await self.shared.publish(style, version, new.bundle.path)
             set_active(self.models_dir, style, version)
             self._flip(style, new)
             return new
+
+    async def follow(self, pointers: dict[str, str]) -> list[str]:
+        """Serve what the shared pointers name (fetching bundles this process lacks), and
+        bring the styles they do not name yet; one line per change or refusal."""
+        notes = []
+        async with self._swap:
+            for style, live in list(self._live.items()):
+                if style not in pointers and await self.shared.seed(
+                    style, live.version, live.bundle.path
+                ):
+                    notes.append(f"{style}: {live.version} is now the shared live version")
+            for style, version in sorted(pointers.items()):
+                live = self._live.get(style)
+                if live is not None and live.version == version:
+                    continue
+                try:
+                    new = await self._build(style, version)
+                except BundleError as err:
+                    notes.append(f"{style}/{version} refused: {err}")
+                    continue
+                set_active(self.models_dir, style, version)
+                self._flip(style, new)
+                notes.append(f"{style}: now {version}")
+        for note in notes:
+            log.info("shared live versions: %s", note)
+        return notes
+
+    def start_following(self) -> None:
+        """With shared pointers, follow them from now until `close` (a background task)."""
+        if self.shared is None or self._following is not None:
+            return
+
+        async def apply(pointers: dict[str, str]) -> None:
+            await self.follow(pointers)
+
+        self._following = asyncio.create_task(self.shared.follow(apply), name="live-versions")
 
     async def rollback(self, style: str) -> Live:
         """Go back to the version live before this one (after a restart: the next older)."""
@@ -215,6 +274,10 @@ class Registry:
 
     async def close(self) -> None:
         """Finish what is in flight on every model, then stop."""
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
         closing = [live.scheduler.close() for live in self._live.values()]
         self._live.clear()
         await asyncio.gather(*closing, *self._draining, return_exceptions=True)

@@ -43,6 +43,7 @@ class GatewayConnection:
     handshake: str | None = None
     shard: tuple[int, int] | None = None
     intents: int | None = None
+    identified_at: float | None = None
     ready: bool = False
     live: bool = True
     closed_at: float | None = None
@@ -142,6 +143,7 @@ class Gateway:
             await self._close(connection, INVALID_SHARD)
             return
         connection.handshake, connection.shard = "identify", shard
+        connection.identified_at = self.state.clock.now()
         connection.intents = data.get("intents")
         session = GatewaySession(secrets.token_hex(16), shard)
         index = shard[0] if shard else 0
