@@ -113,7 +113,9 @@ async def swaps(discord, crowd: Crowd, operator: dict, count: int) -> list[float
     return times
 
 
-async def run_sharded(root: Path, models: Path, shape: Shape, swap_count: int) -> dict[str, Any]:
+async def run_sharded(
+    root: Path, models: Path, shape: Shape, swap_count: int, ort_threads: int = 0
+) -> dict[str, Any]:
     prompts = {style: PROMPTS[style] for style in PROMPTS if (models / style).is_dir()}
     postgres = PostgresServer()
     try:
@@ -141,6 +143,7 @@ async def run_sharded(root: Path, models: Path, shape: Shape, swap_count: int) -
                         DATABASE_URL=url,
                         SHARD_COUNT="2",
                         SHARD_IDS=str(shard),
+                        ORT_THREADS=str(ort_threads),
                     )
                     (root / f"shard{shard}").mkdir(parents=True, exist_ok=True)
                     bots.append(
@@ -263,11 +266,17 @@ def main() -> None:
     p.add_argument("--swaps", type=int, default=20)
     p.add_argument("--models", type=Path, default=ROOT / "models")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument(
+        "--ort-threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="ORT_THREADS of each shard process (default: half the cores, so the two split them)",
+    )
     args = p.parse_args()
     shape = dataclasses.replace(Shape(), interactions=args.interactions, seconds=args.seconds)
     command = (
         f"python -m benchmarks.shards --interactions {args.interactions} "
-        f"--seconds {args.seconds:g} --swaps {args.swaps}"
+        f"--seconds {args.seconds:g} --swaps {args.swaps} --ort-threads {args.ort_threads}"
     )
     models = args.models.resolve()
     prompts = {style: PROMPTS[style] for style in PROMPTS if (models / style).is_dir()}
@@ -276,7 +285,9 @@ def main() -> None:
         (Path(tmp) / "one").mkdir()
         report = asyncio.run(run_load(Path(tmp) / "one", models, shape, prompts))
         single = {**report.summary, "problems": report.problems}
-        sharded = asyncio.run(run_sharded(Path(tmp) / "two", models, shape, args.swaps))
+        sharded = asyncio.run(
+            run_sharded(Path(tmp) / "two", models, shape, args.swaps, args.ort_threads)
+        )
     sharded["build_s"] = builds
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"command": command, "one_process": single, "two_processes": sharded}

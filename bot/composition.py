@@ -19,6 +19,7 @@ from bot.discord_app.poem_command import PoemCommand
 from bot.discord_app.settings_command import SettingsGroup
 from bot.discord_app.sharding import client_options
 from bot.engine.registry import Registry
+from bot.engine.sessions import set_thread_pool_size
 from bot.jobs import JobRunner
 from bot.stores.channel_settings import ChannelSettingsStore, open_store
 from bot.stores.corpora import CorpusStore
@@ -48,6 +49,7 @@ NO_TOKEN = """\
 def build_registry(settings: Settings) -> Registry:
     """The registry of live models the settings name (nothing loaded until `reload`); with
     PostgreSQL, its live versions and bundles are shared with every process."""
+    set_thread_pool_size(settings.ort_threads)
     shared = (
         SharedModels(settings.database_url, settings.live_poll_seconds) if settings.shared else None
     )

@@ -114,6 +114,7 @@ class Settings:
     database_url: str = "sqlite:///data/poembot.sqlite3"
     providers: str = "auto"
     precision: str = "fp32"
+    ort_threads: int = 0  # onnxruntime's threads for this process (0: one per core)
     api_base_url: str = ""
     gateway_url: str = ""
     limits: Limits = field(default_factory=Limits)
@@ -181,6 +182,7 @@ class Settings:
             database_url=database_url,
             providers=providers,
             precision=precision,
+            ort_threads=_int("ORT_THREADS", 0, 0),
             api_base_url=os.environ.get("DISCORD_API_BASE_URL", "").strip(),
             gateway_url=os.environ.get("DISCORD_GATEWAY_URL", "").strip(),
             limits=limits,

@@ -42,6 +42,17 @@ def cuda_loads() -> bool:
 
 
 _shared_pool: bool | None = None
+_pool_threads = 0  # 0: one per core
+
+
+def set_thread_pool_size(threads: int) -> None:
+    """How many threads the process's onnxruntime pool gets (0: one per core); takes effect
+    only before the first session. Several bot processes on one machine should split the
+    cores between them rather than each take them all."""
+    global _pool_threads
+    if threads < 0:
+        raise ValueError("threads must be 0 (one per core) or more")
+    _pool_threads = threads
 
 
 def _use_shared_thread_pool() -> bool:
@@ -54,7 +65,7 @@ def _use_shared_thread_pool() -> bool:
         try:
             from onnxruntime.capi import _pybind_state
 
-            _pybind_state.set_global_thread_pool_sizes(0, 1)  # 0: one thread per core
+            _pybind_state.set_global_thread_pool_sizes(_pool_threads, 1)
             _shared_pool = True
         except Exception as err:  # the environment already exists, or an older onnxruntime
             log.debug("onnxruntime's shared thread pool is not available (%s)", err)
