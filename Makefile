@@ -54,7 +54,7 @@ browser:
 	  fi; \
 	fi
 
-# The measurements quoted in benchmarks/results/ (about 45 minutes on 2 cores).
+# The measurements quoted in benchmarks/results/ (about 90 minutes on 2 cores, half of it cells).
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.kneser_ney
 	$(PY) -m benchmarks.serve
@@ -64,6 +64,7 @@ bench: $(VENV)/.dev
 	$(PY) -m benchmarks.forms
 	$(PY) -m benchmarks.copy_guard
 	$(PY) -m benchmarks.page
+	$(PY) -m benchmarks.cells
 	$(PY) -m benchmarks.readme
 
 # 1,000 /poem in bursts through the loopback Discord against the bot process (about 2 minutes).

@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks.stats import write_results
 from bot.engine.bundle import active_version, load_bundle, styles
+from export.graphs import GATES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -39,7 +40,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def forward_shapes(card: dict, batch: int, seq: int) -> list[tuple[int, int, int, int]]:
     """(count, rows, inner, outer) of the matrix multiplies of one forward pass of a batch."""
-    gates = 4 if card["cell"] == "lstm" else 3
+    gates = GATES[card["cell"]]
     units, width = card["units"], card["embedding"]
     shapes = []
     for _ in range(card["layers"]):

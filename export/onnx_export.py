@@ -1,8 +1,10 @@
-"""A finished training run -> a verified bundle: tf2onnx one-step graph, parity, optional int8.
+"""A finished training run -> a verified bundle: the one-step graph, parity, optional int8.
 
-The one-step graph is built from the trained weights with tf_keras recurrent layers, whose
-TensorFlow graphs tf2onnx rewrites into single ONNX LSTM/GRU operators (Keras 3's GRU graph
-would become an ONNX Loop). Parity is measured against the trained Keras model itself.
+For lstm and gru the one-step graph is built from the trained weights with tf_keras recurrent
+layers, whose TensorFlow graphs tf2onnx rewrites into single ONNX LSTM/GRU operators (Keras 3's
+GRU graph would become an ONNX Loop). tf2onnx knows no peephole or coupled cell of ours, so
+those are built by `export.graphs` from the Keras weights (peephole: ONNX LSTM with `P`;
+coupled: plain arithmetic). Parity is measured against the trained Keras model itself.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from training.model import eval_streams, evaluate_stream
 OPSET = 17
 PARITY_STEPS = 200
 PARITY_TOLERANCE = 1e-4
-RECURRENT_OPS = {"lstm": "LSTM", "gru": "GRU"}
+RECURRENT_OPS = {"lstm": "LSTM", "gru": "GRU", "peephole": "LSTM"}  # coupled: none
 # An n-gram model is held whole in the serving process: beyond this many (about 90 MB) it would
 # crowd out the other styles.
 MAX_NGRAMS = 2_000_000
@@ -129,13 +131,65 @@ def convert(step, specs, model_cfg, path: Path) -> None:
     onnx_model, _ = tf2onnx.convert.from_function(
         step, input_signature=specs, opset=OPSET, output_path=str(path)
     )
+    check_ops(onnx_model, model_cfg, "tf2onnx")
+
+
+def check_ops(onnx_model, model_cfg, made_by: str) -> None:
+    """Refuse a one-step graph whose layers are not what the contract says for its cell: one
+    LSTM/GRU operator per layer (coupled: none), never a Loop or Scan."""
     ops = [node.op_type for node in onnx_model.graph.node]
-    want = RECURRENT_OPS[model_cfg.cell]
-    if ops.count(want) != model_cfg.layers or "Loop" in ops or "Scan" in ops:
+    want = RECURRENT_OPS.get(model_cfg.cell)
+    count = model_cfg.layers if want else 0
+    recurrent = ops.count("LSTM") + ops.count("GRU")
+    if (want and ops.count(want) != count) or recurrent != count or "Loop" in ops or "Scan" in ops:
         raise ExportError(
-            f"tf2onnx produced {ops.count(want)} {want} operators for {model_cfg.layers} layers "
-            f"(and {ops.count('Loop')} Loop); the bundle contract needs one {want} per layer"
+            f"{made_by} produced {recurrent} LSTM/GRU operators for {model_cfg.layers} "
+            f"{model_cfg.cell} layers (and {ops.count('Loop')} Loop, {ops.count('Scan')} Scan); "
+            f"the bundle contract needs {count} {want or 'LSTM/GRU'} and no Loop or Scan"
         )
+
+
+def keras_weights(model, model_cfg) -> graphs.StepWeights:
+    """The trained weights of a peephole or coupled model in export.graphs' layout: Keras's
+    kernels [input, gates * units] in blocks i f c o (coupled: f c o) and peephole rows i f o,
+    to ONNX's [gates * units, input] in blocks i o f c (coupled: o f c) and P in i o f."""
+    import onnx
+
+    order = {"peephole": [0, 3, 1, 2], "coupled": [2, 0, 1]}[model_cfg.cell]
+
+    def blocks(m: np.ndarray) -> np.ndarray:
+        parts = np.split(m, len(order), axis=-1)
+        return np.concatenate([parts[k] for k in order], axis=-1)
+
+    layers = []
+    for i in range(model_cfg.layers):
+        kernel, recurrent, bias, *peephole = model.get_layer(f"rnn_{i}").get_weights()
+        b = np.concatenate([blocks(bias), np.zeros_like(bias)]).astype(np.float32)
+        p = peephole[0][[0, 2, 1]].reshape(-1).astype(np.float32) if peephole else None
+        layers.append(graphs.Layer(blocks(kernel).T.copy(), blocks(recurrent).T.copy(), b, p))
+    dense_w, dense_b = model.get_layer("logits").get_weights()
+    return graphs.StepWeights(
+        model_cfg.cell,
+        model.get_layer("embedding").get_weights()[0],
+        layers,
+        dense_w,
+        dense_b,
+        onnx.TensorProto.INT32,
+    )
+
+
+def write_step(model, model_cfg, path: Path) -> str:
+    """The bundle's one-step graph at `path`; says how it was made."""
+    if model_cfg.cell in ("lstm", "gru"):
+        step, specs = step_function(model, model_cfg)
+        convert(step, specs, model_cfg, path)
+        return f"converted with tf2onnx (opset {OPSET})"
+    import onnx
+
+    onnx_model = graphs.step_graph(keras_weights(model, model_cfg))
+    check_ops(onnx_model, model_cfg, "export.graphs")
+    onnx.save(onnx_model, path)
+    return f"built from the weights with export.graphs (opset {graphs.OPSET})"
 
 
 def parity(model, model_cfg, session: StepModel, ids: np.ndarray) -> float:
@@ -437,9 +491,7 @@ def export_run(
 
     with tempfile.TemporaryDirectory(prefix="poembot-export-") as tmp_name:
         tmp = Path(tmp_name)
-        step, specs = step_function(model, model_cfg)
-        convert(step, specs, model_cfg, tmp / MODEL_FILE)
-        log(f"converted with tf2onnx (opset {OPSET})")
+        log(write_step(model, model_cfg, tmp / MODEL_FILE))
         card: dict[str, Any] = {
             "style": style,
             "display_name": display_name or (known.display_name if known else style),

@@ -50,6 +50,10 @@ async def test_synced_schema_has_the_documented_options_bounds_and_permissions(t
             "jobs",
             "cancel",
         }
+        add = next(o for o in model["options"] if o["name"] == "add")
+        cell = next(o for o in add["options"] if o["name"] == "cell")
+        assert [c["value"] for c in cell["choices"]] == ["lstm", "gru", "peephole", "coupled"]
+        assert not cell.get("required")
 
 
 @asynchronous

@@ -28,8 +28,10 @@ def job_finished(record):
 @asynchronous
 async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
     async with bot_world(tmp_path) as w:
-        # With a trigram model mixed in, which the retrain below must keep.
-        record = await w.add_style("bard", CORPUS, "bard.txt", epochs=2, size="small", ngram=3)
+        # With a trigram model mixed in and coupled gates, which the retrain below must keep.
+        record = await w.add_style(
+            "bard", CORPUS, "bard.txt", epochs=2, size="small", ngram=3, cell="coupled"
+        )
         done = await record.wait_for(job_finished, timeout=240)
         assert "succeeded" in done and "v1 is live" in done, done
         progress = record.messages[0]
@@ -38,6 +40,7 @@ async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
         assert "bard v1" in footer(poem)
         v1 = load_bundle(tmp_path / "models" / "bard" / "v1")
         assert (v1.card["ngram"]["order"], v1.ngram_weight) == (3, 0.5)
+        assert v1.card["cell"] == "coupled"
 
         record = await w.discord.invoke(
             w.guild,
@@ -64,6 +67,7 @@ async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
         assert "Job 2" in channel_message.content
         v2 = load_bundle(tmp_path / "models" / "bard" / "v2")
         assert (v2.card["ngram"]["order"], v2.ngram_weight) == (3, 0.5)
+        assert v2.card["cell"] == "coupled"
         # It compares the figures the engine serves (the mixtures'), markdown-escaped.
         served, live = (
             f"{b.card['metrics']['val_loss']:.4f}".replace(".", "\\.") for b in (v2, v1)

@@ -138,3 +138,19 @@ def test_write_bundle_refuses_to_overwrite(tmp_path):
     make_bundle(tmp_path)
     with pytest.raises(BundleError, match="already exists"):
         make_bundle(tmp_path)
+
+
+@pytest.mark.parametrize("cell", ["peephole", "coupled"])
+def test_a_bundle_of_each_lstm_variant_loads_with_h_and_c_per_layer(tmp_path, cell):
+    model = StepModel.load(make_bundle(tmp_path, cell=cell), providers="cpu")
+    assert model.bundle.state_names == ["h0", "c0", "h1", "c1"]
+    logits, states = model.step(model.bundle.vocab.encode("ab")[0], model.zero_states(2))
+    assert logits.shape == (2, len(model.bundle.vocab)) and len(states) == 4
+
+
+def test_a_card_naming_an_unknown_cell_is_refused_with_the_cells_it_could_be(bundle_path):
+    card = json.loads((bundle_path / "card.json").read_text())
+    card["cell"] = "mlstm"
+    (bundle_path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match=r"cell 'mlstm' is not one of lstm, gru, peephole"):
+        StepModel.load(bundle_path, providers="cpu")

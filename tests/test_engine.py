@@ -49,6 +49,36 @@ def ngram_model(tmp_path_factory):
     return StepModel.load(path, providers="cpu")
 
 
+@pytest.fixture(scope="module")
+def variant_bundles(tmp_path_factory):
+    """A bundle of each LSTM variant (peephole connections, coupled gates), int8 graph too."""
+    root = tmp_path_factory.mktemp("models")
+    return {
+        cell: make_bundle(root, style=cell, cell=cell, units=48, scale=2.0, int8=True)
+        for cell in ("peephole", "coupled")
+    }
+
+
+@pytest.fixture(scope="module")
+def peephole_model(variant_bundles):
+    return StepModel.load(variant_bundles["peephole"], providers="cpu")
+
+
+@pytest.fixture(scope="module")
+def coupled_model(variant_bundles):
+    return StepModel.load(variant_bundles["coupled"], providers="cpu")
+
+
+@pytest.fixture(scope="module")
+def peephole_int8_model(variant_bundles):
+    return StepModel.load(variant_bundles["peephole"], providers="cpu", int8=True)
+
+
+@pytest.fixture(scope="module")
+def coupled_int8_model(variant_bundles):
+    return StepModel.load(variant_bundles["coupled"], providers="cpu", int8=True)
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -60,7 +90,13 @@ async def generate_all(scheduler, requests):
         await scheduler.close()
 
 
-@pytest.mark.parametrize("variant", ["model", "int8_model", "bound_model", "ngram_model"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        *("model", "int8_model", "bound_model", "ngram_model"),
+        *("peephole_model", "peephole_int8_model", "coupled_model", "coupled_int8_model"),
+    ],
+)
 def test_same_seed_same_text_alone_or_among_63_others(variant, request):
     model = request.getfixturevalue(variant)
     target = Request(prompt="First Citizen:", length=120, temperature=0.9, seed=42)
@@ -284,11 +320,13 @@ def test_a_failing_step_fails_its_batch_and_the_engine_keeps_serving(model, monk
     assert len(run(scenario()).text) == 50
 
 
-@pytest.mark.parametrize("ngram", [0, 6])
-def test_prompt_is_read_in_one_prefill_run_and_writes_what_stepping_writes(ngram, tmp_path):
+@pytest.mark.parametrize(
+    ("cell", "ngram"), [("lstm", 0), ("lstm", 6), ("peephole", 0), ("coupled", 0)]
+)
+def test_prompt_is_read_in_one_prefill_run_and_writes_what_stepping_writes(cell, ngram, tmp_path):
     model, stepping = (
         StepModel.load(
-            make_bundle(tmp_path / str(p), units=48, scale=2.0, prefill=p, ngram=ngram),
+            make_bundle(tmp_path / str(p), cell=cell, units=48, scale=2.0, prefill=p, ngram=ngram),
             providers="cpu",
         )
         for p in (True, False)
@@ -316,10 +354,13 @@ def table_models(tmp_path_factory):
     return StepModel.load(path, providers="cpu"), StepModel.load(path, providers="cpu", int8=True)
 
 
-@pytest.mark.parametrize("pair", ["plain", "table"])
-def test_int8_step_stays_close_to_fp32(pair, model, int8_model, table_models):
+@pytest.mark.parametrize("pair", ["plain", "table", "peephole", "coupled"])
+def test_int8_step_stays_close_to_fp32(pair, model, int8_model, table_models, request):
     if pair == "table":
         model, int8_model = table_models
+    elif pair != "plain":
+        model = request.getfixturevalue(f"{pair}_model")
+        int8_model = request.getfixturevalue(f"{pair}_int8_model")
     ops = [node.op_type for node in onnx.load(int8_model.bundle.model_path(True)).graph.node]
     assert ops.count("MatMulInteger") == 3  # one per layer ([x, h] together) and the logits
     assert ops.count("Concat") == (1 if pair == "table" else 2)  # the table replaces one

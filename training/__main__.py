@@ -1,4 +1,4 @@
-"""`python -m training`: train a char-LSTM/GRU style from a corpus file or a known corpus name."""
+"""`python -m training`: train a char-RNN style from a corpus file or a known corpus name."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from bot.corpus import KNOWN_CORPORA
+    from bot.engine.bundle import CELLS
 
     p = argparse.ArgumentParser(
         prog="python -m training",
@@ -23,7 +24,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--style", required=True, help="style name (a-z, 0-9, _ and -)")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/shakespeare")
-    p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    p.add_argument(
+        "--cell",
+        choices=CELLS,
+        default="lstm",
+        help="lstm, gru, peephole (LSTM whose gates read the cell state) or coupled (LSTM "
+        "whose input gate is 1 - forget gate)",
+    )
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--units", type=int, default=512)
     p.add_argument("--embedding", type=int, default=64)

@@ -1,4 +1,6 @@
-"""The char-RNN: Embedding -> N x LSTM/GRU with dropout -> Dense logits, and its stateful forward.
+"""The char-RNN: Embedding -> N x recurrent layers with dropout -> Dense logits, and its stateful
+forward. The cells: Keras's LSTM and GRU, and two LSTM variants Keras lacks, written here:
+peephole connections and coupled input and forget gates.
 
 The training graph (`build_model`) and the stateful `forward` share the same layer objects, so
 sampling during training, the export's parity reference and the TensorFlow serving benchmark
@@ -41,16 +43,114 @@ class ModelConfig:
         return state_names(self.cell, self.layers)
 
 
+def _forget_bias_one(units: int, gates: int, forget: int):
+    """A bias initializer that starts gate block `forget` at 1 (Keras's unit_forget_bias): the
+    cell keeps its state at first, so gradients reach back further early in training."""
+
+    def init(shape, dtype=None):
+        return keras.ops.concatenate(
+            [
+                keras.ops.zeros([forget * units], dtype),
+                keras.ops.ones([units], dtype),
+                keras.ops.zeros([(gates - forget - 1) * units], dtype),
+            ]
+        )
+
+    return init
+
+
+class _GatedCell(keras.layers.Layer):
+    """What both LSTM variants share: state (h, c), one kernel over the input and one over h,
+    `GATES` blocks of `units` each, the forget block's bias starting at 1."""
+
+    GATES = 4
+    FORGET = 1  # index of the forget block in the kernels
+
+    def __init__(self, units: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = [units, units]
+        self.output_size = units
+
+    def build(self, input_shape) -> None:
+        width = self.GATES * self.units
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], width), initializer="glorot_uniform", name="kernel"
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, width), initializer="orthogonal", name="recurrent_kernel"
+        )
+        self.bias = self.add_weight(
+            shape=(width,),
+            initializer=_forget_bias_one(self.units, self.GATES, self.FORGET),
+            name="bias",
+        )
+
+    def gates(self, inputs, h):
+        z = keras.ops.matmul(inputs, self.kernel) + keras.ops.matmul(h, self.recurrent_kernel)
+        return keras.ops.split(z + self.bias, self.GATES, axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="poembot")
+class PeepholeLSTMCell(_GatedCell):
+    """LSTM with peephole connections (Gers and Schmidhuber, 2000): the input and forget gates
+    read the previous cell state, the output gate the new one, each through a diagonal weight.
+    Kernel blocks i, f, c, o as Keras's LSTM; `peephole` rows i, f, o, starting at zero (a
+    plain LSTM)."""
+
+    def build(self, input_shape) -> None:
+        super().build(input_shape)
+        self.peephole = self.add_weight(shape=(3, self.units), initializer="zeros", name="peephole")
+
+    def call(self, inputs, states, training=False):
+        h, c = states
+        zi, zf, zc, zo = self.gates(inputs, h)
+        i = keras.ops.sigmoid(zi + self.peephole[0] * c)
+        f = keras.ops.sigmoid(zf + self.peephole[1] * c)
+        c = f * c + i * keras.ops.tanh(zc)
+        h = keras.ops.sigmoid(zo + self.peephole[2] * c) * keras.ops.tanh(c)
+        return h, [h, c]
+
+
+@keras.saving.register_keras_serializable(package="poembot")
+class CoupledLSTMCell(_GatedCell):
+    """LSTM whose input gate is 1 - its forget gate (Greff et al.'s CIFG, without peepholes):
+    what the cell forgets it replaces, one gate fewer. Kernel blocks f, c, o."""
+
+    GATES = 3
+    FORGET = 0
+
+    def call(self, inputs, states, training=False):
+        h, c = states
+        zf, zc, zo = self.gates(inputs, h)
+        f = keras.ops.sigmoid(zf)
+        c = f * c + (1.0 - f) * keras.ops.tanh(zc)
+        h = keras.ops.sigmoid(zo) * keras.ops.tanh(c)
+        return h, [h, c]
+
+
+def recurrent_layer(cell: str, units: int, name: str) -> keras.layers.Layer:
+    """One recurrent layer of the given cell, returning its sequence and its final state."""
+    # return_state lets `forward` reuse the layer with a carried state; reset_after (the GRU
+    # default) is the variant ONNX's GRU computes with linear_before_reset=1.
+    if cell == "lstm":
+        return keras.layers.LSTM(units, return_sequences=True, return_state=True, name=name)
+    if cell == "gru":
+        return keras.layers.GRU(units, return_sequences=True, return_state=True, name=name)
+    variant = {"peephole": PeepholeLSTMCell, "coupled": CoupledLSTMCell}[cell]
+    return keras.layers.RNN(variant(units), return_sequences=True, return_state=True, name=name)
+
+
 def build_model(config: ModelConfig) -> keras.Model:
     """The training graph: ids [batch, time] -> logits [batch, time, vocab]."""
-    rnn = keras.layers.LSTM if config.cell == "lstm" else keras.layers.GRU
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = keras.layers.Embedding(config.vocab_size, config.embedding, name="embedding")(ids)
     x = keras.layers.Dropout(config.dropout, name="dropout_in")(x)
     for i in range(config.layers):
-        # return_state lets `forward` reuse the layer with a carried state; reset_after (the
-        # GRU default) is the variant ONNX's GRU computes with linear_before_reset=1.
-        x = rnn(config.units, return_sequences=True, return_state=True, name=f"rnn_{i}")(x)[0]
+        x = recurrent_layer(config.cell, config.units, f"rnn_{i}")(x)[0]
         x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
     logits = keras.layers.Dense(config.vocab_size, name="logits")(x)
     return keras.Model(ids, logits, name=f"char_{config.cell}")
@@ -94,10 +194,10 @@ def forward(
 ) -> tuple[tf.Tensor, list[tf.Tensor]]:
     """Inference through the trained layers with a carried state.
 
-    ids [batch, time] int32; states in bundle order (h, c per LSTM layer; h per GRU layer).
-    Returns logits [batch, time, vocab] and the new states.
+    ids [batch, time] int32; states in bundle order (h, c per LSTM layer of any kind; h per
+    GRU layer). Returns logits [batch, time, vocab] and the new states.
     """
-    per_layer = 2 if config.cell == "lstm" else 1
+    per_layer = len(config.state_names) // config.layers
     x = model.get_layer("embedding")(ids)
     new_states: list[tf.Tensor] = []
     for i in range(config.layers):

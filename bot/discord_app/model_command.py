@@ -16,7 +16,7 @@ from discord import app_commands
 from bot.discord_app.authority import Operators
 from bot.discord_app.errors import UserError
 from bot.discord_app.replies import escape, quoted
-from bot.engine.bundle import BundleError, check_name, load_bundle, styles, versions
+from bot.engine.bundle import CELLS, BundleError, check_name, load_bundle, styles, versions
 from bot.engine.registry import Registry, UnknownStyle
 from bot.forms.catalog import offered
 from bot.forms.units import UNITS
@@ -304,10 +304,13 @@ class ModelGroup(app_commands.Group):
         unit="what one poem is (default: a paragraph where the text has blank lines, else a line)",
         copy_guard="never write this many consecutive characters of the upload (default 0: off; "
         "8 suits lyrics)",
+        cell="the recurrent cell (default lstm; peephole: gates read the cell state; coupled: "
+        "one gate decides what to forget and what to write, fewer parameters)",
     )
     @app_commands.choices(
         size=[app_commands.Choice(name=s, value=s) for s in SIZES],
         unit=[app_commands.Choice(name=u, value=u) for u in UNITS],
+        cell=[app_commands.Choice(name=c, value=c) for c in CELLS],
     )
     async def add(
         self,
@@ -319,6 +322,7 @@ class ModelGroup(app_commands.Group):
         ngram: app_commands.Range[int, 0, MAX_NGRAM_ORDER] = 0,
         unit: str | None = None,
         copy_guard: app_commands.Range[int, 0, MAX_COPY_GUARD] = 0,
+        cell: str = "lstm",
     ) -> None:
         """Add a new style trained on an uploaded text file."""
         try:
@@ -332,6 +336,8 @@ class ModelGroup(app_commands.Group):
             raise UserError(f"size must be one of {', '.join(SIZES)}.")
         if unit is not None and unit not in UNITS:
             raise UserError(f"unit must be one of {', '.join(UNITS)}.")
+        if cell not in CELLS:
+            raise UserError(f"cell must be one of {', '.join(CELLS)}.")
         if copy_guard == 1 or not 0 <= copy_guard <= MAX_COPY_GUARD:
             raise UserError(f"copy_guard must be 0 (off) or from 2 to {MAX_COPY_GUARD}.")
         limit = self.corpora.max_bytes
@@ -351,7 +357,8 @@ class ModelGroup(app_commands.Group):
         if unit is not None:
             mix += ["--unit", unit]
         mix += ["--copy-guard", str(copy_guard)]
-        await self._start(interaction, name, str(path), SIZES[size], epochs, True, mix)
+        args = ["--cell", cell, *SIZES[size]]
+        await self._start(interaction, name, str(path), args, epochs, True, mix)
 
     async def _save_corpus(self, style: str, attachment: discord.Attachment):
         """Download an uploaded corpus and keep it if it is usable text; CorpusRefused if not."""

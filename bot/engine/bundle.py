@@ -6,6 +6,13 @@ A bundle is `models/<style>/<version>/` holding `model.onnx` (one step of the ne
 the engine mixes with the network's distribution, with its weight in the card);
 `models/<style>/ACTIVE` names the live version. Training, export and the bot all go through
 this module. numpy only: no TensorFlow, no onnxruntime.
+
+The card's `cell` is one of CELLS. `lstm`, `peephole` (an LSTM whose input, forget and output
+gates also read the cell state through diagonal weights) and `coupled` (an LSTM whose input
+gate is 1 - its forget gate) carry h then c per layer; `gru` carries h. In model.onnx an
+lstm/gru layer is one ONNX LSTM/GRU operator, a peephole layer one ONNX LSTM with its `P`
+input, and a coupled layer plain ONNX arithmetic (MatMul, Sigmoid, Tanh, ...; never Loop or
+Scan). The engine needs nothing of this: it reads the state names and runs the graph.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ CARD_FILE = "card.json"
 ACTIVE_FILE = "ACTIVE"
 VOCAB_FORMAT = 1
 UNKNOWN = "\ufffd"
-CELLS = ("lstm", "gru")
+CELLS = ("lstm", "gru", "peephole", "coupled")
 
 # Style and version names become folder names: lowercase ASCII only, so no name can climb out
 # of the models folder ('..', '/', NUL) or hide behind a Unicode look-alike.
@@ -154,8 +161,9 @@ class Vocab:
 
 
 def state_names(cell: str, layers: int) -> list[str]:
-    """The recurrent state tensors in contract order: h then c per LSTM layer, h per GRU layer."""
-    parts = ("h", "c") if cell == "lstm" else ("h",)
+    """The recurrent state tensors in contract order: h then c per layer of an LSTM (plain,
+    peephole or coupled), h per GRU layer."""
+    parts = ("h",) if cell == "gru" else ("h", "c")
     return [f"{p}{i}" for i in range(layers) for p in parts]
 
 
@@ -281,7 +289,10 @@ def load_bundle(path: Path) -> Bundle:
     if missing:
         raise BundleError(f"{path}: {CARD_FILE} lacks {', '.join(missing)}")
     if card["cell"] not in CELLS:
-        raise BundleError(f"{path}: cell {card['cell']!r} is not one of {CELLS}")
+        raise BundleError(
+            f"{path}: cell {card['cell']!r} is not one of {', '.join(CELLS)}; this engine "
+            "cannot serve it (a newer poembot may)"
+        )
     for key in ("layers", "units", "vocab_size"):
         if not isinstance(card[key], int) or card[key] < 1:
             raise BundleError(f"{path}: {CARD_FILE} {key} must be a positive integer")
