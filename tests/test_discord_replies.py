@@ -53,6 +53,14 @@ def english_left(thing: dict) -> list[str]:
     return left
 
 
+def texts(thing: dict) -> list[str]:
+    """Every description in a synced command."""
+    found = [thing["description"]] if thing.get("description") else []
+    for part in thing.get("options", []):
+        found += texts(part)
+    return found
+
+
 def streaming_settings(root, **changes):
     models = make_models(root)
     return make_settings(root, models, stream_edit_seconds=0.05, **changes)
@@ -225,6 +233,9 @@ async def test_chinese_users_see_chinese_names_errors_and_footers(tmp_path):
             assert menu["name"] in ("以此寫詩", "以此写诗")
         settings = w.discord.command_as_seen("settings", "zh-TW", w.guild)
         assert {o["name"] for o in settings["options"]} >= {"溫度", "格式"}
+        # discord.py cuts a description over Discord's 100 characters short with "…": none is.
+        for name in ("poem", "settings", "model"):
+            assert not [t for t in texts(w.discord.command(name, w.guild)) if t.endswith("…")]
         # Nothing a Chinese user reads in the command list is left in English.
         for name in ("poem", "settings", "model"):
             for locale in ("zh-CN", "zh-TW"):

@@ -305,7 +305,7 @@ class ModelGroup(app_commands.Group):
         copy_guard="never write this many consecutive characters of the upload (default 0: off; "
         "8 suits lyrics)",
         cell="the recurrent cell (default lstm; peephole: gates read the cell state; coupled: "
-        "one gate decides what to forget and what to write, fewer parameters)",
+        "fewer weights)",
     )
     @app_commands.choices(
         size=[app_commands.Choice(name=s, value=s) for s in SIZES],

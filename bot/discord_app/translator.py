@@ -188,6 +188,16 @@ TRANSLATIONS: dict[str, tuple[str, str]] = {
         "不写出上传文本中连续这么多个字（默认 0：关闭；歌词宜用 8）",
         "不寫出上傳文字中連續這麼多個字（預設 0：關閉；歌詞宜用 8）",
     ),
+    "cell": ("单元", "單元"),
+    "the recurrent cell (default lstm; peephole: gates read the cell state; coupled: fewer "
+    "weights)": (
+        "循环单元（默认 lstm；peephole：门读取细胞状态；coupled：输入门与遗忘门合一，参数更少）",
+        "循環單元（預設 lstm；peephole：門讀取細胞狀態；coupled：輸入門與遺忘門合一，參數更少）",
+    ),
+    "lstm": ("lstm 长短期记忆", "lstm 長短期記憶"),
+    "gru": ("gru 门控循环单元", "gru 門控循環單元"),
+    "peephole": ("peephole 窥孔 lstm", "peephole 窺孔 lstm"),
+    "coupled": ("coupled 耦合门 lstm", "coupled 耦合門 lstm"),
     "jobs": ("任务", "任務"),
     "List retrain jobs and their state.": ("列出训练任务及其状态。", "列出訓練任務及其狀態。"),
     "cancel": ("取消", "取消"),
