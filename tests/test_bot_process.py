@@ -21,21 +21,31 @@ from .botworld import (
 from .loopback import LoopbackDiscord
 
 
+def process_env(root, guild, models, **extra: str) -> dict[str, str]:
+    """The bot's settings for a process serving `guild` from `models`, settings in `root`."""
+    return {
+        "DISCORD_GUILD_IDS": str(guild.id),
+        "MODELS_DIR": str(models),
+        "DATABASE_URL": f"sqlite:///{root / 'settings.sqlite3'}",
+        "ORT_PROVIDERS": "cpu",
+        "DEFAULT_STYLE": "verse",
+        **extra,
+    }
+
+
 @asynchronous
 async def test_the_bot_process_serves_poems_and_exits_cleanly_on_sigterm(tmp_path):
     models = make_models(tmp_path)
     async with LoopbackDiscord(token=TOKEN) as discord:
         guild = discord.add_guild("Poets")
         member = guild.add_member(discord.add_user("reader"))
-        env = {
-            "DISCORD_GUILD_IDS": str(guild.id),
-            "MODELS_DIR": str(models),
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'settings.sqlite3'}",
-            "ORT_PROVIDERS": "cpu",
-            "DEFAULT_STYLE": "verse",
-            "USER_COOLDOWN_SECONDS": "0",
-            "LOG_LEVEL": "DEBUG",  # the token must not appear even here
-        }
+        env = process_env(
+            tmp_path,
+            guild,
+            models,
+            USER_COOLDOWN_SECONDS="0",
+            LOG_LEVEL="DEBUG",  # the token must not appear even here
+        )
         async with bot_process(tmp_path, discord, env) as bot:
             await discord.wait_for(
                 lambda: discord.guild_commands(guild),
@@ -110,13 +120,7 @@ async def test_a_poems_buttons_work_in_the_next_bot_process_a_week_later(tmp_pat
         guild = discord.add_guild("Poets")
         member = guild.add_member(discord.add_user("reader"))
         other = guild.add_member(discord.add_user("another reader"))
-        env = {
-            "DISCORD_GUILD_IDS": str(guild.id),
-            "MODELS_DIR": str(models),
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'settings.sqlite3'}",
-            "ORT_PROVIDERS": "cpu",
-            "DEFAULT_STYLE": "verse",
-        }
+        env = process_env(tmp_path, guild, models)
         channel = guild.channel("general")
         async with bot_process(tmp_path, discord, env) as bot:
             await discord.wait_for(lambda: discord.guild_commands(guild), 30, "synced commands")
