@@ -4,7 +4,10 @@ give the same poem in either; it raises FormError for options the form cannot ta
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
+from dataclasses import dataclass
+from typing import Any
 
 from bot.config import Settings
 from bot.engine.registry import Live
@@ -12,6 +15,29 @@ from bot.engine.scheduler import Request
 from bot.forms import catalog
 
 MAX_SEED = 2**53 - 1  # Discord's integer options, and a browser's exact numbers, stop at 2^53
+
+
+@dataclass(frozen=True)
+class PoemOptions:
+    """Everything a user asks a poem with (None: the channel's or the bot's default), as
+    /poem, its buttons and the page take them. `context` is text the model reads first (the
+    poem a Continue writes on from, a message too long to be a prompt)."""
+
+    style: str | None = None
+    prompt: str = ""
+    length: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    form: str | None = None
+    acrostic: str | None = None
+    script: str | None = None
+    context: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PoemOptions:
+        """Options kept as JSON (a button's record); keys it does not know are left out."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def plan_request(
@@ -53,3 +79,21 @@ def plan_request(
         context=context,
     )
     return plan, request
+
+
+def plan_poem(
+    settings: Settings, live: Live, options: PoemOptions
+) -> tuple[catalog.PoemPlan, Request]:
+    """`plan_request` for a user's options (their style is `live`'s)."""
+    return plan_request(
+        settings,
+        live,
+        prompt=options.prompt or "",
+        length=options.length,
+        temperature=options.temperature,
+        seed=options.seed,
+        form=options.form,
+        acrostic=options.acrostic,
+        script=options.script,
+        context=options.context,
+    )

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -33,7 +32,7 @@ from bot.engine.registry import Live, Registry, UnknownStyle
 from bot.engine.scheduler import Busy, Generation, Request
 from bot.forms import catalog
 from bot.forms.rules import FormError
-from bot.poems import MAX_SEED, plan_request
+from bot.poems import MAX_SEED, PoemOptions, plan_poem, plan_request
 from bot.stores.channel_settings import (
     ChannelSettings,
     ChannelSettingsStore,
@@ -48,28 +47,6 @@ log = logging.getLogger(__name__)
 MAX_TEMPERATURE = 2.0
 REMEMBER_SECONDS = 10.0  # a poem whose buttons' record takes longer to save loses its buttons
 MENU_NAME = "Write a poem from this"
-
-
-@dataclass(frozen=True)
-class PoemOptions:
-    """Everything a user asked a poem with (None: the channel's or the bot's default), kept
-    with the poem so that its buttons can ask again. `context` is text the model reads first
-    (the poem a Continue writes on from, a message too long to be a prompt)."""
-
-    style: str | None = None
-    prompt: str | None = None
-    length: int | None = None
-    temperature: float | None = None
-    seed: int | None = None
-    form: str | None = None
-    acrostic: str | None = None
-    script: str | None = None
-    context: str = ""
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "PoemOptions":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class PoemCommand:
@@ -128,7 +105,9 @@ class PoemCommand:
             script: str | None = None,
         ) -> None:
             """Write a poem or lyrics in one of the bot's styles."""
-            options = PoemOptions(style, prompt, length, temperature, seed, form, acrostic, script)
+            options = PoemOptions(
+                style, prompt or "", length, temperature, seed, form, acrostic, script
+            )
             async with self.gate.answering():
                 await self.write(interaction, options)
 
@@ -195,7 +174,7 @@ class PoemCommand:
                     cap = self.settings.limits.max_length + self.settings.limits.max_prompt
                     context = f"{options.context}{record.text}"[-cap:]
                     options = dataclasses.replace(
-                        options, prompt=None, acrostic=None, seed=None, context=context
+                        options, prompt="", acrostic=None, seed=None, context=context
                     )
                 options = dataclasses.replace(options, style=record.style)
                 note = None
@@ -270,17 +249,8 @@ class PoemCommand:
             raise UserError("bad-length", limit=limits.max_length)
         live = registry.live(chosen)
         try:
-            poem, request = plan_request(
-                settings,
-                live,
-                prompt=prompt or "",
-                length=length,
-                temperature=temperature,
-                seed=seed,
-                form=options.form,
-                acrostic=options.acrostic,
-                script=options.script,
-                context=options.context,
+            poem, request = plan_poem(
+                settings, live, dataclasses.replace(options, temperature=temperature)
             )
         except FormError as err:
             raise UserError("form-refused", reason=escape(str(err))) from None

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from bot.engine.registry import Registry, UnknownStyle
 from bot.engine.scheduler import Busy, Generation, Request
 from bot.forms import catalog
 from bot.forms.rules import FormError
-from bot.poems import MAX_SEED, plan_request
+from bot.poems import MAX_SEED, PoemOptions, plan_poem, plan_request
 from bot.throttle import Throttle, Throttled
 
 log = logging.getLogger(__name__)
@@ -70,19 +70,6 @@ class Refused(Exception):
         headers = {"Retry-After": str(max(1, math.ceil(self.retry)))} if self.status == 429 else {}
         body = {"error": str(self), "field": self.field}
         return web.json_response(body, status=self.status, headers=headers)
-
-
-@dataclass(frozen=True)
-class Options:
-    style: str
-    prompt: str = ""
-    length: int | None = None
-    temperature: float | None = None
-    seed: int | None = None
-    form: str | None = None
-    acrostic: str | None = None
-    script: str | None = None
-    context: str = ""
 
 
 class PoemPage:
@@ -206,7 +193,7 @@ class PoemPage:
                 return _engine_refusal(err, options.style).response()
             return web.json_response(_poem(result, plan, display, options))
 
-    async def _options(self, request: web.Request) -> Options:
+    async def _options(self, request: web.Request) -> PoemOptions:
         if not self.registry.styles():
             raise Refused(503, "No styles are loaded right now.")
         if request.content_length is not None and request.content_length > MAX_BODY:
@@ -263,23 +250,12 @@ class PoemPage:
         for name in ("form", "acrostic", "script"):
             if values.get(name) == "":
                 values.pop(name)
-        return Options(**values)
+        return PoemOptions(**values)
 
-    def _plan(self, options: Options) -> tuple[catalog.PoemPlan, Request, str]:
+    def _plan(self, options: PoemOptions) -> tuple[catalog.PoemPlan, Request, str]:
         live = self.registry.live(options.style)
         try:
-            plan, request = plan_request(
-                self.settings,
-                live,
-                prompt=options.prompt,
-                length=options.length,
-                temperature=options.temperature,
-                seed=options.seed,
-                form=options.form,
-                acrostic=options.acrostic,
-                script=options.script,
-                context=options.context,
-            )
+            plan, request = plan_poem(self.settings, live, options)
         except FormError as err:
             raise Refused(400, str(err), _field_of(str(err))) from None
         return plan, request, str(live.bundle.card.get("display_name", options.style))
@@ -298,7 +274,7 @@ class PoemPage:
     async def _stream(
         self,
         request: web.Request,
-        options: Options,
+        options: PoemOptions,
         plan: catalog.PoemPlan,
         live_request: Request,
         display: str,
@@ -383,7 +359,7 @@ def _client_id(request: web.Request) -> int:
     return int.from_bytes(hashlib.blake2b(address.encode(), digest_size=7).digest(), "big")
 
 
-def _poem(result: Generation, plan: catalog.PoemPlan, display: str, options: Options) -> dict:
+def _poem(result: Generation, plan: catalog.PoemPlan, display: str, options: PoemOptions) -> dict:
     link = {k: v for k, v in asdict(options).items() if v not in (None, "") and k != "context"}
     link["seed"] = result.seed
     link["temperature"] = result.temperature
