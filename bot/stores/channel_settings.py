@@ -109,6 +109,9 @@ CREATE TABLE IF NOT EXISTS poems (
     created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 )
 """
+# Pruning reads the oldest rows only: without this index each pruning scans the whole table,
+# on the thread every settings read (before a /poem is acknowledged) waits behind.
+_POEMS_BY_AGE = "CREATE INDEX IF NOT EXISTS poems_created_at ON poems (created_at)"
 _REMEMBER = (
     "INSERT INTO poems (id, channel_id, user_id, style, version, options, text) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -201,6 +204,7 @@ class SQLChannelSettings:
                 db = self.backend.connect()
                 db.execute(_SCHEMA)
                 db.execute(_POEMS)
+                db.execute(_POEMS_BY_AGE)
                 self._prune_quietly(db)
                 have = {
                     c[0] for c in db.execute("SELECT * FROM channel_settings LIMIT 0").description
