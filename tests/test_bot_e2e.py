@@ -108,6 +108,18 @@ async def test_unknown_style_and_unknown_prompt_characters(tmp_path):
 
 
 @asynchronous
+async def test_a_prompt_with_a_bidi_override_comes_back_without_it(tmp_path):
+    async with bot_world(tmp_path) as w:
+        prompt = "\u202eHello \u2066世界\u2069"
+        _, message = await w.poem({"style": "verse", "prompt": prompt, "length": 30, "seed": 3})
+        assert not message.ephemeral
+        assert message.embeds[0]["description"].startswith("Hello")
+        # The characters the style does not know are named; the invisible ones are not there.
+        unknown = message.embeds[0]["fields"][0]["value"]
+        assert "世 界" in unknown and "U+20" not in unknown
+
+
+@asynchronous
 async def test_everyone_in_a_prompt_pings_nobody_and_cannot_break_formatting(tmp_path):
     async with bot_world(tmp_path) as w:
         role = w.guild.add_role("poets")

@@ -52,6 +52,14 @@ def test_generate_repeats_with_the_same_seed(tmp_path):
     assert other.stdout != first.stdout
 
 
+def test_generate_drops_a_bidi_override_from_the_prompt(tmp_path):
+    make_bundle(tmp_path / "models", "verse")
+    models = ["--models", str(tmp_path / "models")]
+    done = run("generate", "--style", "verse", *models, "--prompt", "\u202eROMEO:", "--seed", "5")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ROMEO:") and "\u202e" not in done.stdout + done.stderr
+
+
 def test_generate_names_unknown_styles_and_bad_options(tmp_path):
     make_bundle(tmp_path / "models", "verse")
     models = ["--models", str(tmp_path / "models")]

@@ -93,6 +93,18 @@ async def test_a_poem_streams_in_chunks_then_comes_whole_and_repeats_with_its_se
         assert poem["options"]["seed"] == 4
 
 
+@asynchronous
+async def test_a_bidi_override_is_dropped_from_a_prompt_and_refused_in_an_acrostic(tmp_path):
+    async with page_client(tmp_path) as (client, _):
+        options = {"style": "shakespeare", "prompt": "\u202eHello", "seed": 1, "length": 200}
+        response = await client.post("/api/poems", json=options)
+        assert response.status == 200
+        assert (await response.json())["text"].startswith("Hello")
+        options = {"style": "tang", "form": "qijue", "acrostic": "春\u2066夏秋冬"}
+        refused = await client.post("/api/poems", json=options)
+        assert refused.status == 400 and (await refused.json())["field"] == "acrostic"
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
@@ -296,6 +308,10 @@ def test_the_page_streams_poems_and_keeps_hostile_text_as_text(browser, tmp_path
         assert page.evaluate("window.pwned === undefined")
         assert page.text_content("#poem").startswith(hostile)
         assert page.locator("#poem img").count() == 0
+        # A bidi override typed before the prompt would flip the poem: it is dropped.
+        page.fill("#prompt", "\u202eHello")
+        _write(page, 4)
+        assert page.text_content("#poem").startswith("Hello")
         page.screenshot(path=str(tmp_path / "shakespeare.png"), full_page=True)
         keep = os.environ.get("POEMBOT_SCREENSHOTS")  # a folder to keep the screenshots in
         if keep:

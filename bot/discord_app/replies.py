@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import io
 import re
-import unicodedata
 
 import discord
 
 from bot.discord_app.words import say
 from bot.engine.scheduler import Generation
+from bot.forms.hidden import visible
 
 CONTENT_LIMIT = 2000
 TEXT_PARTS = 5  # a plain-text poem longer than five messages comes as an attachment
@@ -22,13 +22,6 @@ NO_MENTIONS = discord.AllowedMentions.none()
 # Every character Discord's markdown gives a meaning to, plus '<' and '@' (mention syntax) and
 # ':' (emoji and timestamp syntax). A backslash before ASCII punctuation renders as nothing.
 _MARKDOWN = re.compile(r"([\\*_`~|>#\-\[\]()<@:!.+=])")
-# Characters that reorder or hide text: bidi controls, zero-width marks, other controls.
-_INVISIBLE = {"Cc", "Cf"}
-
-
-def visible(text: str) -> str:
-    """Text with bidi overrides, zero-width and control characters removed (newlines kept)."""
-    return "".join(c for c in text if c == "\n" or unicodedata.category(c) not in _INVISIBLE)
 
 
 def escape(text: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.forms import script, tang
+from bot.forms.hidden import hidden_at, visible
 from bot.forms.lines import LINES_FILE, LineGuard, LineIndex
 from bot.forms.rules import FormError
 from bot.forms.tang_writer import TangWriter
@@ -166,7 +167,7 @@ _UNSAFE = re.compile(r"[\s*_`~|>#<@:\[\]()\\]")
 
 def _clean_acrostic(acrostic: str) -> str:
     text = unicodedata.normalize("NFC", acrostic.strip())
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") for c in text):
+    if hidden_at(text) or any(unicodedata.category(c) in ("Co", "Cs") for c in text):
         raise FormError("The acrostic holds control or invisible characters; type plain text.")
     if _UNSAFE.search(text):
         raise FormError(
@@ -267,6 +268,8 @@ def plan(
     """The plan for a poem with these options, or FormError saying what to change."""
     section = card.get("poem")
     chars = frozenset(chars)
+    # Bidi overrides and other invisible characters would flip or hide the poem they head.
+    prompt = visible(prompt)
     if section is None:
         if form or acrostic or output_script:
             raise FormError(
