@@ -364,7 +364,7 @@ def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
         (p.form, verse_size(p.text) if catalog.FORMS[p.form].kind == "verse" else 0) for p in bot
     ]
     poems = bot + pick_poets(style, corpus, needs, written)
-    random.Random(SHUFFLE_SEED).shuffle(poems)
+    random.Random(f"{SHUFFLE_SEED}:{style}").shuffle(poems)  # each sheet its own order
     key = {
         "style": style,
         "bundle": f"{style}/{version}",

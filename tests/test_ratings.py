@@ -64,6 +64,14 @@ def test_a_sheet_holds_the_numbered_poems_and_nothing_that_tells_them_apart(shee
     assert sources != sorted(sources) and sources != sorted(sources, reverse=True)  # shuffled
 
 
+def test_each_sheet_has_its_own_order(sheets):
+    """A reader of several sheets learns nothing from where the bot's poems stood in another."""
+    orders = {
+        tuple(e["source"] for e in sheet_of(sheets, style)[2]["poems"].values()) for style in STYLES
+    }
+    assert len(orders) == len(STYLES)
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_bot_and_poets_poems_are_shown_alike(sheets, style):
     _, poems, key = sheet_of(sheets, style)
