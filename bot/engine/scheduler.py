@@ -319,7 +319,9 @@ class Scheduler:
         try:
             return await row.future
         finally:
-            if not row.future.done():  # the caller gave up: free the slot at the next step
+            # The caller gave up (cancelling its task cancels the future it awaits): free the
+            # slot at the next step.
+            if row.future.cancelled() or not row.future.done():
                 row.future.cancel()
                 self._cancelled = True
 
