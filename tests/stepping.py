@@ -111,6 +111,15 @@ def holding(scheduler: Scheduler, delay: float | None = None) -> Iterator[HeldSt
         held.release()
 
 
+def paced(scheduler: Scheduler, seconds: float) -> HeldSteps:
+    """Every step of the scheduler takes at least `seconds` from now on: a floor under how
+    fast it writes, whatever the machine."""
+    stepper = HeldSteps(scheduler.model, seconds)
+    stepper.release()
+    scheduler.model = stepper
+    return stepper
+
+
 class ManualClock:
     """Seconds that pass only when the test says so, for code that takes a `clock`."""
 
