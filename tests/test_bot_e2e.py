@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
@@ -243,8 +244,11 @@ async def test_hot_swap_while_poems_stream_loses_and_mixes_nothing(tmp_path):
     async with bot_world(tmp_path) as w:
         seeds = list(range(24))
         records = []
-        v1 = w.bot.registry.live("verse").scheduler
-        with holding(v1) as held:  # v1's first poems are all being written when it is swapped
+        # Each version's poems are held until the next change of version, so every one of
+        # them has reached its model when the change comes, and is still being written.
+        with contextlib.ExitStack() as stack:
+            v1 = w.bot.registry.live("verse").scheduler
+            held = stack.enter_context(holding(v1))
             for i, seed in enumerate(seeds):
                 records.append(
                     await w.discord.invoke(
@@ -266,11 +270,15 @@ async def test_hot_swap_while_poems_stream_loses_and_mixes_nothing(tmp_path):
                     )
                     assert "now serves v2" in swapped.content
                     held.release()
+                    v2 = w.bot.registry.live("verse").scheduler
+                    held = stack.enter_context(holding(v2))
                 if i == 16:
+                    await until(lambda s=v2: s.active + s.queued == 8, what="eight poems on v2")
                     _, back = await w.run(
                         "model", w.operator, {"style": "verse"}, subcommand="rollback"
                     )
                     assert "rolled back to v1" in back.content
+                    held.release()
         finals = [await r.final(timeout=60) for r in records]
         versions = [footer(m).split()[1] for m in finals]
         assert set(versions) == {"v1", "v2"}
