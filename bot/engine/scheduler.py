@@ -219,9 +219,15 @@ class Scheduler:
     could join; back on the loop, finished rows are answered and the batch closes up.
     """
 
-    def __init__(self, model: StepModel, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        model: StepModel,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.model = model
         self.limits = limits or Limits()
+        self._clock = clock  # what deadlines are read on (tests move one by hand)
         self.vocab = model.bundle.vocab
         self._queue: deque[_Row] = deque()
         self._rows: list[_Row] = []
@@ -290,7 +296,7 @@ class Scheduler:
             for ch in request.prompt:  # the prompt is the poem's beginning
                 rules.advance(ch)
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
+        now = self._clock()
         row = _Row(
             request=request,
             feed=deque(
@@ -319,7 +325,9 @@ class Scheduler:
         try:
             return await row.future
         finally:
-            if not row.future.done():  # the caller gave up: free the slot at the next step
+            # The caller gave up (cancelling its task cancels the future it awaits): free the
+            # slot at the next step.
+            if row.future.cancelled() or not row.future.done():
                 row.future.cancel()
                 self._cancelled = True
 
@@ -334,7 +342,7 @@ class Scheduler:
     async def _admit(self) -> None:
         """Move queued requests into free slots; their prompts are read by the prefill graph in
         one run (all but the last character, which the next step reads)."""
-        now = time.monotonic()
+        now = self._clock()
         newcomers = self._admitting = []  # failed by _run if anything below raises
         while self._queue and len(self._rows) + len(newcomers) < self.limits.max_batch:
             row = self._queue.popleft()
@@ -445,13 +453,12 @@ class Scheduler:
             if ruled.size:
                 self._heard(plan.sampling[ruled], picked[ruled])
             steps += 1
-            now = time.monotonic()
             if (
                 (cols.left <= 0).any()
-                or (cols.deadline < now).any()
+                or (cols.deadline < self._clock()).any()
                 or self._cancelled
                 or (self._queue and len(self._rows) < self.limits.max_batch)
-                or now - started > BURST_SECONDS
+                or time.monotonic() - started > BURST_SECONDS
             ):
                 return states, steps
 
@@ -567,7 +574,7 @@ class Scheduler:
         given up, and close the batch up behind them."""
         self._tell()
         rows, cols = self._rows, self._cols
-        now = time.monotonic()
+        now = self._clock()
         finished = cols.left <= 0
         retire = finished | (cols.deadline < now)
         if self._cancelled:
