@@ -237,11 +237,11 @@ def judge(arrival: Arrival, record: InteractionRecord) -> Outcome:
         problems.append("never acknowledged")
     elif outcome.ack > ACK_DEADLINE:
         problems.append(f"acknowledged after {outcome.ack:.2f} s")
-    if len(record.callbacks) > 1 or record.followups:
+    if len(record.callbacks) > 1 or len(record.shown) > 1:
         problems.append("answered more than once")
-    message = record.original
-    if message is None or message.loading or not message.versions or still_writing(message):
-        problems.append("no answer" if message is None or message.loading else "never finished")
+    message = record.answer  # a refusal after the defer: the defer deleted, a private followup
+    if message is None or not message.versions or still_writing(message):
+        problems.append("no answer" if message is None else "never finished")
         return outcome
     # A poem may stream in: edits marked "writing…", each showing more of the same poem, then
     # the finished poem, once, last.
@@ -371,13 +371,7 @@ async def settle(
 
     def answered() -> bool:
         pending.difference_update(
-            [
-                r
-                for r in pending
-                if r.original is not None
-                and not r.original.loading
-                and not still_writing(r.original)
-            ]
+            [r for r in pending if r.answer is not None and not still_writing(r.answer)]
         )
         return not pending
 
