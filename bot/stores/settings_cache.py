@@ -61,17 +61,11 @@ class ChannelSettingsCache:
         except (SettingsUnavailable, asyncio.TimeoutError) as err:
             reason = str(err) or f"no answer within {self.wait:g} s"
             known = self._known.get(channel_id)
-            if known is None:
-                log.warning(
-                    "channel %d: settings unavailable (%s); using the defaults", channel_id, reason
-                )
-                return ChannelSettings()
+            using = "the defaults" if known is None else "the last known ones"
             log.warning(
-                "channel %d: settings unavailable (%s); using the last known ones",
-                channel_id,
-                reason,
+                "channel %d: settings unavailable (%s); using %s", channel_id, reason, using
             )
-            return known[0]
+            return ChannelSettings() if known is None else known[0]
 
     async def update(
         self, channel_id: int, guild_id: int, **changes: float | str | None
