@@ -56,10 +56,10 @@ followed only by ., ! or ?, and that by the line's end. An acrostic speech's las
 a sentence too. A sonnet or couplet starts every line with a capital, ends its last line with
 a full stop, never names a character of the plays (`names`, left out of its words), and uses
 no content word (`english.STOP_WORDS` aside) twice: a word already used may not end where a
-longer word can continue it (a mask with no dead end), and `penalty` is infinite for a line
-that repeats one anyway. No poem writes a line twice: a speech's line may not end while it
-repeats an earlier one, and `penalty` is infinite for a line that does (the engine's
-candidates drop it).
+longer word can continue it, nor its last letter come where another letter may (masks with
+no dead end), and `penalty` is infinite for a line that repeats one anyway. No poem writes a
+line twice: a speech's line may not end while it repeats an earlier one, and `penalty` is
+infinite for a line that does (the engine's candidates drop it).
 """
 
 from __future__ import annotations
@@ -445,6 +445,15 @@ class EnglishWriter:
             tail = self._tail(base)
         else:
             tail = _EMPTY
+        if self._used:  # nor the letter that would finish one, where another may come
+            spent = frozenset(
+                c
+                for c in a | b
+                if word + c in self._used
+                and not (ordinary.next_chars(word + c) or final.next_chars(word + c))
+            )
+            if spent and ((a | b) - spent or tail):
+                a, b = a - spent, b - spent
         return plan.mask(a, b, tail, case)
 
     def _metred_gap(self) -> Allowed:
