@@ -15,7 +15,11 @@ acrostic of 4 or 8 characters from a fixed list), three kinds of text are measur
   jaychou: lines in chunks of the same k's). There are no sonnets or couplets in the plays.
 
 Measured on each: the rules, by the project's checkers (`tang.check`, `english.check_sonnet`,
-`check_couplet`, `lyrics.check_verse`); whether the text ends at a unit boundary; the relaxed
+`check_couplet`, `lyrics.check_verse`); issue 22's measures: reused characters per poem
+(`tang.repeats`: Tang and lyrics), the rhyme by usual readings (the bundle's table: Tang groups,
+lyric heteronyms), English lines per poem, the share of poems that end a sentence, content words
+and lines written again, poems naming a character of the plays (the bundle's names), lines
+starting in lower case; whether the text ends at a unit boundary; the relaxed
 rules the writer reported; words outside a lexicon of the training split and CMU (English);
 fluency, the mean loss in nats/char under the style's network (teacher-forced from the start
 id; the network alone, also for jaychou, whose served distribution mixes in its n-gram) and
@@ -125,6 +129,7 @@ class Style:
     train: str
     val: str
     lexicon: english.Lexicon | None = None  # English: training split's words and CMU's
+    tables: Any = None  # the bundle's readings (Tang, lyrics) or characters' names (English)
     train_units: frozenset[str] = frozenset()  # training lines (Tang: clauses), stripped
     kn: KneserNey | None = None
 
@@ -152,6 +157,9 @@ def load_style(name: str, corpora: Path) -> Style:
         style.train_units = frozenset(line.strip() for line in train.split("\n") if line.strip())
     if name == "shakespeare":
         style.lexicon = english.Lexicon.from_text(train, cmu=True)
+    kind = {"tang": "tang", "jaychou": "verse", "shakespeare": "names"}[name]
+    key = "names" if name == "shakespeare" else "readings"
+    style.tables = catalog.table(bundle, style.card, key, kind)
     return style
 
 
@@ -379,8 +387,15 @@ def heads_fit(text: str, acrostic: str) -> bool:
     )
 
 
-def tang_rules(texts: list[str], form: str, acrostics: list[str | None]) -> dict[str, Any]:
-    checks = [tang.check(t, form, a) for t, a in zip(texts, acrostics, strict=True)]
+def mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return statistics.mean(values) if values else None
+
+
+def tang_rules(
+    texts: list[str], form: str, acrostics: list[str | None], readings: tang.Readings | None
+) -> dict[str, Any]:
+    checks = [tang.check(t, form, a, readings) for t, a in zip(texts, acrostics, strict=True)]
     with_heads = [c for c, a in zip(checks, acrostics, strict=True) if a]
     return {
         "shape": share(c.shape for c in checks),
@@ -397,14 +412,29 @@ def tang_rules(texts: list[str], form: str, acrostics: list[str | None]) -> dict
         "all_rules": share(c.all_rules for c in checks),
         "rhyme_given_shape": share(c.rhyme for c in checks if c.shape),
         "tone_given_shape": share(c.tone for c in checks if c.shape),
+        "usual_rhyme": share(bool(c.usual_rhyme) for c in checks) if readings else None,
+        "repeats": mean(tang.repeats(t) for t in texts),
     }
 
 
-def english_rules(texts: list[str], form: str, lexicon: english.Lexicon) -> dict[str, Any]:
+def english_rules(
+    texts: list[str], form: str, lexicon: english.Lexicon, names: frozenset[str]
+) -> dict[str, Any]:
     lines = [english.poem_lines(t) for t in texts]
     metre = [9 <= english.line_syllables(line, lexicon) <= 11 for ls in lines for line in ls]
+    repeats = [english.repeats(t, form != "speech") for t in texts]
+    firsts = [next((c for c in line if c.isalpha()), "A") for ls in lines for line in ls]
     out: dict[str, Any] = {
         "lines_median": statistics.median(len(ls) for ls in lines) if lines else None,
+        "lines_mean": mean(len(ls) for ls in lines),
+        "lines_min": min((len(ls) for ls in lines), default=None),
+        "four_or_more_lines": share(len(ls) >= 4 for ls in lines),
+        "one_line": share(len(ls) == 1 for ls in lines),
+        "ends_sentence": share(english.ends_sentence(t) for t in texts),
+        "content_repeats": mean(r[0] for r in repeats) if form != "speech" else None,
+        "repeated_lines": mean(r[1] for r in repeats),
+        "names_a_character": share(bool(names & set(english.words(t))) for t in texts),
+        "lower_case_starts": share(c.islower() for c in firsts),
         "metre_lines": share(metre),
     }
     bad = [english.invented(t, lexicon) for t in texts]
@@ -429,8 +459,9 @@ def english_rules(texts: list[str], form: str, lexicon: english.Lexicon) -> dict
     return out
 
 
-def verse_rules(texts: list[str]) -> dict[str, Any]:
+def verse_rules(texts: list[str], tables: lyrics.VerseReadings | None) -> dict[str, Any]:
     checks = [lyrics.check_verse(t) for t in texts]
+    usual = [lyrics.check_verse(t, tables.usual) for t in texts] if tables else []
     lengths = [len("".join(line.split())) for t in texts for line in t.split("\n") if line.strip()]
     return {
         "rhyme_rate": statistics.mean(c.rhyme_rate for c in checks) if checks else None,
@@ -438,16 +469,19 @@ def verse_rules(texts: list[str]) -> dict[str, Any]:
         "lines_median": statistics.median(c.lines for c in checks) if checks else None,
         "line_chars_median": statistics.median(lengths) if lengths else None,
         "fragments": sum(c.fragments for c in checks) / len(lengths) if lengths else None,
+        "usual_rhyme_rate": mean(c.rhyme_rate for c in usual),
+        "repeats": mean(tang.repeats(t) for t in texts),
+        "repeats_budget": mean(tables.budget(c.lines) or 0.0 for c in checks) if tables else None,
     }
 
 
 def rules_of(style: Style, form: str, texts: list[str], acrostics: list[str | None]) -> dict:
     if style.name == "tang":
-        return tang_rules(texts, form, acrostics)
+        return tang_rules(texts, form, acrostics, style.tables)
     if style.name == "shakespeare":
         assert style.lexicon is not None
-        return english_rules(texts, form, style.lexicon)
-    return verse_rules(texts)
+        return english_rules(texts, form, style.lexicon, style.tables or frozenset())
+    return verse_rules(texts, style.tables)
 
 
 def measure(
@@ -877,6 +911,19 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "<= +0.3",
                 gap <= 0.3,
             )
+            poets = f["corpus"]
+            add(
+                f"{f['label']}: reused characters per poem, bot vs the poets",
+                f"{c['repeats']:.2f} vs {poets['repeats']:.2f}",
+                "<= the poets'",
+                c["repeats"] <= poets["repeats"],
+            )
+            add(
+                f"{f['label']}: rhyme by usual readings, bot (poets)",
+                f"{pct(c['usual_rhyme'])} ({pct(poets['usual_rhyme'])})",
+                "100%",
+                c["usual_rhyme"] == 1.0,
+            )
         for form in STYLE_FORMS["tang"]:
             c = _form(report, "tang", form)["constrained"]
             heads = 1.0 if c["acrostic"] is None else c["acrostic"]
@@ -939,13 +986,52 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             "100%",
             sp["ends_clean"] == 1.0,
         )
+        add(
+            "speech constrained: 4 or more lines (fewest lines)",
+            f"{pct(sp['four_or_more_lines'])} ({sp['lines_min']})",
+            "100%",
+            sp["four_or_more_lines"] == 1.0,
+        )
+        for form in STYLE_FORMS["shakespeare"]:
+            c = _form(report, "shakespeare", form)["constrained"]
+            add(
+                f"{form} constrained: ends a sentence",
+                pct(c["ends_sentence"]),
+                ">= 90%",
+                c["ends_sentence"] >= 0.9,
+            )
+        for form in ("sonnet", "couplet"):
+            c = _form(report, "shakespeare", form)["constrained"]
+            add(
+                f"{form} constrained: names a character, lines in lower case, content words "
+                "again / poem, lines again / poem",
+                f"{pct(c['names_a_character'])}, {pct(c['lower_case_starts'])}, "
+                f"{c['content_repeats']:.2f}, {c['repeated_lines']:.2f}",
+                "0 each",
+                max(
+                    c["names_a_character"],
+                    c["lower_case_starts"],
+                    c["content_repeats"],
+                    c["repeated_lines"],
+                )
+                == 0,
+            )
     if "jaychou" in styles:
         v = _form(report, "jaychou", "verse")["constrained"]
         add(
-            "verse constrained: whole, ends at a line's end, lines whose final rhymes",
-            f"{pct(v['whole'])}, {pct(v['ends_clean'])}, {pct(v['rhyme_rate'])}",
+            "verse constrained: whole, ends at a line's end, lines whose final rhymes by the "
+            "usual classes (by first readings)",
+            f"{pct(v['whole'])}, {pct(v['ends_clean'])}, {pct(v['usual_rhyme_rate'])} "
+            f"({pct(v['rhyme_rate'])})",
             "100% each",
-            min(v["whole"], v["ends_clean"], v["rhyme_rate"]) == 1.0,
+            min(v["whole"], v["ends_clean"], v["usual_rhyme_rate"]) == 1.0,
+        )
+        poets = _form(report, "jaychou", "verse")["corpus"]
+        add(
+            "verse: reused characters per verse, bot vs the corpus's verses of the same lengths",
+            f"{v['repeats']:.2f} vs {poets['repeats']:.2f}",
+            "<= the corpus's",
+            v["repeats"] <= poets["repeats"],
         )
     for sp in report.get("speed", []):
         if sp["form"] != "qilv":
@@ -988,6 +1074,8 @@ TANG_COLUMNS = (
     ("tone", "tone", "%"),
     ("shape+rhyme+tone", "form_rules", "%"),
     ("all rules", "all_rules", "%"),
+    ("rhyme, usual readings", "usual_rhyme", "%"),
+    ("reused chars / poem", "repeats", ".2f"),
     ("relaxed / poem", "relaxed_mean", ".2f"),
     ("copied clauses", "copied_lines", "%"),
     ("network nats/char", "network_nats", ".3f"),
@@ -998,6 +1086,13 @@ ENGLISH_COLUMNS = (
     ("whole", "whole", "%"),
     ("ends at a line's end", "ends_clean", "%"),
     ("lines (median)", "lines_median", "g"),
+    ("lines (mean)", "lines_mean", ".1f"),
+    ("4+ lines", "four_or_more_lines", "%"),
+    ("ends a sentence", "ends_sentence", "%"),
+    ("content words again / poem", "content_repeats", ".2f"),
+    ("lines again / poem", "repeated_lines", ".2f"),
+    ("names a character", "names_a_character", "%"),
+    ("lines in lower case", "lower_case_starts", "%"),
     ("line count kept", "count_kept", "%"),
     ("rhyme kept", "rhyme_kept", "%"),
     ("9-11 syllables", "metre_lines", "%"),
@@ -1015,6 +1110,8 @@ VERSE_COLUMNS = (
     ("lines (median)", "lines_median", "g"),
     ("lines whose final rhymes", "rhyme_rate", "%"),
     ("every line rhymes", "all_lines_rhyme", "%"),
+    ("lines rhyming, usual classes", "usual_rhyme_rate", "%"),
+    ("reused chars / verse", "repeats", ".2f"),
     ("median line chars", "line_chars_median", "g"),
     ("lines of <= 2 chars", "fragments", "%"),
     ("relaxed / poem", "relaxed_mean", ".2f"),
@@ -1101,7 +1198,13 @@ def markdown(report: dict[str, Any]) -> str:
         "the training split's. Fluency: mean nats/char, pooled over characters, under the "
         "style's network (alone, teacher-forced from the start id) and under a Kneser-Ney "
         "6-gram of the training split; each text read after a newline, its closing newlines "
-        "not scored.",
+        "not scored. Issue 22's columns: reused characters per poem (`tang.repeats`, an "
+        "immediate doubling not counted), the rhyme by the bundle's usual readings (Tang: "
+        "`tang.check(..., readings)`; lyrics: the share of lines rhyming with the heteronyms "
+        "in their usual classes), English lines per poem, the share ending a sentence (`.`, `!` "
+        "or `?`), content words and lines written again per poem (`english.repeats`), poems "
+        "naming a character of the plays (the bundle's names.txt) and lines starting in lower "
+        "case.",
         "",
         "## Targets",
         "",

@@ -40,7 +40,7 @@ from bot.engine.copyguard import GUARD_FILE, CopyIndex
 from bot.engine.ngram import BYTES_PER_NGRAM, DEFAULT_WEIGHT, NGram
 from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel
-from bot.forms.catalog import WORDS_FILE, poem_section
+from bot.forms.catalog import WORDS_FILE, poem_files, poem_section
 from bot.forms.english import words
 from bot.forms.lines import LINES_FILE, LineIndex
 from export import graphs
@@ -394,8 +394,9 @@ def add_poem(
     bundle_path: Path, corpus: str | None = None, unit: str | None = None, log=print
 ) -> Bundle:
     """Give a bundle made before forms its card's `poem` section (and, for an English style,
-    its training split's words), from the corpus it was trained on; nothing else changes,
-    so it needs no training run and no new version."""
+    its training split's words; the tables `catalog.poem_files` names), from the corpus it was
+    trained on, or bring them up to date; nothing else changes, so it needs no training run
+    and no new version."""
     bundle = load_bundle(bundle_path)
     text = load_corpus(corpus or bundle.card["corpus"]["name"])
     if text.sha256 != bundle.card["corpus"]["sha256"]:
@@ -408,6 +409,10 @@ def add_poem(
     staged = bundle.path / f".{LINES_FILE}.tmp"
     LineIndex.build(train_text).save(staged)
     os.replace(staged, bundle.path / LINES_FILE)
+    for name, content in poem_files(section, train_text).items():
+        staged = bundle.path / f".{name}.tmp"
+        staged.write_text(content, encoding="utf-8")
+        os.replace(staged, bundle.path / name)
     update_card(bundle.path, poem=section)
     log(f"{bundle.path}: poems are one {section['unit']}; forms {', '.join(section['forms'])}")
     return load_bundle(bundle.path)
@@ -552,6 +557,9 @@ def export_run(
             files[WORDS_FILE] = write_words(tmp / WORDS_FILE, train_text)
         LineIndex.build(train_text).save(tmp / LINES_FILE)
         files[LINES_FILE] = tmp / LINES_FILE
+        for name, content in poem_files(card["poem"], train_text).items():
+            (tmp / name).write_text(content, encoding="utf-8")
+            files[name] = tmp / name
         if (run / "loss.png").exists():
             files["loss.png"] = run / "loss.png"
         # Check the converted graph before anything lands in models/: a staging bundle in tmp

@@ -21,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.composition import build_page, build_registry
-from bot.forms import tang
+from bot.forms import english, tang
 
 from .botworld import asynchronous, make_settings
 from .stepping import holding, until
@@ -91,6 +91,28 @@ async def test_a_poem_streams_in_chunks_then_comes_whole_and_repeats_with_its_se
         )
         assert (await again.json())["text"] == poem["text"]
         assert poem["options"]["seed"] == 4
+
+
+@asynchronous
+async def test_the_cards_sample_is_a_whole_poem_shown_as_one(tmp_path):
+    async with page_client(tmp_path) as (client, _):
+        styles = {s["name"]: s for s in (await (await client.get("/api/styles")).json())["styles"]}
+        speech = styles["shakespeare"]["sample"]
+        assert 4 <= len(english.poem_lines(speech)) <= 14 and english.ends_sentence(speech), speech
+        couplets = styles["tang"]["sample"].split("\n")
+        assert len(couplets) in (2, 4) and all(c.endswith("。") for c in couplets), couplets
+
+
+@asynchronous
+async def test_a_tang_poem_streams_in_one_couplet_a_line(tmp_path):
+    async with page_client(tmp_path) as (client, _):
+        options = {"style": "tang", "form": "qilv", "seed": 2}
+        stream = await client.post(
+            "/api/poems", json=options, headers={"Accept": "text/event-stream"}
+        )
+        got = await events(stream)
+        streamed = "".join(d["text"] for n, d in got if n == "chunk")
+        assert streamed == got[-1][1]["text"] and len(streamed.split("\n")) == 4, streamed
 
 
 @asynchronous

@@ -3,8 +3,11 @@ prompt, length) into a writer for the engine, or a FormError saying what to chan
 
 A bundle's card carries a `poem` section (written by export; `python -m export derive
 --poem` adds it to an older bundle): its unit, the forms it offers, its script for Chinese
-styles, and the file of its training split's words for English ones. A card without one gets
-the old behaviour: a stream of `length` characters, no forms.
+styles, and the file of its training split's words for English ones; with them, the tables
+its corpus gives the writers (`poem_files`): a Chinese style's usual rhyme readings
+(`readings`), a play's characters' names (`names`). A card without a table gets the writers'
+behaviour without it; a card without a section the old behaviour: a stream of `length`
+characters, no forms.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.forms import script, tang
+from bot.forms import lyrics, script, tang
+from bot.forms.english import NAMES_FILE, speaker_names
 from bot.forms.hidden import hidden_at, visible
 from bot.forms.lines import LINES_FILE, LineGuard, LineIndex
 from bot.forms.rules import FormError
@@ -26,6 +30,7 @@ from bot.forms.tang_writer import TangWriter
 from bot.forms.units import UnitWriter
 
 WORDS_FILE = "words.txt"
+READINGS_FILE = tang.READINGS_FILE  # the same name for Tang's table and a lyric style's
 MAX_ACROSTIC = 20  # heads, so lines, of an acrostic (Discord shows a poem of 20 lines whole)
 
 
@@ -84,8 +89,29 @@ def infer_unit(text: str) -> str:
 
 def poem_section(corpus_name: str, text: str, unit: str | None = None) -> dict[str, Any]:
     """The card's `poem` section for a style trained on `text` (`unit` overrides the one its
-    text suggests, for an uploaded corpus); every style names its training lines' index."""
-    return {**_section(corpus_name, text, unit), "lines": LINES_FILE}
+    text suggests, for an uploaded corpus); every style names its training lines' index, and
+    a Tang or verse style its readings, a style of speeches its characters' names."""
+    section = {**_section(corpus_name, text, unit), "lines": LINES_FILE}
+    if section.get("script"):
+        section["readings"] = READINGS_FILE
+    if section.get("words"):
+        section["names"] = NAMES_FILE
+    return section
+
+
+def poem_files(section: dict[str, Any], train_text: str) -> dict[str, str]:
+    """The tables a `poem` section names, from the training split: file name -> content."""
+    files = {}
+    if section.get("readings"):
+        if "wujue" in section["forms"]:
+            poems = train_text.split("\n")
+            files[section["readings"]] = tang.Readings(tang.usual_readings(poems)).to_json()
+        else:
+            table = lyrics.VerseReadings.derive(train_text, MAX_ACROSTIC)
+            files[section["readings"]] = table.to_json()
+    if section.get("names"):
+        files[section["names"]] = "".join(f"{n}\n" for n in speaker_names(train_text))
+    return files
 
 
 def _section(corpus_name: str, text: str, unit: str | None) -> dict[str, Any]:
@@ -144,6 +170,28 @@ def _lines(path: Path, mtime: float) -> LineIndex:
     return LineIndex.load(path)
 
 
+@functools.cache
+def _table(path: Path, mtime: float, kind: str) -> Any:
+    if kind == "names":
+        return frozenset(path.read_text(encoding="utf-8").split())
+    if kind == "tang":
+        return tang.Readings.load(path)
+    return lyrics.VerseReadings.load(path)
+
+
+def table(bundle_path: Path, card: dict[str, Any], key: str, kind: str) -> Any:
+    """The bundle's table the `poem` section names under `key`, read as `kind` ("tang",
+    "verse" or "names"; cached by file), or None for a bundle without one."""
+    name = card.get("poem", {}).get(key)
+    path = Path(bundle_path) / name if name else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return _table(path, path.stat().st_mtime, kind)
+    except (OSError, ValueError) as err:
+        raise FormError(f"This style's {name} is broken ({err}); ask the operators.") from None
+
+
 def line_index(bundle_path: Path, card: dict[str, Any]) -> LineIndex | None:
     """The index of the bundle's training lines (no poem line may be one of them), or None."""
     name = card.get("poem", {}).get("lines")
@@ -188,9 +236,16 @@ class PoemPlan:
     length: int  # the upper bound on characters written
     form: str | None  # the form asked for (None with Tang: the seed picks one)
     script: str | None  # convert the poem to this script for display
+    couplets: bool = False  # a Tang poem: shown one couplet a line
 
     def present(self, text: str) -> str:
-        return script.convert(text, self.script) if self.script else text
+        """The poem as shown everywhere (Discord, the page, `generate`): in the script asked
+        for; a Tang poem one couplet (two clauses, up to its 。) a line."""
+        text = script.convert(text, self.script) if self.script else text
+        return _COUPLET_END.sub("。\n", text) if self.couplets else text
+
+
+_COUPLET_END = re.compile(r"。[ \t]*(?=[^\s])")
 
 
 def _heads(acrostic: str, chars: frozenset[str], written: str | None) -> tuple[frozenset[str], ...]:
@@ -220,14 +275,24 @@ def _heads(acrostic: str, chars: frozenset[str], written: str | None) -> tuple[f
     return tuple(heads)
 
 
-def _feed(writer: Any, prompt: str, strict: bool = False, check: bool = True) -> None:
+def _feed(
+    writer: Any,
+    prompt: str,
+    strict: bool = False,
+    check: bool = True,
+    heads: tuple[frozenset[str], ...] = (),
+) -> None:
     """Feed a prompt to a writer, FormError at the first character its rules refuse (with
     `strict`, its preferred rules too; without `check`, only a prompt that is a whole poem
-    already is refused: a prompt's own words are the user's business)."""
+    already is refused: a prompt's own words are the user's business, and so are its
+    repeats: a character it had already, or one of the acrostic's `heads`, is not refused
+    for being banned as reused)."""
+    reusable = frozenset().union(*heads)
     for i, ch in enumerate(prompt):
         allowed = writer.allowed()
         sets = (*allowed.required, *allowed.preferred) if strict else allowed.required
-        if check and (ch in allowed.banned or any(ch not in chars for chars in sets)):
+        banned = ch in allowed.banned and ch not in reusable and ch not in prompt[:i]
+        if check and (banned or any(ch not in chars for chars in sets)):
             shown = repr(ch) if ch.strip() else "a line break" if ch == "\n" else "a space"
             raise FormError(
                 f"The prompt breaks the form at character {i + 1} ({shown}); a prompt is the "
@@ -297,7 +362,8 @@ def plan(
     heads = _heads(_clean_acrostic(acrostic), chars, written) if acrostic else ()
     lines = line_index(bundle_path, card)
     if name is None or FORMS[name].kind == "tang":
-        return _plan_tang(chars, name, heads, prompt, length, output_script, lines)
+        readings = table(bundle_path, card, "readings", "tang") or tang.TABLE_READINGS
+        return _plan_tang(chars, name, heads, prompt, length, output_script, lines, readings)
     shape = FORMS[name]
     if heads and shape.heads is not None and len(heads) not in shape.heads:
         raise FormError(
@@ -311,7 +377,8 @@ def plan(
             f"A {shape.label(language)} needs at least {shape.min_chars} characters; "
             f"ask for a longer length (up to {max_length})."
         )
-    make = _guarded(_maker(shape, section, chars, heads, bundle_path, card), lines)
+    whole = bound + len(prompt)  # the characters a writer advances at most
+    make = _guarded(_maker(shape, section, chars, heads, bundle_path, card, whole), lines)
     _feed(make(0), prompt, check=shape.kind not in ("english", "verse"))
     return PoemPlan(make, prompt, bound, name, output_script)
 
@@ -323,22 +390,32 @@ def _maker(
     heads: tuple[frozenset[str], ...],
     bundle_path: Path,
     card: dict[str, Any],
+    length: int,
 ) -> Callable[[int], Any]:
+    acrostic = "".join(sorted(h)[0] for h in heads) or None
     if shape.kind == "english":
         words = lexicon(bundle_path, card)
         if words is None:
             raise FormError("This style's bundle has no word list; its forms are unavailable.")
         from bot.forms.english_writer import EnglishWriter
 
-        acrostic = "".join(sorted(h)[0] for h in heads) or None
-        EnglishWriter(words, chars, shape.name, acrostic, 0)  # FormError for options it refuses
-        return lambda seed: EnglishWriter(words, chars, shape.name, acrostic, seed)
+        names = table(bundle_path, card, "names", "names") or frozenset()
+
+        def english(seed: int) -> EnglishWriter:
+            return EnglishWriter(words, chars, shape.name, acrostic, seed, names, length)
+
+        english(0)  # FormError for options it refuses
+        return english
     if shape.kind == "verse":
         from bot.forms.lyric_writer import VerseWriter
 
-        acrostic = "".join(sorted(h)[0] for h in heads) or None
-        VerseWriter(chars, None, acrostic, 0)
-        return lambda seed: VerseWriter(chars, None, acrostic, seed)
+        readings = table(bundle_path, card, "readings", "verse") or lyrics.NO_READINGS
+
+        def verse(seed: int) -> VerseWriter:
+            return VerseWriter(chars, None, acrostic, seed, readings=readings)
+
+        verse(0)
+        return verse
     unit = shape.name if shape.kind == "unit" else section.get("unit", "paragraph")
     return lambda seed: UnitWriter(unit, heads=heads)
 
@@ -351,6 +428,7 @@ def _plan_tang(
     length: int | None,
     output_script: str | None,
     lines: LineIndex | None = None,
+    readings: tang.Readings = tang.TABLE_READINGS,
 ) -> PoemPlan:
     """Tang forms: each (form, tone start) the prompt and acrostic fit; the seed picks one
     of them when no form was named."""
@@ -385,7 +463,8 @@ def _plan_tang(
         for level_start in (True, False):
             for strict in (True, False):
                 try:
-                    _feed(TangWriter(chars, tang.FORMS[n], level_start, heads), prompt, strict)
+                    writer = TangWriter(chars, tang.FORMS[n], level_start, heads, readings)
+                    _feed(writer, prompt, strict, heads=heads)
                 except FormError as err:
                     if not strict:  # the shape's refusal says what to change, not a tone's
                         refusal = refusal or err
@@ -398,9 +477,9 @@ def _plan_tang(
 
     def make(seed: int) -> TangWriter:
         chosen = random.Random(seed).choice(options)
-        return TangWriter(chars, tang.FORMS[chosen[0]], chosen[1], heads)
+        return TangWriter(chars, tang.FORMS[chosen[0]], chosen[1], heads, readings)
 
     make = _guarded(make, lines)
     size = max(FORMS[n].min_chars for n, _ in options)
     bound = size if length is None else max(length, size)
-    return PoemPlan(make, prompt, bound, name, output_script)
+    return PoemPlan(make, prompt, bound, name, output_script, couplets=True)

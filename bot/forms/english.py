@@ -20,6 +20,11 @@ Sonnet rules as checked: the poem is the text's non-empty lines, less a leading 
 syllables; rhyme scheme ABAB CDCD EFEF GG, so the pairs (1,3) (2,4) (5,7) (6,8) (9,11) (10,12)
 (13,14) must end in rhyming words: the same CMU rhyming part, different words. A couplet is two
 such lines that rhyme.
+
+Substance (issue 22): the characters' names of the plays (`speaker_names`: the words of the
+`NAME:` tags that the text never writes in lower case; export ships them as NAMES_FILE), the
+function words (`STOP_WORDS`) that may come again in a sonnet where a content word may not,
+and whether a text ends a sentence (`ends_sentence`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,18 @@ _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 # ("Hold thy peace:").
 _SPEAKER = re.compile(r"[A-Z][A-Za-z'.-]*(?: +(?:[A-Z][A-Za-z'.-]*|of|the|and)){0,4}:")
 _EMPTY: frozenset[str] = frozenset()
+NAMES_FILE = "names.txt"
+SENTENCE_ENDS = frozenset(".!?")
+# Function words: a poem may use them again (its content words it may not).
+_STOP = """a an the and or but nor for so yet if as than then that this these those there here
+    of to in on at by with from into upon unto o'er up down out off over under
+    i me my mine myself we us our ours you your yours thou thee thy thine ye he him his she
+    her hers it its they them their theirs who whom whose which what when where why how
+    is am are was were be been being have has hath had do does doth did shall will would
+    should may might must can could not no nay yea ay all such own same too very o oh
+    let like more most i'll i'm i'd tis twas it's that's there's let's thou'rt
+    thou'lt ne'er e'er is't"""
+STOP_WORDS = frozenset(_STOP.split())
 SONNET_PAIRS = ((1, 3), (2, 4), (5, 7), (6, 8), (9, 11), (10, 12), (13, 14))
 
 
@@ -282,6 +299,36 @@ def check_couplet(text: str, lexicon: Lexicon) -> CoupletCheck:
         syllable_ok=sum(_metre_ok(line, lexicon) for line in lines),
         rhyme_kept=len(lines) >= 2 and _lines_rhyme(lines[0], lines[1], lexicon),
     )
+
+
+def speaker_names(text: str) -> list[str]:
+    """The characters' names of a play text, lowercased and sorted: the words of its speaker
+    lines (`NAME:` alone on a line) that it never writes in lower case."""
+    tags = {line.strip() for line in text.splitlines() if _SPEAKER.fullmatch(line.strip())}
+    lower = {w for w in _WORD.findall(text) if w == w.lower()}
+    tagged = {w.lower() for tag in tags for w in _WORD.findall(tag) if w != w.lower()}
+    return sorted(tagged - lower)
+
+
+def content_words(text: str) -> list[str]:
+    """The words of `text` that are not function words (`STOP_WORDS`), in order."""
+    return [w for w in words(text) if w not in STOP_WORDS]
+
+
+def repeats(text: str, content: bool = True) -> tuple[int, int]:
+    """(content words used again, lines written again) in a poem (`poem_lines`); with
+    `content` False only lines count (a speech may repeat its words)."""
+    lines = poem_lines(text)
+    used = content_words("\n".join(lines)) if content else []
+    flat = [" ".join(words(line)) for line in lines]
+    return len(used) - len(set(used)), len(flat) - len(set(flat))
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether `text`'s last visible character ends a sentence (., ! or ?), a closing
+    quotation mark or bracket after it allowed."""
+    tail = text.rstrip().rstrip("'\")]")
+    return bool(tail) and tail[-1] in SENTENCE_ENDS
 
 
 def invented(text: str, lexicon: Lexicon, exclude: str = "") -> tuple[int, int]:

@@ -43,16 +43,43 @@ words of its rhyme have 1-3 syllables. A B-line whose partner came from the prom
 too few mates falls back to the A-line rule (its rhyme is the prompt's to break). An acrostic
 head must begin an ordinary word. A prompt that leaves s >= `LINE_MIN` mid-line leaves the
 line's end (punctuation, "\\n") open; its words outside the lexicon finish freely.
+
+Endings and substance (issue 22). No word is written in capitals (a letter after a capital
+inside a word is lower case: no speaker tag such as "ROMEO" fused into the verse). A speech
+(no acrostic) is SPEECH_MIN to SPEECH_MAX lines and ends a sentence: its blank line may come
+only after SPEECH_MIN lines (sooner only when the length leaves no room) and after a line that
+ends in ., ! or ?; its last possible line may end only after one; and within a line, ":" may
+not follow a speaker's name ("Romeo:") after the first line. Nearing `length` (all characters
+advanced, the prompt's included): within END_SOON characters a line may end only after a
+sentence end, and after such a line the speech ends; within END_NOW characters a word may be
+followed only by ., ! or ?, and that by the line's end. An acrostic speech's last line ends
+a sentence too. A sonnet or couplet starts every line with a capital, ends its last line with
+a full stop, never names a character of the plays (`names`, left out of its words), and uses
+no content word (`english.STOP_WORDS` aside) twice: a word already used may not end where a
+longer word can continue it, nor its last letter come where another letter may (masks with
+no dead end), and `penalty` is infinite for a line that repeats one anyway. No poem writes a
+line twice: a speech's line may not end while it repeats an earlier one, and `penalty` is
+infinite for a line that does (the engine's candidates drop it).
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import re
 import string
 from collections import defaultdict
 from collections.abc import Iterable
 
-from bot.forms.english import SONNET_PAIRS, Lexicon, Trie, poem_lines
+from bot.forms.english import (
+    SENTENCE_ENDS,
+    SONNET_PAIRS,
+    STOP_WORDS,
+    Lexicon,
+    Trie,
+    poem_lines,
+    words,
+)
 from bot.forms.rules import Allowed, FormError
 
 SHAPES: tuple[str, ...] = ("speech", "sonnet", "couplet")
@@ -65,6 +92,10 @@ MATE_SYLLABLES = 3
 MAX_GAP = 4  # non-letters in a row within a line
 MAX_END_PUNCT = 3  # characters after a line's final word before its newline
 MAX_FREE_WORD = 24  # letters of a prompt's word outside the lexicon before a non-letter
+SPEECH_MIN, SPEECH_MAX = 4, 14  # lines of a speech (the corpus's longer speeches)
+END_SOON = 120  # characters left: a line ends only at a sentence's end, and the speech there
+END_NOW = 48  # characters left: the next word ends the sentence
+_SPEAKER_TAG = re.compile(r"[A-Z][A-Za-z'.-]*(?: +(?:[A-Z][A-Za-z'.-]*|of|the|and)){0,4}")
 
 # Line index (0-based) of each B-line -> its A-line, the partner whose rhyme it must take.
 PARTNERS: dict[str, dict[int, int]] = {
@@ -78,6 +109,7 @@ _LETTERS = frozenset(string.ascii_letters)
 _LOWER = frozenset(string.ascii_lowercase)
 _NO_TRIE = Trie(())
 _ACTIVE, _FULL, _FREE = 0, 1, 2  # how a word in progress is masked (see EnglishWriter)
+_ANY, _UPPER, _LOWER_ONLY = 0, 1, 2  # the case of the letters a mask offers
 
 
 def _has(trie: Trie, prefix: str) -> bool:
@@ -89,14 +121,18 @@ def _has(trie: Trie, prefix: str) -> bool:
 
 
 class _Plan:
-    """What one (lexicon, vocabulary) pair offers every writer, built once and shared: the
-    spellable words, their syllables and rhymes, tries by syllable budget and by rhyme, and
-    the masks (one `Allowed`, with one interned set, per distinct situation)."""
+    """What one (lexicon, vocabulary, words left out) offers every writer, built once and
+    shared: the spellable words, their syllables and rhymes, tries by syllable budget and by
+    rhyme, and the masks (one `Allowed`, with one interned set, per distinct situation)."""
 
-    def __init__(self, lexicon: Lexicon, vocab: frozenset[str]) -> None:
+    def __init__(self, lexicon: Lexicon, vocab: frozenset[str], leave_out: frozenset[str]) -> None:
         self.lexicon = lexicon
         self.vocab = vocab
-        kept = [w for w in lexicon.words if all(c in vocab or c.upper() in vocab for c in w)]
+        kept = [
+            w
+            for w in lexicon.words
+            if w not in leave_out and all(c in vocab or c.upper() in vocab for c in w)
+        ]
         self.trie = lexicon.trie if len(kept) == len(lexicon.words) else Trie(kept)
         self.syllables = {w: lexicon.syllables(w) for w in kept}
         members: dict[str, list[str]] = defaultdict(list)
@@ -115,12 +151,16 @@ class _Plan:
         self.line_start = punct  # before a sonnet line's first word: no space, no newline
         self.gap = punct | space  # between a sonnet line's words
         self.end = punct | self.nl  # after a sonnet line's final word
+        self.sep_no_colon = (punct - {":"} | space | frozenset(string.digits)) & vocab
         self.sep = (punct | space | frozenset(string.digits)) & vocab  # a speech's gaps
         self.sep_nl = self.sep | self.nl
+        # A vocabulary without them: a line may end anyhow (no dead end).
+        self.stops = SENTENCE_ENDS & vocab or self.sep_nl
+        self.period = frozenset(".") & vocab or self.nl
         self._ordinary: dict[int, Trie] = {}
         self._finals: dict[tuple[int, str | None], Trie] = {}
-        self._masks: dict[tuple[frozenset[str], frozenset[str], frozenset[str]], Allowed] = {}
-        self._heads: dict[tuple[frozenset[str], frozenset[str], str], Allowed] = {}
+        self._masks: dict[tuple[frozenset[str], frozenset[str], frozenset[str], int], Allowed] = {}
+        self._heads: dict[tuple[frozenset[str], frozenset[str], str, int], Allowed] = {}
         self._sets: dict[frozenset[str], frozenset[str]] = {}
 
     def _short(self, word: str) -> bool:
@@ -155,41 +195,51 @@ class _Plan:
     def _intern(self, chars: frozenset[str]) -> frozenset[str]:
         return self._sets.setdefault(chars, chars)
 
-    def _cased(self, letters: frozenset[str]) -> frozenset[str]:
-        """Lowercase trie characters -> those characters in either case the vocabulary has."""
-        return frozenset(c for low in letters for c in (low, low.upper()) if c in self.vocab)
+    def _cased(self, letters: frozenset[str], case: int = _ANY) -> frozenset[str]:
+        """Lowercase trie characters -> those characters in `case` (_ANY: either) that the
+        vocabulary has."""
+        if case == _UPPER:  # capitals, where the vocabulary has any of them
+            forms = [low.upper() for low in letters if low.upper() in self.vocab]
+            forms = forms or [c for low in letters for c in (low, low.upper())]
+        elif case == _LOWER_ONLY:
+            forms = list(letters)
+        else:
+            forms = [c for low in letters for c in (low, low.upper())]
+        return frozenset(c for c in forms if c in self.vocab)
 
-    def mask(self, a: frozenset[str], b: frozenset[str], extra: frozenset[str]) -> Allowed:
-        """Allowed: a letter of `a` or `b` (lowercase trie sets, either case) or a character of
+    def mask(
+        self, a: frozenset[str], b: frozenset[str], extra: frozenset[str], case: int = _ANY
+    ) -> Allowed:
+        """Allowed: a letter of `a` or `b` (lowercase trie sets, in `case`) or a character of
         `extra` (a non-letter set of this plan)."""
-        key = (a, b, extra)
+        key = (a, b, extra, case)
         got = self._masks.get(key)
         if got is None:
-            got = Allowed(required=(self._intern(self._cased(a | b) | extra),))
+            got = Allowed(required=(self._intern(self._cased(a | b, case) | extra),))
             self._masks[key] = got
         return got
 
-    def head(self, a: frozenset[str], b: frozenset[str], letter: str) -> Allowed:
-        """Allowed: the acrostic head `letter` (either case), as a letter of `a` or `b`."""
-        key = (a, b, letter)
+    def head(self, a: frozenset[str], b: frozenset[str], letter: str, case: int = _ANY) -> Allowed:
+        """Allowed: the acrostic head `letter` (in `case`), as a letter of `a` or `b`."""
+        key = (a, b, letter, case)
         got = self._heads.get(key)
         if got is None:
-            got = Allowed(required=(self._intern(self._cased((a | b) & {letter})),))
+            got = Allowed(required=(self._intern(self._cased((a | b) & {letter}, case)),))
             self._heads[key] = got
         return got
 
 
 @functools.lru_cache(maxsize=8)
-def _plan(lexicon: Lexicon, vocab: frozenset[str]) -> _Plan:
-    """The shared plan of a lexicon (by identity) and a vocabulary."""
-    return _Plan(lexicon, vocab)
+def _plan(lexicon: Lexicon, vocab: frozenset[str], leave_out: frozenset[str]) -> _Plan:
+    """The shared plan of a lexicon (by identity), a vocabulary and the words left out."""
+    return _Plan(lexicon, vocab, leave_out)
 
 
-def prepare(lexicon: Lexicon, vocab: frozenset[str]) -> None:
-    """Build ahead what the first sonnet or couplet of this lexicon and vocabulary would build
-    on its way (the ordinary tries of every syllable budget and the A-line final tries): about
-    5 s for the full CMU lexicon, 0.2 s for a corpus's own words. Optional."""
-    plan = _plan(lexicon, frozenset(vocab))
+def prepare(lexicon: Lexicon, vocab: frozenset[str], names: frozenset[str] = frozenset()) -> None:
+    """Build ahead what the first sonnet or couplet of this lexicon, vocabulary and names would
+    build on its way (the ordinary tries of every syllable budget and the A-line final tries):
+    about 5 s for the full CMU lexicon, 0.2 s for a corpus's own words. Optional."""
+    plan = _plan(lexicon, frozenset(vocab), frozenset(names))
     for s in range(ORDINARY_MAX + 1):
         plan.ordinary(ORDINARY_MAX - s)
         plan.finals(s, None)
@@ -228,7 +278,9 @@ class EnglishWriter:
 
     `shape` is "speech" (a play's unit: up to a blank line), "sonnet" or "couplet"; `acrostic`
     gives each line's first letter; `seed` is accepted for symmetry with the other writers (no
-    choice here is random). The constructor raises FormError for options that cannot work.
+    choice here is random); `names` are the characters' names a sonnet or couplet may not
+    write; `length` bounds the characters advanced, the prompt's included (None: no bound to
+    steer by). The constructor raises FormError for options that cannot work.
     """
 
     def __init__(
@@ -238,17 +290,23 @@ class EnglishWriter:
         shape: str = "speech",
         acrostic: str | None = None,
         seed: int = 0,
+        names: frozenset[str] = frozenset(),
+        length: int | None = None,
     ) -> None:
         if shape not in SHAPES:
             raise FormError(f"Unknown English form {shape!r}: choose one of {', '.join(SHAPES)}.")
         if "\n" not in vocab or " " not in vocab:
             raise FormError("This model cannot write lines of words (it lacks space or newline).")
-        self._plan = plan = _plan(lexicon, frozenset(vocab))
+        self._metred = shape != "speech"
+        leave_out = frozenset(names) if self._metred else frozenset()
+        self._plan = plan = _plan(lexicon, frozenset(vocab), leave_out)
         self._shape = shape
         self.form = shape  # named in the reply's footer
-        self._metred = shape != "speech"
         self._heads = _heads(acrostic, shape, plan.vocab)
         self._total = LINES.get(shape, len(self._heads) or None)
+        self._most = self._total or SPEECH_MAX  # lines at most
+        self._fewest = self._total or SPEECH_MIN  # lines before the poem may end
+        self._length = length
         self._pairs = PARTNERS[shape]
         self.seed = seed
         if self._metred:
@@ -279,6 +337,12 @@ class EnglishWriter:
         self._mode = _ACTIVE
         self._tries: tuple[Trie, Trie] = (plan.trie, _NO_TRIE)
         self._now: Allowed | None = None
+        self._upper = False  # the last character was a capital letter
+        self._sentence = False  # the last closed line of the poem ended a sentence
+        self._used: set[str] = set()  # content words written (sonnet, couplet)
+        self._lines: set[str] = set()  # the lines closed, as their words
+        self._repeated = False  # the current line repeats a content word
+        self._penalty = 0.0  # of the last closed line (see `penalty`)
 
     # --- the contract ---------------------------------------------------------------------
 
@@ -290,6 +354,11 @@ class EnglishWriter:
     def cut(self) -> int:
         """Characters advanced up to and including the newline that closed the last line."""
         return self._cut
+
+    def penalty(self) -> float:
+        """For the line just closed: infinite when it repeats an earlier line of the poem or
+        (sonnet, couplet) a content word of it, else 0."""
+        return self._penalty
 
     def allowed(self) -> Allowed:
         """What may come next (computed once per character, from shared masks)."""
@@ -304,6 +373,7 @@ class EnglishWriter:
         self._now = None
         if self._done:
             return
+        self._upper = ch.isupper()
         if ch in _LETTERS:
             self._letter(ch.lower())
             self._run = 0
@@ -333,46 +403,75 @@ class EnglishWriter:
             return self._metred_gap()
         return self._speech_gap()
 
+    def _left(self) -> int | None:
+        """Characters left before the length runs out (None: no bound)."""
+        return None if self._length is None else self._length - self._count
+
+    def _ending(self, within: int) -> bool:
+        """Whether a speech without an acrostic is within `within` characters of its bound."""
+        left = self._left()
+        return not self._metred and not self._heads and left is not None and left <= within
+
+    def _last_line(self) -> bool:
+        return self._line >= self._most - 1
+
     def _tail(self, word: str) -> frozenset[str]:
         """The non-letters that may close `word` (finished) where the tries do not say."""
         plan = self._plan
         if not self._metred:
-            return plan.sep_nl
+            return plan.stops if self._ending(END_NOW) else plan.sep_nl
         if self._s + self._syllables(word) <= ORDINARY_MAX:
             return plan.gap
-        return plan.end
+        return plan.period if self._last_line() else plan.end
 
     def _in_word(self) -> Allowed:
         plan = self._plan
         word = self._word
         base = word[:-1] if word.endswith("'") else word
+        case = _LOWER_ONLY if self._upper else _ANY  # no word in capitals
         if self._mode == _FREE:
             letters = _LOWER if len(word) < MAX_FREE_WORD else _EMPTY
             return plan.mask(letters, _EMPTY, self._tail(base))
         if self._mode == _FULL:
             tail = self._tail(base) if plan.trie.is_word(base) else _EMPTY
-            return plan.mask(plan.trie.next_chars(word), _EMPTY, tail)
+            return plan.mask(plan.trie.next_chars(word), _EMPTY, tail, case)
         ordinary, final = self._tries
-        if ordinary.is_word(base):
-            tail = plan.gap if self._metred else plan.sep_nl
+        a, b = ordinary.next_chars(word), final.next_chars(word)
+        if (a or b) and base in self._used:
+            tail = _EMPTY  # a content word used already: only a longer word may come
+        elif ordinary.is_word(base):
+            tail = plan.gap if self._metred else self._tail(base)
         elif final.is_word(base):
-            tail = plan.end
+            tail = self._tail(base)
         else:
             tail = _EMPTY
-        return plan.mask(ordinary.next_chars(word), final.next_chars(word), tail)
+        if self._used:  # nor the letter that would finish one, where another may come
+            spent = frozenset(
+                c
+                for c in a | b
+                if word + c in self._used
+                and not (ordinary.next_chars(word + c) or final.next_chars(word + c))
+            )
+            if spent and ((a | b) - spent or tail):
+                a, b = a - spent, b - spent
+        return plan.mask(a, b, tail, case)
 
     def _metred_gap(self) -> Allowed:
         plan = self._plan
         if self._s >= LINE_MIN:
+            if self._last_line():  # the poem's last line ends with a full stop
+                stopped = self._line_chars[-1:] == ["."]
+                return plan.mask(_EMPTY, _EMPTY, plan.nl if stopped else plan.period)
             return plan.mask(_EMPTY, _EMPTY, plan.end if self._run < MAX_END_PUNCT else plan.nl)
         ordinary, final = self._start_tries()
         a, b = ordinary.next_chars(""), final.next_chars("")
         line_start = not self._line_chars
+        case = _UPPER if not any(c in _LETTERS for c in self._line_chars) else _ANY
         if line_start and self._heads:
-            return plan.head(a, b, self._heads[self._line])
+            return plan.head(a, b, self._heads[self._line], _UPPER)
         if self._run >= MAX_GAP:
-            return plan.mask(a, b, _EMPTY)
-        return plan.mask(a, b, plan.line_start if line_start else plan.gap)
+            return plan.mask(a, b, _EMPTY, case)
+        return plan.mask(a, b, plan.line_start if line_start else plan.gap, case)
 
     def _speech_gap(self) -> Allowed:
         plan = self._plan
@@ -380,14 +479,37 @@ class EnglishWriter:
         line_start = not self._line_chars
         if line_start and self._heads:
             return plan.head(a, _EMPTY, self._heads[self._line])
-        newline = self._content or (line_start and not self._heads and self._line >= 1)
+        if line_start and self._line >= 1 and not self._heads:
+            # The blank line that ends a speech: after a sentence's end, and enough lines or
+            # too little room for more; at the most lines, nothing else.
+            if self._sentence and (self._line >= self._fewest or self._ending(END_SOON)):
+                return plan.mask(_EMPTY, _EMPTY, plan.nl)
+            return plan.mask(a, _EMPTY, plan.sep)
+        newline = self._content and self._may_end_line()
         if newline and self._heads and not self._seen_first:
             # An acrostic's first line must not read as a speaker's ("O FEAR:"): the checker
             # (`poem_lines`) would not count it as a line of the poem.
             newline = bool(poem_lines("".join(self._line_chars)))
+        if self._ending(END_NOW) and self._content:  # the sentence ends with the next word
+            return plan.mask(_EMPTY, _EMPTY, plan.nl) if newline else plan.mask(a, _EMPTY, _EMPTY)
+        sep = plan.sep
+        if self._seen_first and _SPEAKER_TAG.fullmatch("".join(self._line_chars).strip()):
+            sep = plan.sep_no_colon  # no speaker's tag ("Romeo:") inside the speech
         if self._run >= MAX_GAP:
             return plan.mask(a, _EMPTY, plan.nl if newline else _EMPTY)
-        return plan.mask(a, _EMPTY, plan.sep_nl if newline else plan.sep)
+        return plan.mask(a, _EMPTY, plan.sep_nl if newline and sep is plan.sep else sep)
+
+    def _may_end_line(self) -> bool:
+        """Whether a speech's line with text may end now: not while it repeats an earlier
+        line, and on its last possible line (or near the length) only after a sentence's
+        end."""
+        line = "".join(self._line_chars)
+        if " ".join(words(line)) in self._lines:
+            return False
+        last = self._heads and self._line == len(self._heads) - 1
+        if last or (not self._heads and (self._last_line() or self._ending(END_SOON))):
+            return line.rstrip()[-1:] in SENTENCE_ENDS
+        return True
 
     # --- state ----------------------------------------------------------------------------
 
@@ -428,6 +550,9 @@ class EnglishWriter:
         word = self._word
         if word.endswith("'"):
             word = word[:-1]
+        if self._metred and word not in STOP_WORDS:
+            self._repeated |= word in self._used
+            self._used.add(word)
         self._s += self._syllables(word)
         self._last = word
         self._word = ""
@@ -435,10 +560,15 @@ class EnglishWriter:
     def _newline(self) -> None:
         if self._content:
             speaker = False
+            line = "".join(self._line_chars)
             if not self._seen_first:
                 self._seen_first = True
-                speaker = not poem_lines("".join(self._line_chars))
+                speaker = not poem_lines(line)
             if not speaker:
+                flat = " ".join(words(line))
+                self._penalty = math.inf if self._repeated or flat in self._lines else 0.0
+                self._lines.add(flat)
+                self._sentence = line.rstrip()[-1:] in SENTENCE_ENDS
                 self._finals.append(self._last)
                 self._line += 1
             self._cut = self._count
@@ -448,6 +578,7 @@ class EnglishWriter:
             self._done = True  # the blank line after a speech
         self._line_chars = []
         self._content = False
+        self._repeated = False
         self._s = 0
         self._last = None
         self._run = 0

@@ -114,6 +114,11 @@ class LineGuard:
     def cut(self) -> int:
         return self.inner.cut()
 
+    def penalty(self) -> float:
+        """The inner writer's `penalty` (rules.py), 0.0 where it has none."""
+        penalty = getattr(self.inner, "penalty", None)
+        return 0.0 if penalty is None else penalty()
+
     def allowed(self) -> Allowed:
         allowed = self.inner.allowed()
         banned: frozenset[str] = frozenset()

@@ -21,32 +21,45 @@ and at its longest or more ending in the class (with at least `min_chars`) the n
 the vocabulary has (checked). A prompt may break any of this: a line it leaves too long ends
 at the next class character; a first line it ends outside the big classes leaves the rhyme to
 the next line.
+
+No worn-out repeats, as far as the poets allow: with the style's `lyrics.VerseReadings`, a
+verse of k lines may reuse characters (an immediate doubling such as 哈哈 not counted) as
+often as the corpus's verses of k lines do on average, and no more: once it has, every
+character already in it is banned, except a doubling of the one just written, and except where
+the ban would leave a rhyme position fewer than MIN_LEFT characters. Jay Chou reuses a lot
+(5.6 characters in 4 lines, 18 in 8: refrains, 我 你 的), so a Tang-like ban would make the
+verses unlike his; an average bound keeps the bot from its own loops and no stricter than him.
+Rhyme classes are the usual ones of the table's heteronyms (了 着 at a line's end).
 """
 
 from __future__ import annotations
 
 import functools
 import random
+from dataclasses import replace
 
 from bot.forms import lyrics
 from bot.forms.rules import Allowed, FormError
+from bot.forms.tang import after, reuse_ban
 
 MIN_CLASS = 30  # characters a rhyme class needs in the vocabulary to be chosen
 MIN_LINES, MAX_LINES = 4, 8  # the verse's length when neither `lines` nor an acrostic says
 # Each line's longest, drawn by the seed: the corpus's lines have a median of 9 characters, and a
 # line that may run to `max_chars` before its rhyme is forced runs there nearly every time.
 LINE_SPAN = (8, 12)
+MIN_LEFT = 3  # characters a position keeps after the reuse ban (else the ban is dropped there)
 
 
 class _VersePlan:
     """What one vocabulary offers every verse writer: its Han characters, its rhyme classes
     and the masks (one `Allowed` per combination of stable sets), built once and shared."""
 
-    def __init__(self, vocab: frozenset[str]) -> None:
+    def __init__(self, vocab: frozenset[str], readings: lyrics.VerseReadings) -> None:
+        self.readings = readings
         self.han = frozenset(c for c in vocab if lyrics.is_han(c))
         self.classes = {
             name: chars
-            for name, chars in lyrics.classes_for(self.han).items()
+            for name, chars in lyrics.classes_for(self.han, readings.usual).items()
             if len(chars) >= MIN_CLASS
         }
         self.any_class = frozenset().union(*self.classes.values())
@@ -75,9 +88,9 @@ class _VersePlan:
 
 
 @functools.lru_cache(maxsize=8)
-def _plan(vocab: frozenset[str]) -> _VersePlan:
-    """The shared plan of a vocabulary."""
-    return _VersePlan(vocab)
+def _plan(vocab: frozenset[str], readings: lyrics.VerseReadings) -> _VersePlan:
+    """The shared plan of a vocabulary and a style's tables."""
+    return _VersePlan(vocab, readings)
 
 
 class VerseWriter:
@@ -85,7 +98,8 @@ class VerseWriter:
 
     The constructor raises FormError for options that cannot work: heads the model does not
     know (the caller converts scripts first), lengths out of range, a vocabulary without a
-    rhyme class of `MIN_CLASS` characters.
+    rhyme class of `MIN_CLASS` characters. `readings`: the style's tables (default: none, so
+    first readings and no bound on reuse).
     """
 
     def __init__(
@@ -96,8 +110,9 @@ class VerseWriter:
         seed: int = 0,
         min_chars: int = 5,
         max_chars: int = 14,
+        readings: lyrics.VerseReadings = lyrics.NO_READINGS,
     ) -> None:
-        self._plan = plan = _plan(frozenset(vocab))
+        self._plan = plan = _plan(frozenset(vocab), readings)
         if not 1 <= min_chars <= max_chars or max_chars < 2:
             raise FormError(
                 f"A line needs between 1 and its maximum characters, and at least 2 in all; "
@@ -139,6 +154,11 @@ class VerseWriter:
         self._target = plan.any_class  # characters the line may end in
         self.rhyme_class: str | None = None
         self._now: Allowed | None = None
+        self._budget = readings.budget(count)  # reused characters the verse may hold
+        self._repeats = 0  # reused characters so far
+        self._seen: set[str] = set()
+        self._previous = ""  # the Han character just written ("" after anything else)
+        self._doubled = False  # it doubled the one before it
 
     def _span(self) -> int:
         """The next line's longest: a draw from LINE_SPAN within min_chars..max_chars."""
@@ -158,8 +178,21 @@ class VerseWriter:
         """What may come next (computed once per character, from shared masks)."""
         now = self._now
         if now is None:
-            now = self._now = self._compute()
+            now = self._now = self._banned(self._compute())
         return now
+
+    def _banned(self, allowed: Allowed) -> Allowed:
+        """`allowed` with the characters already in the verse banned, once it has reused its
+        budget (never an acrostic head, nor where the ban would leave too little)."""
+        if self._budget is None or self._repeats < self._budget or self._done:
+            return allowed
+        if self._n == 0 and self._heads:
+            return allowed
+        banned = reuse_ban(self._seen, self._previous, self._doubled)
+        chars = allowed.required[0]
+        if len(chars) < len(banned) + MIN_LEFT and len(chars - banned) < MIN_LEFT:
+            return allowed
+        return replace(allowed, banned=frozenset(banned))
 
     def _compute(self) -> Allowed:
         plan = self._plan
@@ -186,6 +219,8 @@ class VerseWriter:
         self._now = None
         if self._done:
             return
+        self._previous, self._doubled, reused = after(self._seen, self._previous, ch)
+        self._repeats += reused
         if ch == "\n":
             if self._n:
                 self._close_line()
@@ -198,7 +233,7 @@ class VerseWriter:
 
     def _close_line(self) -> None:
         if self.rhyme_class is None:
-            name = lyrics.rhyme_class(self._last)
+            name = lyrics.rhyme_class(self._last, self._plan.readings.usual)
             if name in self._plan.classes:
                 self.rhyme_class = name
                 self._target = self._plan.classes[name]

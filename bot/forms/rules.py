@@ -6,6 +6,12 @@ its vocabulary (characters the vocabulary lacks are ignored) and applies it to t
 before temperature, top-k and top-p, so the allowed set can never come out empty through
 them. Sets must be stable objects (module constants, cached per trie node or per rhyme
 group): the engine caches one mask per set object it sees.
+
+The engine may fork a writer at a line's start, to write the line as several candidates:
+`copy.copy(writer)` and a shallow copy of each attribute that is a list, set or dict (and,
+recursively, of one that is itself a writer, as `LineGuard.inner`). So a writer keeps its
+mutable state in plain lists, sets and dicts of immutable things, shares nothing mutable but
+read-only plans, and hands out cached frozensets.
 """
 
 from __future__ import annotations
@@ -54,6 +60,12 @@ class Writer(Protocol):
         """When the length runs out first: how many of the characters advanced so far end at
         a whole line (0: none does)."""
         ...
+
+    # Optional: `penalty(self) -> float`, asked of a candidate's writer once its line is
+    # complete (its last character, the newline or the clause's punctuation, advanced): 0.0
+    # for a good line; a positive number lowers the candidate's score (its mean
+    # log-probability per character); math.inf rejects it (unless every candidate is
+    # rejected). A writer without it is 0.0 everywhere.
 
 
 class FormError(ValueError):

