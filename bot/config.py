@@ -121,6 +121,7 @@ class Settings:
     default_style: str = "shakespeare"
     default_length: int = 400
     default_temperature: float = 0.8
+    candidates: int = 8  # each line of a form written this many times, the best one kept
     user_cooldown: float = 3.0
     channel_concurrency: int = 4
     stream_edit_seconds: float = 1.0  # a /poem reply is edited at most this often; 0: not at all
@@ -158,6 +159,9 @@ class Settings:
         default_length = _int("DEFAULT_LENGTH", 400, 1)
         if default_length > limits.max_length:
             raise ConfigError("DEFAULT_LENGTH must not exceed MAX_LENGTH")
+        candidates = _int("CANDIDATES", cls.candidates, 1)
+        if candidates > limits.max_batch:
+            raise ConfigError("CANDIDATES must not exceed MAX_BATCH (a poem's rows share the batch)")
         database_url = os.environ.get("DATABASE_URL", "").strip() or cls.database_url
         try:
             check_database_url(database_url)
@@ -189,6 +193,7 @@ class Settings:
             default_style=os.environ.get("DEFAULT_STYLE", "shakespeare").strip(),
             default_length=default_length,
             default_temperature=_float("DEFAULT_TEMPERATURE", 0.8),
+            candidates=candidates,
             user_cooldown=_float("USER_COOLDOWN_SECONDS", 3.0),
             channel_concurrency=_int("CHANNEL_MAX_POEMS", 4, 1),
             stream_edit_seconds=_float("STREAM_EDIT_SECONDS", 1.0),
