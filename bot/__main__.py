@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument(
         "--candidates",
         type=int,
-        help="with a form, write each line this many times and keep the best (default: "
-        "CANDIDATES)",
+        help="with a form, write each line this many times and keep the best (default: CANDIDATES)",
     )
     gen.add_argument("--models", help="models folder (default: MODELS_DIR or models)")
     gen.add_argument(

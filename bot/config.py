@@ -161,7 +161,9 @@ class Settings:
             raise ConfigError("DEFAULT_LENGTH must not exceed MAX_LENGTH")
         candidates = _int("CANDIDATES", cls.candidates, 1)
         if candidates > limits.max_batch:
-            raise ConfigError("CANDIDATES must not exceed MAX_BATCH (a poem's rows share the batch)")
+            raise ConfigError(
+                "CANDIDATES must not exceed MAX_BATCH (a poem's rows are in the batch)"
+            )
         database_url = os.environ.get("DATABASE_URL", "").strip() or cls.database_url
         try:
             check_database_url(database_url)

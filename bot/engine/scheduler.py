@@ -211,11 +211,14 @@ def _candidates(leader: _Row) -> list[_Row]:
 
 
 def _logsumexp(scores: np.ndarray) -> np.ndarray:
-    """log(sum(exp(row))) of each row, in float64."""
-    z = scores.astype(np.float64)
-    top = z.max(axis=1, keepdims=True)
+    """log(sum(exp(row))) of each row of a [rows, vocab] array of its own (overwritten), in
+    float64 from float32 sums: a row's value does not depend on the other rows."""
+    top = scores.max(axis=1, keepdims=True)
     top[~np.isfinite(top)] = 0.0
-    return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
+    np.subtract(scores, top, out=scores)
+    np.exp(scores, out=scores)
+    total = scores.sum(axis=1, dtype=np.float64)
+    return top[:, 0].astype(np.float64) + np.log(total)
 
 
 def _own(scores: np.ndarray) -> np.ndarray:
@@ -335,6 +338,12 @@ class Scheduler:
 
     @property
     def active(self) -> int:
+        """Requests in the running batch (one with K candidates holds K rows)."""
+        return sum(1 for r in self._rows if r.group is None or r.group.members[0] is r)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the running batch."""
         return len(self._rows)
 
     @property
