@@ -48,7 +48,7 @@ class Busy(Exception):
 class Limits:
     """Bounds that keep the engine answering: past them a request gets `Busy`, never a wait."""
 
-    max_batch: int = 64  # rows: a request with K candidates a line takes K of them
+    max_batch: int = 256  # rows: a request with K candidates a line takes K of them
     max_queue: int = 256
     deadline: float = 60.0  # seconds from submission to the last character
     max_length: int = 2000
