@@ -189,3 +189,15 @@ def test_a_forked_writer_goes_on_without_touching_the_original():
         writer.advance(ch)
         fresh.advance(ch)
     assert writer.done and fresh.done and twin.cut() != writer.cut()
+
+
+def test_candidates_read_a_prompt_without_a_prefill_graph(tmp_path):
+    path = make_bundle(tmp_path, "verse", units=32, seed=3, prefill=False)
+    model = StepModel.load(path, providers="cpu")
+    ask = Request(prompt="ROMEO:\nO", length=400, seed=2, rules=lines_of(3), candidates=5)
+    poem = run(model, [ask])[0]
+    # The prompt holds the first line: two are chosen.
+    assert poem.whole and poem.text.startswith("ROMEO:\nO") and len(poem.lines) == 2
+    assert poem.text == "ROMEO:\nO" + "".join(c.texts[c.chosen] for c in poem.lines)
+    for choice in poem.lines:
+        assert choice.scores[choice.chosen] == max(choice.scores)
