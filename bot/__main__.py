@@ -56,6 +56,7 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         rules=poem.rules,
         candidates=args.candidates or settings.candidates,
+        candidate_unit=settings.candidate_unit,
     )
     try:
         result = asyncio.run(

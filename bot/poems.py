@@ -78,6 +78,7 @@ def plan_request(
         rules=plan.rules,
         context=context,
         candidates=settings.candidates,
+        candidate_unit=settings.candidate_unit,
     )
     return plan, request
 

@@ -201,3 +201,13 @@ def test_candidates_read_a_prompt_without_a_prefill_graph(tmp_path):
     assert poem.text == "ROMEO:\nO" + "".join(c.texts[c.chosen] for c in poem.lines)
     for choice in poem.lines:
         assert choice.scores[choice.chosen] == max(choice.scores)
+
+
+def test_whole_poems_as_candidates_choose_once(verse):
+    ask = Request(length=600, seed=4, rules=lines_of(3), candidates=6, candidate_unit="poem")
+    poem = run(verse, [ask])[0]
+    assert poem.whole and len(poem.lines) == 1
+    (choice,) = poem.lines
+    assert poem.text == choice.texts[choice.chosen] and choice.texts[choice.chosen].count("\n") == 3
+    assert choice.scores[choice.chosen] == max(choice.scores)
+    assert choice.scores[choice.chosen] == pytest.approx(mean_logp(verse, "", poem.text), abs=1e-4)

@@ -72,6 +72,8 @@ class Request:
     # With a writer: each line is written this many times from the same state, as rows of the
     # batch, and the best-scored candidate goes on (1: as sampled). Without one: 1.
     candidates: int = 1
+    # What a candidate is: a "line" (chosen line by line) or the whole "poem".
+    candidate_unit: str = "line"
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ def validate(request: Request, limits: Limits) -> Request:
     candidates = request.candidates if request.rules is not None else 1
     if not 1 <= candidates <= limits.max_batch:
         raise ValueError(f"candidates must be between 1 and {limits.max_batch} (the batch)")
+    if request.candidate_unit not in CANDIDATE_UNITS:
+        raise ValueError(f"a candidate is one of: {', '.join(CANDIDATE_UNITS)}")
     return replace(
         request,
         temperature=float(request.temperature),
@@ -183,6 +187,7 @@ class _Group:
 
 
 LINE_ENDS = frozenset("\n，。")  # a candidate's line ends with one of these (or the poem)
+CANDIDATE_UNITS = ("line", "poem")
 
 
 def _candidates(leader: _Row) -> list[_Row]:
@@ -642,7 +647,8 @@ class Scheduler:
             row = rows[i]
             row.logp += lp
             row.chars += 1
-            if chars[token] in LINE_ENDS or cols.left[i] <= 0 or row.error is not None:
+            line = row.request.candidate_unit == "line" and chars[token] in LINE_ENDS
+            if line or cols.left[i] <= 0 or row.error is not None:
                 ended.append(i)
         if not ended:
             return states
