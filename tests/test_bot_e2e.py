@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import re
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 from .botworld import asynchronous, bot_world, footer, footer_seed, make_models, make_settings
 from .bundles import make_bundle
 from .loopback import ALL_PERMISSIONS, InvocationRefused, Permission, Upload
+from .stepping import holding, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -255,29 +256,41 @@ async def test_hot_swap_while_poems_stream_loses_and_mixes_nothing(tmp_path):
     async with bot_world(tmp_path) as w:
         seeds = list(range(24))
         records = []
-        for i, seed in enumerate(seeds):
-            records.append(
-                await w.discord.invoke(
-                    w.guild,
-                    w.channel,
-                    w.member,
-                    "poem",
-                    {"style": "verse", "length": 600, "seed": seed, "temperature": 1.0},
+        # Each version's poems are held until the next change of version, so every one of
+        # them has reached its model when the change comes, and is still being written.
+        with contextlib.ExitStack() as stack:
+            v1 = w.bot.registry.live("verse").scheduler
+            held = stack.enter_context(holding(v1))
+            for i, seed in enumerate(seeds):
+                records.append(
+                    await w.discord.invoke(
+                        w.guild,
+                        w.channel,
+                        w.member,
+                        "poem",
+                        {"style": "verse", "length": 600, "seed": seed, "temperature": 1.0},
+                    )
                 )
-            )
-            if i == 8:
-                in_flight = [r for r in records if r.original is None or r.original.loading]
-                assert in_flight, "the swap should happen while poems are being written"
-                _, swapped = await w.run(
-                    "model", w.operator, {"style": "verse", "version": "v2"}, subcommand="activate"
-                )
-                assert "now serves v2" in swapped.content
-            if i == 16:
-                _, back = await w.run(
-                    "model", w.operator, {"style": "verse"}, subcommand="rollback"
-                )
-                assert "rolled back to v1" in back.content
-            await asyncio.sleep(0.01)
+                if i == 8:
+                    await until(lambda: v1.active + v1.queued == 9, what="nine poems on v1")
+                    assert all(r.original is None or r.original.loading for r in records)
+                    _, swapped = await w.run(
+                        "model",
+                        w.operator,
+                        {"style": "verse", "version": "v2"},
+                        subcommand="activate",
+                    )
+                    assert "now serves v2" in swapped.content
+                    held.release()
+                    v2 = w.bot.registry.live("verse").scheduler
+                    held = stack.enter_context(holding(v2))
+                if i == 16:
+                    await until(lambda s=v2: s.active + s.queued == 8, what="eight poems on v2")
+                    _, back = await w.run(
+                        "model", w.operator, {"style": "verse"}, subcommand="rollback"
+                    )
+                    assert "rolled back to v1" in back.content
+                    held.release()
         finals = [await r.final(timeout=60) for r in records]
         versions = [footer(m).split()[1] for m in finals]
         assert set(versions) == {"v1", "v2"}
@@ -337,23 +350,32 @@ async def test_user_cooldown_and_channel_cap_answer_privately_with_the_wait(tmp_
         assert 25 <= wait <= 30
         # Two other users fill the channel with long poems; a third is told to wait.
         writers = [w.moderator, w.admin]
-        running = [
-            await w.discord.invoke(
-                w.guild, w.channel, u, "poem", {"style": "verse", "length": 5000}
+        scheduler = w.bot.registry.live("verse").scheduler
+        with holding(scheduler) as held:  # the two long poems are written only when let
+            running = [
+                await w.discord.invoke(
+                    w.guild, w.channel, u, "poem", {"style": "verse", "length": 5000}
+                )
+                for u in writers
+            ]
+            await until(lambda: scheduler.active + scheduler.queued == 2, what="both taken")
+            held.allow(1)  # the first one's held step: the second joins the batch after it
+            await until(lambda: scheduler.active == 2, what="both long poems in the batch")
+            _, full = await w.poem({"style": "verse", "length": 10}, user=w.operator)
+            assert full.ephemeral and "2 poems are being written in this channel" in full.content
+            # 5000 characters at the measured step time: a wait in whole seconds, never zero.
+            assert int(re.search(r"try again in (\d+) s\.$", full.content)[1]) >= 1
+            # Another channel is served while those two are still being written: it joins
+            # their batch at the step let through, and only batches of three go on.
+            held.let(lambda ids: len(ids) > 2)
+            other = w.guild.add_text_channel("elsewhere")
+            record = await w.discord.invoke(
+                w.guild, other, w.operator, "poem", {"style": "verse", "length": 10}
             )
-            for u in writers
-        ]
-        for record in running:
-            await record.first_response()
-        _, full = await w.poem({"style": "verse", "length": 10}, user=w.operator)
-        assert full.ephemeral and "2 poems are being written in this channel" in full.content
-        # 5000 characters at the measured step time: a wait in whole seconds, never zero.
-        assert int(re.search(r"try again in (\d+) s\.$", full.content)[1]) >= 1
-        other = w.guild.add_text_channel("elsewhere")
-        record = await w.discord.invoke(
-            w.guild, other, w.operator, "poem", {"style": "verse", "length": 10}
-        )
-        assert (await record.final(timeout=30)).embeds
+            await until(lambda: scheduler.queued == 1, what="the other channel's poem queued")
+            held.allow(1)
+            assert (await record.final(timeout=30)).embeds
+            assert scheduler.active == 2
         for record in running:
             assert (await record.final(timeout=60)).attachments
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-import time
 
 import numpy as np
 import onnx
@@ -15,6 +15,7 @@ from bot.engine.scheduler import Busy, Limits, Request, Scheduler
 from bot.engine.sessions import StepModel, cuda_loads
 
 from .bundles import make_bundle
+from .stepping import HeldSteps, ManualClock, until
 
 LONG_PROMPT = (
     "O, that this too too solid flesh would melt, thaw and resolve itself into a dew! " * 3
@@ -29,6 +30,14 @@ def bundle_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(bundle_path):
     return StepModel.load(bundle_path, providers="cpu")
+
+
+@pytest.fixture
+def held(model):
+    """The test model with its steps held until the test lets them go."""
+    stepper = HeldSteps(model)
+    yield stepper
+    stepper.release()
 
 
 @pytest.fixture(scope="module")
@@ -146,19 +155,29 @@ def test_temperature_zero_is_greedy_whatever_the_seed(model):
     assert a.text == b.text
 
 
-def test_requests_join_and_leave_the_running_batch(model):
+def test_requests_join_and_leave_the_running_batch(held):
+    async def joins(scheduler, request):
+        """`request` joins the batch at the step the test lets through, and runs to its end
+        in steps of more than one row (the long request alone is held meanwhile)."""
+        task = asyncio.create_task(scheduler.generate(request))
+        await until(lambda: scheduler.queued == 1, what="the request queued")
+        held.allow(1)
+        return await asyncio.wait_for(task, 30)
+
     async def scenario():
-        scheduler = Scheduler(model, Limits(max_batch=8))
+        scheduler = Scheduler(held, Limits(max_batch=8))
         long = asyncio.create_task(scheduler.generate(Request(length=300, seed=1)))
-        await asyncio.sleep(0.02)
+        await held.reached(1)
         assert scheduler.active == 1
-        started_at = scheduler.steps
-        short = await scheduler.generate(Request(length=20, seed=2))
+        held.let(lambda ids: len(ids) > 1)
+        short = await joins(scheduler, Request(length=20, seed=2))
         # The short request joined the running batch and left it while the long one ran on.
         assert not long.done()
-        assert scheduler.steps - started_at < 300
+        assert held.steps < 300
         assert scheduler.active == 1
-        third = await scheduler.generate(Request(length=10, seed=3))
+        third = await joins(scheduler, Request(length=10, seed=3))
+        assert not long.done()
+        held.release()
         done = await long
         await scheduler.close()
         return short, third, done, scheduler.steps
@@ -178,38 +197,44 @@ def test_prompt_is_kept_and_unknown_characters_are_named(model):
     assert "\ufffd" not in result.text
 
 
-def test_queue_bound_answers_busy_at_once(model):
+def test_queue_bound_answers_busy_at_once(held):
     async def scenario():
-        scheduler = Scheduler(model, Limits(max_batch=1, max_queue=1))
+        scheduler = Scheduler(held, Limits(max_batch=1, max_queue=1))
         first = asyncio.create_task(scheduler.generate(Request(length=200, seed=1)))
-        await asyncio.sleep(0.01)
+        await held.reached(1)
         second = asyncio.create_task(scheduler.generate(Request(length=10, seed=2)))
-        await asyncio.sleep(0)
-        started = time.monotonic()
+        await until(lambda: scheduler.queued == 1, what="the second request queued")
         with pytest.raises(Busy) as busy:
             await scheduler.generate(Request(length=10, seed=3))
-        waited = time.monotonic() - started
+        # At once: while the first request's first step was still held, no slot could free.
+        assert held.steps == 0
+        held.release()
         await asyncio.gather(first, second)
         await scheduler.close()
-        return busy.value, waited
+        return busy.value
 
-    busy, waited = run(scenario())
-    assert waited < 0.05
+    busy = run(scenario())
     assert busy.retry_after >= 1 and "waiting" in str(busy)
 
 
-def test_deadline_gives_busy_not_an_endless_wait(model):
+def test_deadline_gives_busy_not_an_endless_wait(held):
     async def scenario():
-        scheduler = Scheduler(model, Limits(max_batch=1, deadline=0.15))
+        clock = ManualClock()
+        scheduler = Scheduler(held, Limits(max_batch=1, deadline=0.15), clock=clock)
         tasks = [
             asyncio.create_task(scheduler.generate(Request(length=2000, seed=i))) for i in range(2)
         ]
+        await held.reached(1)  # the first is being written, the second waits for the slot
+        clock.advance(0.2)  # past both deadlines
+        held.release()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         await scheduler.close()
-        return results
+        return results, scheduler.steps
 
-    results = run(scenario())
-    assert all(isinstance(r, Busy) for r in results)
+    (writing, waiting), steps = run(scenario())
+    assert isinstance(writing, Busy) and "took too long" in str(writing)
+    assert isinstance(waiting, Busy) and "waited too long" in str(waiting)
+    assert steps < 2000  # the first was stopped at its deadline, not written to its end
 
 
 @pytest.mark.parametrize(
@@ -237,50 +262,62 @@ def test_seed_at_the_64_bit_edge(model):
     assert result.seed == 2**64 - 1 and len(result.text) == 10
 
 
-def test_cancelled_request_frees_its_slot(model):
+def test_cancelled_request_frees_its_slot(held):
     async def scenario():
-        scheduler = Scheduler(model, Limits(max_batch=1))
+        scheduler = Scheduler(held, Limits(max_batch=1))
         doomed = asyncio.create_task(scheduler.generate(Request(length=2000, seed=1)))
-        await asyncio.sleep(0.02)
+        await held.reached(1)
         doomed.cancel()
-        result = await asyncio.wait_for(scheduler.generate(Request(length=20, seed=2)), 2.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await doomed
+        held.release()
+        result = await asyncio.wait_for(scheduler.generate(Request(length=20, seed=2)), 30)
         await scheduler.close()
-        return result
+        return result, scheduler.steps
 
-    assert len(run(scenario()).text) == 20
+    result, steps = run(scenario())
+    assert len(result.text) == 20
+    assert steps < 2000  # the cancelled request's row stopped; it did not run to its end
 
 
-def test_close_lets_requests_in_flight_finish_and_refuses_new_ones(model):
+def test_close_lets_requests_in_flight_finish_and_refuses_new_ones(held):
     async def scenario():
-        scheduler = Scheduler(model)
+        scheduler = Scheduler(held)
         inflight = [
             asyncio.create_task(scheduler.generate(Request(length=100, seed=i))) for i in range(5)
         ]
-        await asyncio.sleep(0.01)
+        await held.reached(1)
+        assert scheduler.active == 5
         closing = asyncio.create_task(scheduler.close())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: close() has begun
         with pytest.raises(Busy):
             await scheduler.generate(Request(length=5))
+        assert not any(task.done() for task in inflight)  # still in flight when it closed
+        held.release()
         await closing
         return await asyncio.gather(*inflight)
 
     assert [len(r.text) for r in run(scenario())] == [100] * 5
 
 
-def test_event_loop_stays_responsive_while_generating(model):
+def test_event_loop_stays_responsive_while_generating(held):
     async def scenario():
-        scheduler = Scheduler(model)
+        scheduler = Scheduler(held)
         work = asyncio.gather(*(scheduler.generate(Request(length=400, seed=i)) for i in range(32)))
-        lags = []
+        # Each turn of the event loop lets one step through: were a step (or the sampling
+        # after it) run on the loop, the loop would wait for itself and the step never come.
+        turns = 0
         while not work.done():
-            t = time.monotonic()
-            await asyncio.sleep(0.005)
-            lags.append(time.monotonic() - t - 0.005)
-        await work
+            turns += 1
+            held.allow(1)
+            await asyncio.sleep(0.001)
+        poems = await work
         await scheduler.close()
-        return max(lags)
+        return poems, turns, held.steps
 
-    assert run(scenario()) < 0.1
+    poems, turns, steps = run(scenario())
+    assert [len(p.text) for p in poems] == [400] * 32
+    assert steps <= turns
 
 
 def test_providers_auto_runs_on_the_cpu_here_and_cuda_is_an_error_not_a_fallback(tmp_path):

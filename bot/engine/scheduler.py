@@ -315,9 +315,15 @@ class Scheduler:
     could join; back on the loop, finished rows are answered and the batch closes up.
     """
 
-    def __init__(self, model: StepModel, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        model: StepModel,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.model = model
         self.limits = limits or Limits()
+        self._clock = clock  # what deadlines are read on (tests move one by hand)
         self.vocab = model.bundle.vocab
         self._queue: deque[_Row] = deque()
         self._rows: list[_Row] = []
@@ -392,7 +398,7 @@ class Scheduler:
             for ch in request.prompt:  # the prompt is the poem's beginning
                 rules.advance(ch)
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
+        now = self._clock()
         row = _Row(
             request=request,
             feed=deque(
@@ -421,7 +427,9 @@ class Scheduler:
         try:
             return await row.future
         finally:
-            if not row.future.done():  # the caller gave up: free the slot at the next step
+            # The caller gave up (cancelling its task cancels the future it awaits): free the
+            # slot at the next step.
+            if row.future.cancelled() or not row.future.done():
                 row.future.cancel()
                 self._cancelled = True
 
@@ -436,7 +444,7 @@ class Scheduler:
     async def _admit(self) -> None:
         """Move queued requests into free slots; their prompts are read by the prefill graph in
         one run (all but the last character, which the next step reads)."""
-        now = time.monotonic()
+        now = self._clock()
         newcomers = self._admitting = []  # failed by _run if anything below raises
         taken = len(self._rows)
         while self._queue and self._fits(self._queue[0], taken):
@@ -568,13 +576,12 @@ class Scheduler:
                 logp = scores[grouped, picked[grouped]] - norm
                 states = self._score(plan.sampling[grouped], picked[grouped], logp, states)
             steps += 1
-            now = time.monotonic()
             if (
                 ((cols.left <= 0) & ~cols.parked).any()
-                or (cols.deadline < now).any()
+                or (cols.deadline < self._clock()).any()
                 or self._cancelled
                 or (self._queue and self._fits(self._queue[0], len(self._rows)))
-                or now - started > BURST_SECONDS
+                or time.monotonic() - started > BURST_SECONDS
             ):
                 return states, steps
 
@@ -766,7 +773,7 @@ class Scheduler:
         given up, and close the batch up behind them."""
         self._tell()
         rows, cols = self._rows, self._cols
-        now = time.monotonic()
+        now = self._clock()
         finished = (cols.left <= 0) & ~cols.parked
         retire = finished | (cols.deadline < now)
         if self._cancelled:

@@ -1,0 +1,664 @@
+"""Blind ratings: sheets of the bot's poems beside the poets' own, and the readers' scores.
+
+    python -m benchmarks.ratings sheets --out DIR [--n 12] [--styles ...] [--models DIR]
+    python -m benchmarks.ratings score DIR
+    python -m benchmarks.ratings restore DIR
+
+`sheets` writes, per bundled style, N poems of the bot (the bot's default options through
+`bot.poems.plan_request`, seeds fixed here; Tang: the four forms in turn; Shakespeare: sonnets
+and default speeches in turn; Jay Chou: the default verse) beside N poems of the same forms from
+the validation tail of the style's corpus (the last 10% of the cleaned corpus, `bot.corpus.split`,
+whole lines only; Tang: poems of the same shape; Shakespeare: speeches of 4-14 lines, and for
+sonnets passages of 14 lines of one speech from a sentence's start to a sentence's end; Jay
+Chou: runs of as many lines as the bot's verse beside it, never across a line the cleaning
+drops, such as a song's title). Both are shown alike: in the style's script where that is
+simplified, one couplet a line for Tang, no speaker tags, no blank or padded lines. They are
+shuffled (fixed shuffle seed) and numbered:
+
+- DIR/INSTRUCTIONS.md: what readers do and the JSON they write;
+- DIR/<style>/sheet.md: the one-line heading and the numbered poems, nothing else;
+- DIR/<style>/key.json: each number's source ("bot" or "poets"), form, and seed or lines of the
+  corpus file (1-based, first and last);
+- DIR/<style>/ratings/: where each reader's JSON file goes.
+
+A corpus that may not be published (`KnownCorpus.copyrighted`: the Jay Chou lyrics) never has its
+text in the key: the key holds the line numbers of its poems (and the bot's poems' text), and its
+folder gets a .gitignore that keeps sheet.md out of git. `score` reads only keys and ratings, so
+a results folder committed without that sheet can still be recounted; `restore` writes a sheet
+back from its key and the corpus file, the same sheet `sheets` wrote.
+
+`score` validates every ratings file (each poem of the sheet, each criterion a whole number
+1-5, `human` true or false; an error names the file and the poem) and prints per style and
+source the four means, their mean, the share taken for human, the gap (poets - bot), each
+reader's own, and the agreement between readers (Pearson correlation of per-poem means for each
+pair, over the sheet and within the bot's poems); DIR/results.md and DIR/results.json hold the
+same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import random
+import re
+import statistics
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.forms import CORPUS_FILES, DEFAULT_CORPORA, ROOT, STYLE_FORMS, say
+from benchmarks.stats import write_results
+from bot.config import Settings
+from bot.corpus import KNOWN_CORPORA, clean, load_corpus, read_text_file, split
+from bot.engine.bundle import active_version
+from bot.engine.registry import Live
+from bot.engine.scheduler import Generation, Limits, Scheduler
+from bot.engine.sessions import StepModel, load_model
+from bot.forms import catalog, english, script, tang
+from bot.forms.rules import FormError
+from bot.poems import plan_request
+
+CRITERIA = ("fluency", "coherence", "meaning", "poeticness")
+SOURCES = ("bot", "poets")
+# The bot's poems: form of poem i is BOT_FORMS[style][i % len] (None: the style's default).
+BOT_FORMS: dict[str, tuple[str | None, ...]] = {
+    "tang": STYLE_FORMS["tang"],
+    "shakespeare": ("sonnet", None),
+    "jaychou": (None,),
+}
+SEED_BASE = 220_600  # the bot's poem i has seed SEED_BASE + i, before and after a change
+SHUFFLE_SEED = 22
+PICK_SEED = 6  # which poems of the validation tail are taken
+SONNET_LINES = 14
+SPEECH_LINES = (4, 14)
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+_COUPLET = re.compile("[^。]+。?")
+SHEET = "sheet.md"
+KEY = "key.json"
+RATINGS = "ratings"
+
+INSTRUCTIONS = """\
+# Rating poems
+
+Each folder here holds a sheet (`sheet.md`) of numbered poems. Some were written by people, some
+by a machine; the sheet does not say which, and you should not try to find out (do not open
+`key.json`, do not search for the lines). Read each poem as a poem of its kind and rate it.
+
+## What to rate
+
+Give each poem four marks from 1 to 5 and one guess.
+
+**Fluency**: is each line well formed in its language and register?
+- 1: most lines are strings of words or characters that do not make phrases.
+- 2: some lines read; most are broken.
+- 3: most lines read, with several awkward or broken ones.
+- 4: every line reads, one or two are awkward.
+- 5: every line reads naturally, as a skilled writer would write it.
+
+**Coherence**: do the lines belong together (one scene, mood or argument)?
+- 1: each line goes its own way.
+- 2: a few lines connect; the whole does not.
+- 3: a common thread with lines that stray.
+- 4: one scene, mood or argument, a line or two off.
+- 5: every line serves one whole.
+
+**Meaning**: does the poem say something you could put in your own words?
+- 1: nothing can be paraphrased.
+- 2: fragments of sense, no whole.
+- 3: the gist can be guessed.
+- 4: clear, with an obscure spot.
+- 5: clear and worth saying.
+
+**Poeticness**: imagery, diction, sound, craft.
+- 1: none.
+- 2: a stray image or phrase.
+- 3: some poetic moments.
+- 4: good imagery and diction throughout.
+- 5: fine poetry.
+
+**Human**: do you think a person wrote it (`true`) or a machine (`false`)? Guess when unsure.
+
+Rate every poem of a sheet; take them in the order given, and do not go back to change a mark
+because of a later poem. Rate the poem as it stands, not its form (line counts and rhyme are
+checked elsewhere).
+
+## What to write
+
+One JSON file per sheet and reader, in that sheet's `ratings/` folder, named after you
+(`ratings/<your name>.json`):
+
+```json
+{
+  "reader": "your name",
+  "ratings": {
+    "1": {"fluency": 3, "coherence": 2, "meaning": 2, "poeticness": 3, "human": false},
+    "2": {"fluency": 5, "coherence": 4, "meaning": 4, "poeticness": 4, "human": true,
+          "note": "optional: a word on why"}
+  }
+}
+```
+
+Every poem number of the sheet needs an entry; the marks are whole numbers from 1 to 5; `human`
+is `true` or `false`; `note` is optional. `python -m benchmarks.ratings score DIR` checks the
+file and says what to mend.
+"""
+
+
+class RatingError(Exception):
+    """A ratings file or a results folder that cannot be scored; the message names what."""
+
+
+# --- the corpus's validation tail ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusLines:
+    """A corpus file's lines after the project's cleaning, by their 1-based line number in the
+    file (lines the cleaning drops are absent), and where its validation tail starts."""
+
+    file: str
+    sha256: str
+    copyrighted: bool
+    lines: dict[int, str]
+    tail_from: int  # the first line that lies wholly in the validation tail
+
+    def text(self, first: int, last: int) -> str:
+        """Lines first..last of the file, cleaned (each must survive the cleaning)."""
+        missing = [n for n in range(first, last + 1) if n not in self.lines]
+        if missing:
+            raise RatingError(f"{self.file}: line {missing[0]} is not a line of the corpus")
+        return "".join(self.lines[n] + "\n" for n in range(first, last + 1))
+
+    def tail(self) -> list[tuple[int, str]]:
+        return [(n, line) for n, line in self.lines.items() if n >= self.tail_from]
+
+
+def read_corpus(path: Path) -> CorpusLines:
+    """The corpus at `path` cleaned as training cleans it, line by line, so that each cleaned
+    line keeps its number in the file."""
+    if not path.is_file():
+        raise RatingError(f"no corpus file {path}; pass --corpora with the folder that holds it")
+    corpus = load_corpus(str(path))
+    raw = read_text_file(path).split("\n")
+    if raw and raw[-1] == "":
+        raw.pop()
+    lines: dict[int, str] = {}
+    for number, line in enumerate(raw, 1):
+        cleaned = clean(corpus.name, line + "\n")
+        if cleaned:
+            lines[number] = cleaned[:-1]
+    if "".join(line + "\n" for line in lines.values()) != corpus.text:
+        raise RatingError(f"{path}: its cleaning is not line by line; its lines cannot be named")
+    cut = len(split(corpus.text)[0])
+    at, tail_from = 0, len(raw) + 1
+    for number, line in lines.items():
+        if at >= cut:
+            tail_from = number
+            break
+        at += len(line) + 1
+    known = KNOWN_CORPORA.get(corpus.name)
+    return CorpusLines(
+        path.name, corpus.sha256, bool(known and known.copyrighted), lines, tail_from
+    )
+
+
+def _speeches(tail: list[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
+    """The tail's speeches: blocks between blank lines that open with a speaker's tag, less it."""
+    blocks = itertools.groupby(tail, key=lambda item: bool(item[1].strip()))
+    for filled, block in blocks:
+        block = list(block)
+        text = "".join(line + "\n" for _, line in block)
+        if filled and len(english.poem_lines(text)) == len(block) - 1:
+            yield block[1:]
+
+
+def _runs(tail: list[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    """Runs of `size` consecutive non-blank lines of the file (no line dropped between)."""
+    for i in range(len(tail) - size + 1):
+        run = tail[i : i + size]
+        if run[-1][0] - run[0][0] == size - 1 and all(line.strip() for _, line in run):
+            yield run
+
+
+def candidates(corpus: CorpusLines, form: str, size: int) -> list[tuple[int, int]]:
+    """(first, last) lines of the tail's poems of `form` (verse: of `size` lines)."""
+    tail = corpus.tail()
+    kind = catalog.FORMS[form].kind
+    if kind == "tang":
+        return [(n, n) for n, line in tail if tang.check(line).form == form]
+    if form == "speech":
+        low, high = SPEECH_LINES
+        return [(b[0][0], b[-1][0]) for b in _speeches(tail) if low <= len(b) <= high]
+    if form == "sonnet":  # 14 lines of a speech, from a sentence's start to a sentence's end
+        return [
+            (b[i][0], b[i + SONNET_LINES - 1][0])
+            for b in _speeches(tail)
+            for i in range(len(b) - SONNET_LINES + 1)
+            if (i == 0 or _SENTENCE_END.search(b[i - 1][1].rstrip()))
+            and _SENTENCE_END.search(b[i + SONNET_LINES - 1][1].rstrip())
+        ]
+    if kind == "verse":
+        return [(r[0][0], r[-1][0]) for r in _runs(tail, size)]
+    raise RatingError(f"the poets' poems of form {form!r} are not known to this benchmark")
+
+
+# --- showing poems alike ---------------------------------------------------------------------
+
+
+def shown(text: str, form: str, written: str | None) -> str:
+    """A poem as the sheet shows it, whoever wrote it: in simplified script where the style
+    writes it (the safe way round; the other is ambiguous), Tang one couplet a line, English
+    without a speaker's tag, every line's spaces collapsed, no blank lines."""
+    if written == "simplified":
+        text = script.to_simplified(text)
+    kind = catalog.FORMS[form].kind
+    if kind == "tang":
+        lines = _COUPLET.findall("".join(text.split()))
+    elif kind == "english":
+        lines = english.poem_lines(text)
+    else:
+        lines = text.split("\n")
+    return "\n".join(joined for line in lines if (joined := " ".join(line.split())))
+
+
+def verse_size(text: str) -> int:
+    return len(text.split("\n"))
+
+
+def render(heading: str, poems: dict[str, str]) -> str:
+    """sheet.md: the heading and the numbered poems, each as plain lines in a text block."""
+    out = [f"# {heading}"]
+    for number, text in poems.items():
+        out += ["", f"## {number}", "", "```text", text, "```"]
+    return "\n".join(out) + "\n"
+
+
+# --- writing the sheets ----------------------------------------------------------------------
+
+
+@dataclass
+class Poem:
+    source: str
+    form: str
+    text: str  # as shown
+    seed: int | None = None
+    lines: tuple[int, int] | None = None
+
+
+def write_bot(model: StepModel, forms: list[str | None], seeds: list[int]) -> list[Generation]:
+    """The bot's poems through its own way in (`plan_request`, default options), one batch."""
+
+    async def run() -> list[Generation]:
+        scheduler = Scheduler(model, Limits(max_queue=100_000, deadline=3600.0))
+        live = Live(model.bundle, scheduler)
+        try:
+            requests = [
+                plan_request(Settings(), live, form=f, seed=s)[1]
+                for f, s in zip(forms, seeds, strict=True)
+            ]
+            return list(await asyncio.gather(*(scheduler.generate(r) for r in requests)))
+        finally:
+            await scheduler.close()
+
+    return asyncio.run(run())
+
+
+def pick_poets(
+    style: str, corpus: CorpusLines, needs: list[tuple[str, int]], written: str | None
+) -> list[Poem]:
+    """One poem of the tail per (form, size) needed, by a fixed draw, none overlapping another
+    or showing the same text."""
+    rng = random.Random(f"{PICK_SEED}:{style}")
+    pools: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    used: set[int] = set()
+    texts: set[str] = set()
+    out = []
+    for form, size in needs:
+        pool = pools.setdefault((form, size), candidates(corpus, form, size))
+        rng.shuffle(pool)
+        for first, last in pool:
+            text = shown(corpus.text(first, last), form, written)
+            if used.isdisjoint(range(first, last + 1)) and text not in texts:
+                break
+        else:
+            have = sum(1 for p in out if p.form == form)
+            raise RatingError(
+                f"{corpus.file}'s validation tail holds only {have} more poems of form {form!r}"
+                f"{f' ({size} lines)' if catalog.FORMS[form].kind == 'verse' else ''}; "
+                "ask for fewer with --n"
+            )
+        used.update(range(first, last + 1))
+        texts.add(text)
+        out.append(Poem("poets", form, text, lines=(first, last)))
+    return out
+
+
+def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[str, Any], str]:
+    """The key and sheet.md of one style."""
+    version = active_version(models, style)
+    if version is None:
+        raise RatingError(f"no live version of {style} in {models}")
+    bundle = models / style / version
+    model = load_model(bundle, providers="cpu")
+    card = model.bundle.card
+    section = card.get("poem")
+    if section is None:
+        raise RatingError(f"{bundle}: its card has no poem section (`python -m export derive`)")
+    name = card["corpus"]["name"]
+    corpus = read_corpus(corpora / CORPUS_FILES.get(name, f"{name}.txt"))
+    if corpus.sha256 != card["corpus"].get("sha256"):
+        say(f"  note: {corpus.file} is not the corpus {style}/{version} was trained on")
+    written = section.get("script")
+    seeds = [SEED_BASE + i for i in range(n)]
+    asked = [BOT_FORMS[style][i % len(BOT_FORMS[style])] for i in range(n)]
+    default = section.get("default")
+    bot = []
+    for seed, form, generation in zip(seeds, asked, write_bot(model, asked, seeds), strict=True):
+        form = generation.form or form or default
+        bot.append(Poem("bot", form, shown(generation.text, form, written), seed=seed))
+    needs = [
+        (p.form, verse_size(p.text) if catalog.FORMS[p.form].kind == "verse" else 0) for p in bot
+    ]
+    poems = bot + pick_poets(style, corpus, needs, written)
+    random.Random(f"{SHUFFLE_SEED}:{style}").shuffle(poems)  # each sheet its own order
+    key = {
+        "style": style,
+        "bundle": f"{style}/{version}",
+        "script": written,
+        "corpus": {
+            "file": corpus.file,
+            "sha256": corpus.sha256,
+            "trained_on": corpus.sha256 == card["corpus"].get("sha256"),
+            "copyrighted": corpus.copyrighted,
+            "lines": "1-based line numbers of the file, first and last of each poem",
+            "validation_tail_from_line": corpus.tail_from,
+        },
+        "temperature": Settings().default_temperature,
+        "heading": f"{card.get('display_name', style)}: {2 * n} poems",
+        "poems": {},
+    }
+    for number, poem in enumerate(poems, 1):
+        entry: dict[str, Any] = {"source": poem.source, "form": poem.form}
+        if poem.seed is not None:
+            entry["seed"] = poem.seed
+        if poem.lines is not None:
+            entry["lines"] = list(poem.lines)
+        if poem.source == "bot" or not corpus.copyrighted:
+            entry["text"] = poem.text
+        key["poems"][str(number)] = entry
+    sheet = render(key["heading"], {str(i): p.text for i, p in enumerate(poems, 1)})
+    return key, sheet
+
+
+def write_sheet(folder: Path, key: dict[str, Any], sheet: str) -> None:
+    (folder / RATINGS).mkdir(parents=True, exist_ok=True)
+    (folder / KEY).write_text(json.dumps(key, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    (folder / SHEET).write_text(sheet, encoding="utf-8")
+    if key["corpus"]["copyrighted"]:  # the sheet holds the corpus's text: never commit it
+        (folder / ".gitignore").write_text(f"{SHEET}\n", encoding="utf-8")
+
+
+def sheets(out: Path, n: int, styles: list[str], models: Path, corpora: Path) -> None:
+    for style in styles:
+        if any((out / style / RATINGS).glob("*.json")):
+            raise RatingError(
+                f"{out / style / RATINGS} holds ratings already; a new sheet would not match "
+                "them. Choose another --out."
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "INSTRUCTIONS.md").write_text(INSTRUCTIONS, encoding="utf-8")
+    for style in styles:
+        key, sheet = style_sheet(style, models, corpora, n)
+        write_sheet(out / style, key, sheet)
+        say(f"{style}: {out / style / SHEET} ({len(key['poems'])} poems), key in {KEY}")
+
+
+def restore(out: Path, corpora: Path) -> None:
+    """Write each style's sheet.md back from its key and the corpus file."""
+    for key_path in sorted(out.glob(f"*/{KEY}")):
+        key = json.loads(key_path.read_text(encoding="utf-8"))
+        corpus = read_corpus(corpora / key["corpus"]["file"])
+        if corpus.sha256 != key["corpus"]["sha256"]:
+            raise RatingError(f"{corpus.file} is not the corpus {key_path} was drawn from")
+        poems = {}
+        for number, entry in key["poems"].items():
+            text = entry.get("text")
+            if text is None:
+                raw = corpus.text(*entry["lines"])
+                text = shown(raw, entry["form"], key["script"])
+            poems[number] = text
+        (key_path.parent / SHEET).write_text(render(key["heading"], poems), encoding="utf-8")
+        say(f"{key_path.parent / SHEET}: {len(poems)} poems")
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reader:
+    name: str
+    file: str
+    ratings: dict[str, dict[str, Any]]  # poem number -> the four marks and `human`
+
+    def mean(self, number: str) -> float:
+        return statistics.fmean(self.ratings[number][c] for c in CRITERIA)
+
+
+def read_ratings(path: Path, numbers: list[str]) -> Reader:
+    """One reader's file, checked against the sheet's poem numbers."""
+
+    def fail(what: str) -> RatingError:
+        return RatingError(f"{path}: {what}")
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise fail(f"not a JSON file ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("ratings"), dict):
+        raise fail('expected {"reader": "name", "ratings": {"1": {...}, ...}}')
+    reader = data.get("reader")
+    if not isinstance(reader, str) or not reader.strip():
+        raise fail('"reader" must be the reader\'s name')
+    ratings = data["ratings"]
+    for number in ratings:
+        if number not in numbers:
+            raise fail(f"poem {number} is not on the sheet (it has poems 1-{len(numbers)})")
+    for number in numbers:
+        if number not in ratings:
+            raise fail(f"poem {number} has no rating (the sheet has poems 1-{len(numbers)})")
+        marks = ratings[number]
+        if not isinstance(marks, dict):
+            raise fail(f"poem {number}: expected an object of the four marks and human")
+        for criterion in CRITERIA:
+            value = marks.get(criterion)
+            if type(value) is not int or not 1 <= value <= 5:
+                raise fail(f"poem {number}: {criterion} is {value!r}; give a whole number 1-5")
+        if type(marks.get("human")) is not bool:
+            raise fail(
+                f"poem {number}: human is {marks.get('human')!r}; give true (a person wrote it) "
+                "or false (a machine did)"
+            )
+        extra = set(marks) - {*CRITERIA, "human", "note"}
+        if extra:
+            raise fail(f"poem {number}: unknown field {sorted(extra)[0]!r}")
+    return Reader(reader.strip(), path.name, ratings)
+
+
+def pearson(xs: list[float], ys: list[float]) -> float | None:
+    """Pearson's r, or None where it is undefined (fewer than two poems, or a constant)."""
+    try:
+        return statistics.correlation(xs, ys)
+    except statistics.StatisticsError:
+        return None
+
+
+def means(readers: list[Reader], numbers: list[str]) -> dict[str, Any]:
+    """The four means over these readers and poems, their mean, and the share called human."""
+    out: dict[str, Any] = {
+        c: statistics.fmean(r.ratings[n][c] for r in readers for n in numbers) for c in CRITERIA
+    }
+    out["mean"] = statistics.fmean(out[c] for c in CRITERIA)
+    out["human"] = statistics.fmean(r.ratings[n]["human"] for r in readers for n in numbers)
+    out["poems"] = len(numbers)
+    return out
+
+
+def by_source(readers: list[Reader], key: dict[str, Any]) -> dict[str, Any]:
+    numbers = {s: [n for n, e in key["poems"].items() if e["source"] == s] for s in SOURCES}
+    out = {s: means(readers, numbers[s]) for s in SOURCES}
+    out["gap"] = out["poets"]["mean"] - out["bot"]["mean"]
+    return out
+
+
+def agreement(readers: list[Reader], key: dict[str, Any]) -> dict[str, Any]:
+    """Pearson's r of per-poem means for each pair of readers, over the sheet and within the
+    bot's poems, and their averages over the pairs where defined."""
+    everything = list(key["poems"])
+    bot = [n for n in everything if key["poems"][n]["source"] == "bot"]
+    pairs = []
+    for a, b in itertools.combinations(readers, 2):
+        pairs.append(
+            {
+                "readers": [a.name, b.name],
+                "sheet": pearson([a.mean(n) for n in everything], [b.mean(n) for n in everything]),
+                "bot": pearson([a.mean(n) for n in bot], [b.mean(n) for n in bot]),
+            }
+        )
+
+    def average(part: str) -> float | None:
+        values = [p[part] for p in pairs if p[part] is not None]
+        return statistics.fmean(values) if values else None
+
+    return {"pairs": pairs, "sheet": average("sheet"), "bot": average("bot")}
+
+
+def score_style(folder: Path) -> dict[str, Any] | None:
+    """One style's results from its key and ratings, or None when nobody rated it yet."""
+    key_path = folder / KEY
+    try:
+        key = json.loads(key_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise RatingError(f"{key_path}: cannot read the key ({err})") from None
+    numbers = list(key["poems"])
+    readers = [read_ratings(p, numbers) for p in sorted((folder / RATINGS).glob("*.json"))]
+    if not readers:
+        return None
+    names = [r.name for r in readers]
+    for name in names:
+        if names.count(name) > 1:
+            files = ", ".join(r.file for r in readers if r.name == name)
+            raise RatingError(f"{folder / RATINGS}: reader {name!r} rated twice ({files})")
+    return {
+        "style": key["style"],
+        "bundle": key["bundle"],
+        "readers": names,
+        "all": by_source(readers, key),
+        "per_reader": {r.name: by_source([r], key) for r in readers},
+        "agreement": agreement(readers, key),
+    }
+
+
+def score(out: Path) -> dict[str, Any]:
+    folders = sorted(p.parent for p in out.glob(f"*/{KEY}"))
+    if not folders:
+        raise RatingError(f"no {KEY} under {out}: write the sheets first (`sheets --out {out}`)")
+    styles, unrated = [], []
+    for folder in folders:
+        got = score_style(folder)
+        if got is None:
+            unrated.append(folder.name)
+        else:
+            styles.append(got)
+    if not styles:
+        raise RatingError(f"no ratings yet: readers' files go in {out}/<style>/{RATINGS}/")
+    return {"styles": styles, "unrated": unrated}
+
+
+def _num(value: float | None, fmt: str = ".2f") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    out = [
+        "# Blind ratings",
+        "",
+        "Means of the readers' marks (1-5) per source; `mean` is the mean of the four; `human` "
+        "the share of readings that took the poem for a person's; the gap is the poets' mean "
+        "less the bot's. Agreement: Pearson's r of two readers' per-poem means (the mean of "
+        "the four marks), over the whole sheet and within the bot's poems.",
+    ]
+    head = "| " + " | ".join(CRITERIA) + " | mean | human |"
+    for sty in report["styles"]:
+        out += [
+            "",
+            f"## {sty['style']} ({sty['bundle']}), {len(sty['readers'])} readers",
+            "",
+            "| source | reader " + head,
+            "|---|---|" + "---:|" * (len(CRITERIA) + 2),
+        ]
+        rows = [("all", sty["all"]), *sty["per_reader"].items()]
+        for source in SOURCES:
+            for reader, got in rows:
+                row = got[source]
+                cells = [_num(row[c]) for c in (*CRITERIA, "mean")] + [f"{row['human']:.0%}"]
+                out.append(f"| {source} | {reader} | " + " | ".join(cells) + " |")
+        gaps = ", ".join(f"{r} {_num(g['gap'])}" for r, g in sty["per_reader"].items())
+        out += ["", f"Gap (poets - bot): {_num(sty['all']['gap'])} ({gaps})."]
+        agree = sty["agreement"]
+        if agree["pairs"]:
+            pairs = "; ".join(
+                f"{a} / {b}: {_num(p['sheet'])} over the sheet, {_num(p['bot'])} within the bot's"
+                for p in agree["pairs"]
+                for a, b in [p["readers"]]
+            )
+            out.append(
+                f"Agreement: {_num(agree['sheet'])} over the sheet, {_num(agree['bot'])} within "
+                f"the bot's poems, averaged over pairs ({pairs}; —: a reader gave all one mark)."
+            )
+        else:
+            out.append("Agreement: needs two readers.")
+    if report["unrated"]:
+        out += ["", f"Not rated yet: {', '.join(report['unrated'])}."]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ratings", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("sheets", help="write the sheets, keys and instructions")
+    make.add_argument("--out", type=Path, required=True)
+    make.add_argument("--n", type=int, default=12, help="the bot's poems per sheet (and poets')")
+    make.add_argument("--styles", nargs="+", choices=tuple(STYLE_FORMS), default=list(STYLE_FORMS))
+    make.add_argument("--models", type=Path, default=ROOT / "models")
+    make.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
+    rate = sub.add_parser("score", help="score the readers' ratings")
+    rate.add_argument("dir", type=Path)
+    back = sub.add_parser("restore", help="write the sheets back from the keys and corpora")
+    back.add_argument("dir", type=Path)
+    back.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
+    args = p.parse_args(argv)
+    try:
+        if args.command == "sheets":
+            if args.n < 1:
+                raise RatingError("--n must be at least 1")
+            sheets(args.out, args.n, args.styles, args.models, args.corpora)
+            say(f"instructions for readers: {args.out / 'INSTRUCTIONS.md'}")
+        elif args.command == "restore":
+            restore(args.dir, args.corpora)
+        else:
+            report = score(args.dir)
+            text = markdown(report)
+            write_results(args.dir, "results", report, text)
+            say(text)
+    except (RatingError, FormError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
