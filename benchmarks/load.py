@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.stats import percentile
+from benchmarks.stats import cpu_name, percentile
 from bot.config import read_dotenv
 from tests.botworld import TOKEN, bot_process, footer, still_writing
 from tests.loopback import Channel, Guild, InteractionRecord, LoopbackDiscord, Member
@@ -237,11 +237,11 @@ def judge(arrival: Arrival, record: InteractionRecord) -> Outcome:
         problems.append("never acknowledged")
     elif outcome.ack > ACK_DEADLINE:
         problems.append(f"acknowledged after {outcome.ack:.2f} s")
-    if len(record.callbacks) > 1 or record.followups:
+    if len(record.callbacks) > 1 or len(record.shown) > 1:
         problems.append("answered more than once")
-    message = record.original
-    if message is None or message.loading or not message.versions or still_writing(message):
-        problems.append("no answer" if message is None or message.loading else "never finished")
+    message = record.answer  # a refusal after the defer: the defer deleted, a private followup
+    if message is None or not message.versions or still_writing(message):
+        problems.append("no answer" if message is None else "never finished")
         return outcome
     # A poem may stream in: edits marked "writing…", each showing more of the same poem, then
     # the finished poem, once, last.
@@ -371,13 +371,7 @@ async def settle(
 
     def answered() -> bool:
         pending.difference_update(
-            [
-                r
-                for r in pending
-                if r.original is not None
-                and not r.original.loading
-                and not still_writing(r.original)
-            ]
+            [r for r in pending if r.answer is not None and not still_writing(r.answer)]
         )
         return not pending
 
@@ -443,6 +437,7 @@ async def run_load(
     summary["rate_limited_429s"] = rate_limited
     summary["load_average_before"] = [round(x, 2) for x in load_before]
     summary["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    summary["cpu"] = cpu_name()
     return Report(shape, env, outcomes, problems, summary)
 
 
@@ -591,7 +586,8 @@ def markdown(report: Report, command: str, baseline: Path | None = None) -> str:
             f"({int(report.env.get('CHANNEL_MAX_POEMS', 0)) * shape.channels} here) before "
             f"the engine's MAX_QUEUE; the engine said busy {s['answers']['busy']} times.",
             "",
-            f"Machine: {os.cpu_count()} cores, shared with other work; load average before "
+            f"Machine: {os.cpu_count()} cores ({s.get('cpu', 'unknown')}), shared with other "
+            "work; load average before "
             f"{s['load_average_before']}, after {s['load_average_after']}.",
             "",
             f"Invariants: {verdict}",
@@ -602,8 +598,8 @@ def markdown(report: Report, command: str, baseline: Path | None = None) -> str:
 
 
 def _before(s: dict[str, Any], baseline: Path | None) -> list[str]:
-    """A baseline run's figures (`--baseline`: the load.json of the same command on the code
-    before replies streamed, run beside this one), next to this run's."""
+    """A baseline run's figures (`--baseline`: the load.json of the same command on other
+    code, run beside this one), next to this run's."""
     if baseline is None:
         return []
     old = json.loads(baseline.read_text())
@@ -612,15 +608,20 @@ def _before(s: dict[str, Any], baseline: Path | None) -> list[str]:
         value = (run.get(key) or {}).get(q)
         return "-" if value is None else f"{value}"
 
+    def both(name: str, key: str, q: str = "p99") -> str:
+        return f"| {name} | {cell(old, key, q)} | {cell(s, key, q)} |"
+
     return [
         "",
         f"| beside {old.get('label') or baseline.name} | before | now |",
         "|---|---:|---:|",
-        f"| acknowledgement p99 (ms) | {cell(old, 'ack_ms')} | {cell(s, 'ack_ms')} |",
-        f"| poem answer p99 (ms) | {cell(old, 'poem_answer_ms')} | {cell(s, 'poem_answer_ms')} |",
+        both("acknowledgement p50 (ms)", "ack_ms", "p50"),
+        both("acknowledgement p99 (ms)", "ack_ms"),
+        both("poem answer p99 (ms)", "poem_answer_ms"),
         f"| poems | {old['answers']['poem']} | {s['answers']['poem']} |",
-        f"| REST calls per poem | 2 (defer, answer) | {s['rest_calls_per_poem']['mean']} |",
-        f"| 429s met | - | {s['rate_limited_429s']} |",
+        both("REST calls per poem", "rest_calls_per_poem", "mean"),
+        f"| 429s met | {old.get('rate_limited_429s', '-')} | {s['rate_limited_429s']} |",
+        f"| load average before | {old.get('load_average_before')} | {s['load_average_before']} |",
     ]
 
 

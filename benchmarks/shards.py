@@ -37,7 +37,7 @@ from benchmarks.load import (
     summarise,
     warm_up,
 )
-from benchmarks.stats import percentile
+from benchmarks.stats import cpu_name, percentile
 from tests.botworld import TOKEN, bot_process, footer
 from tests.loopback import LoopbackDiscord, Permission
 from tests.postgres import PostgresServer
@@ -165,6 +165,7 @@ async def run_sharded(
                 summary = summarise(shape, outcomes, wall, late, {})
                 summary["load_average_before"] = [round(x, 2) for x in load_before]
                 summary["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+                summary["cpu"] = cpu_name()
                 summary["problems"] = [p for o in outcomes for p in o.problems]
                 summary["problems"] += [f"{v.rule}: {v.detail}" for v in discord.violations]
                 summary["by_shard"] = {
@@ -245,12 +246,14 @@ def markdown(single: dict[str, Any], sharded: dict[str, Any], command: str) -> s
             + " in one process with the machine otherwise idle; the notification itself "
             "arrives in milliseconds.",
             "",
-            "Both processes share this machine's 2 cores (with other work: load average "
+            f"Both processes share this machine's 2 cores ({sharded.get('cpu', 'unknown')}; "
+            "with other work: load average "
             f"{single['load_average_before']} before the one-process run, "
             f"{sharded['load_average_before']} before the two-process one), so the split "
             "measures what sharding costs on one machine, not capacity: that grows with "
-            "machines. Acknowledgements wait for the channel's settings (up to 0.5 s), which "
-            "the two processes read from PostgreSQL, the one process from SQLite.",
+            "machines. `/poem` defers before it reads the channel's settings (cached in each "
+            "process; the two processes share them in PostgreSQL, the one keeps them in SQLite), "
+            "so an acknowledgement waits for the event loop only.",
             "",
             f"Invariants: {'all held.' if not problems else f'{len(problems)} broken:'}",
             *[f"- {p}" for p in problems[:30]],

@@ -13,6 +13,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), or "unknown"."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else "unknown"
+
+
 def write_results(out: Path, name: str, report: Any, markdown: str) -> None:
     """benchmarks/results/<name>.json and .md."""
     out.mkdir(parents=True, exist_ok=True)

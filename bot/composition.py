@@ -25,6 +25,7 @@ from bot.stores.channel_settings import ChannelSettingsStore, open_store
 from bot.stores.corpora import CorpusStore
 from bot.stores.job_queue import JobQueue
 from bot.stores.live_versions import SharedModels
+from bot.stores.settings_cache import ChannelSettingsCache
 from bot.throttle import Throttle
 from bot.web.server import PoemPage, serve
 
@@ -67,11 +68,15 @@ def build_client(
     **client_options,
 ) -> PoemBot:
     """The bot as `settings` describe it: the registry of models, the channel settings store
-    (`store`, or the one DATABASE_URL names), the job runner, the throttle, the operators, and
-    the three command groups, each given what it uses."""
+    (`store`, or the one DATABASE_URL names) behind this process's cache of them (following
+    the other processes' changes on PostgreSQL), the job runner, the throttle, the operators,
+    and the three command groups, each given what it uses."""
     data_dir = Path(data_dir)
     registry = build_registry(settings)
-    store = store if store is not None else open_store(settings.database_url)
+    cache = ChannelSettingsCache(
+        store if store is not None else open_store(settings.database_url),
+        settings.database_url if settings.shared else None,
+    )
     jobs: JobRunner | JobQueue = JobRunner(registry, data_dir / "runs", settings.retrain_timeout)
     if settings.retrain_worker == "queue":  # run by `python -m bot worker`
         jobs = JobQueue(settings.database_url, settings.worker_heartbeat)
@@ -79,16 +84,16 @@ def build_client(
     throttle = Throttle(settings.user_cooldown, settings.channel_concurrency)
     operators = Operators(settings.admin_ids)
     gate = AnswerGate()
-    poems = PoemCommand(settings, registry, store, throttle, gate)
+    poems = PoemCommand(settings, registry, cache, throttle, gate)
     commands = [
         poems.command(),
         poems.menu(),
-        SettingsGroup(settings, registry, store),
+        SettingsGroup(settings, registry, cache),
         ModelGroup(registry, jobs, operators, corpora),
     ]
     return client_class(
         registry=registry,
-        store=store,
+        store=cache,
         jobs=jobs,
         operators=operators,
         gate=gate,

@@ -137,6 +137,15 @@ def job_text(record) -> str:
     return " ".join(m.content for m in record.messages)
 
 
+def buttons(message) -> dict[str, str]:
+    """label -> custom_id of the message's buttons."""
+    return {
+        b["label"]: b["custom_id"]
+        for row in message.components
+        for b in row.get("components") or []
+    }
+
+
 def footer(message) -> str:
     return message.embeds[0]["footer"]["text"]
 

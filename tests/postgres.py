@@ -6,10 +6,12 @@ POEMBOT_REQUIRE_POSTGRES is set (CI sets it), which makes that a failure.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -88,6 +90,27 @@ class PostgresServer:
 
     def stop(self) -> None:
         self._command(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def _processes(self) -> list[int]:
+        """The server's processes: the postmaster (first line of postmaster.pid) and its
+        children, found in /proc."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # The command name may hold spaces: the parent's pid is the 2nd field after ")".
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def pause(self) -> None:
+        """Stop every server process (SIGSTOP): connections stay open, nothing answers."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"

@@ -15,6 +15,7 @@ from .botworld import (
     TOKEN,
     asynchronous,
     bot_world,
+    buttons,
     footer,
     footer_seed,
     make_models,
@@ -26,15 +27,6 @@ from .stepping import paced
 
 AGAIN = re.compile(r"^poem:again:\d+$")
 MORE = re.compile(r"^poem:more:\d+$")
-
-
-def buttons(message) -> dict[str, str]:
-    """label -> custom_id of the message's buttons."""
-    return {
-        b["label"]: b["custom_id"]
-        for row in message.components
-        for b in row.get("components") or []
-    }
 
 
 def unescaped(text: str) -> str:

@@ -322,7 +322,7 @@ class Hostile:
             event("Discord's client sends it" if delivered else "only a modified client sends it")
         assert self.audit.outside() == []
         assert w.discord.violations[broken:] == []
-        assert len(record.messages) == 1
+        assert len(record.shown) == 1
         assert answer.allowed_mentions == {"parse": []}
         return record, answer
 

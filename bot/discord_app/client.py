@@ -22,7 +22,7 @@ from bot.discord_app.replies import NO_MENTIONS
 from bot.discord_app.translator import PoemTranslator
 from bot.engine.registry import Registry
 from bot.jobs import JobRunner
-from bot.stores.channel_settings import ChannelSettingsStore
+from bot.stores.settings_cache import ChannelSettingsCache
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class PoemBot(discord.Client):
         self,
         *,
         registry: Registry,
-        store: ChannelSettingsStore,
+        store: ChannelSettingsCache,
         jobs: JobRunner,
         operators: Operators,
         gate: AnswerGate,

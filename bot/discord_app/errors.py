@@ -36,6 +36,20 @@ async def send_private(interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True)
 
 
+async def refuse_after_defer(interaction: discord.Interaction, text: str) -> None:
+    """Answer privately an interaction deferred publicly: the "thinking…" message is deleted
+    first (Discord would turn a followup into it, public), then the answer is sent to the user
+    alone."""
+    try:
+        await interaction.delete_original_response()
+    except discord.HTTPException:
+        log.warning("could not remove the deferred answer", exc_info=True)
+    try:
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not send the refusal", exc_info=True)
+
+
 async def answer_error(
     interaction: discord.Interaction, error: app_commands.AppCommandError
 ) -> None:

@@ -1,6 +1,6 @@
-"""`/poem`, for everyone: options checked, the channel's defaults and the throttle applied,
-the poem written by the live model and streamed into the reply, with Again and Continue
-buttons under it; and the message menu "Write a poem from this"."""
+"""`/poem`, for everyone: acknowledged at once, then options checked, the channel's defaults
+and the throttle applied, the poem written by the live model and streamed into the reply, with
+Again and Continue buttons under it; and the message menu "Write a poem from this"."""
 
 # No `from __future__ import annotations`: discord.py reads the option annotations, and the
 # bounds in them come from the settings, read when `PoemCommand.command` builds it.
@@ -9,13 +9,14 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 import discord
 from discord import app_commands
 
 from bot.config import Settings
-from bot.discord_app.errors import UserError, send_private
+from bot.discord_app.errors import UserError, refuse_after_defer
 from bot.discord_app.gate import AnswerGate
 from bot.discord_app.live_reply import LiveReply
 from bot.discord_app.replies import (
@@ -33,19 +34,15 @@ from bot.engine.scheduler import Busy, Generation, Request
 from bot.forms import catalog
 from bot.forms.rules import FormError
 from bot.poems import MAX_SEED, PoemOptions, plan_poem, plan_request
-from bot.stores.channel_settings import (
-    ChannelSettings,
-    ChannelSettingsStore,
-    PoemRecord,
-    SettingsUnavailable,
-    settings_or_defaults,
-)
+from bot.stores.channel_settings import ChannelSettings, PoemRecord, SettingsUnavailable
+from bot.stores.settings_cache import ChannelSettingsCache
 from bot.throttle import Throttle, Throttled
 
 log = logging.getLogger(__name__)
 
 MAX_TEMPERATURE = 2.0
 REMEMBER_SECONDS = 10.0  # a poem whose buttons' record takes longer to save loses its buttons
+RECALL_SECONDS = 2.0  # a press whose poem takes longer to find is told to try again
 MENU_NAME = "Write a poem from this"
 
 
@@ -57,7 +54,7 @@ class PoemCommand:
         self,
         settings: Settings,
         registry: Registry,
-        store: ChannelSettingsStore,
+        store: ChannelSettingsCache,
         throttle: Throttle,
         gate: AnswerGate,
     ) -> None:
@@ -108,7 +105,7 @@ class PoemCommand:
             options = PoemOptions(
                 style, prompt or "", length, temperature, seed, form, acrostic, script
             )
-            async with self.gate.answering():
+            async with acknowledged(interaction), self.gate.answering():
                 await self.write(interaction, options)
 
         @poem.autocomplete("style")
@@ -137,7 +134,7 @@ class PoemCommand:
         of it, begins the poem (or, too long for the form's opening, is read before it)."""
 
         async def from_message(interaction: discord.Interaction, message: discord.Message):
-            async with self.gate.answering():
+            async with acknowledged(interaction), self.gate.answering():
                 await self.write_from(interaction, message)
 
         return app_commands.ContextMenu(name=MENU_NAME, callback=from_message)
@@ -159,10 +156,10 @@ class PoemCommand:
     async def press(self, interaction: discord.Interaction, poem_id: int, again: bool) -> None:
         """Again (a new seed, the same options) or Continue (a new poem after this one's end),
         as a reply to the poem; errors reach the presser privately, in their language."""
-        async with self.gate.answering():
+        async with acknowledged(interaction), self.gate.answering():
             try:
                 try:
-                    record = await asyncio.wait_for(self.store.recall_poem(poem_id), 2.0)
+                    record = await asyncio.wait_for(self.store.recall_poem(poem_id), RECALL_SECONDS)
                 except (SettingsUnavailable, asyncio.TimeoutError):
                     raise UserError("poem-unavailable") from None
                 if record is None:
@@ -189,16 +186,16 @@ class PoemCommand:
                     )
                 heading = None if again else say(interaction.locale, "continued")
                 await self.write(interaction, options, note=note, heading=heading)
-            except UserError as err:
-                await send_private(interaction, err.text(interaction.locale))
+            except UserError:
+                raise
             except Exception:
                 log.exception("button %s on poem %d failed", "again" if again else "more", poem_id)
-                await send_private(interaction, say(interaction.locale, "went-wrong"))
+                raise UserError("went-wrong") from None
 
     async def write_from(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The message menu: the channel's style and temperature; the message's text (what
         the style knows of it) as the prompt, or read before the poem when it does not fit."""
-        saved = await settings_or_defaults(self.store, interaction.channel_id or 0)
+        saved = await self.store.current(interaction.channel_id or 0)
         chosen = self._style(saved.style)
         live = self.registry.live(chosen)
         text = catalog.known_text(live.bundle.vocab.chars, message.content or "")
@@ -232,10 +229,11 @@ class PoemCommand:
         note: str | None = None,
         heading: str | None = None,
     ) -> None:
-        """Check the options (answering privately if they are unusable), defer, write, reply."""
+        """Check the options (UserError if they are unusable), write, reply; the interaction
+        is acknowledged already."""
         settings, registry = self.settings, self.registry
         limits = settings.limits
-        saved = await settings_or_defaults(self.store, interaction.channel_id or 0)
+        saved = await self.store.current(interaction.channel_id or 0)
         chosen = self._style(options.style or saved.style)
         temperature = options.temperature
         if temperature is None:
@@ -286,10 +284,9 @@ class PoemCommand:
         note: str | None = None,
         heading: str | None = None,
     ) -> None:
-        """Defer, write (showing the poem as it grows), and put the finished poem, or why
-        there is none, in the reply."""
+        """Write (showing the poem as it grows), and put the finished poem, or why there is
+        none, in the deferred reply."""
         chosen, locale = asked.style, interaction.locale
-        await interaction.response.defer(thinking=True)
         title = str(live.bundle.card.get("display_name", chosen))
         if heading:
             title = f"{title} · {heading}"
@@ -377,6 +374,18 @@ class PoemCommand:
             log.warning("a poem's buttons were taken off: its options could not be saved (%s)", err)
             return False
         return True
+
+
+@contextlib.asynccontextmanager
+async def acknowledged(interaction: discord.Interaction) -> AsyncIterator[None]:
+    """Defer at once, publicly (the poem fills the reply), before anything that may wait (the
+    channel's settings, a poem's record); a UserError raised inside, before the poem shows,
+    is answered to the user alone instead."""
+    await interaction.response.defer(thinking=True)
+    try:
+        yield
+    except UserError as err:
+        await refuse_after_defer(interaction, err.text(interaction.locale))
 
 
 def _poem_button(

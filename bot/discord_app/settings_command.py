@@ -16,11 +16,8 @@ from bot.discord_app.replies import quoted
 from bot.discord_app.styles import default_style, style_choices
 from bot.discord_app.words import say
 from bot.engine.registry import Registry
-from bot.stores.channel_settings import (
-    ChannelSettingsStore,
-    SettingsUnavailable,
-    settings_or_defaults,
-)
+from bot.stores.channel_settings import SettingsUnavailable
+from bot.stores.settings_cache import ChannelSettingsCache
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +28,7 @@ SAVE_ANSWER_SECONDS = 1.5  # a settings write slower than this is answered by de
 class SettingsGroup(app_commands.Group):
     """Set this channel's defaults for /poem (needs Manage Channels)."""
 
-    def __init__(self, settings: Settings, registry: Registry, store: ChannelSettingsStore) -> None:
+    def __init__(self, settings: Settings, registry: Registry, store: ChannelSettingsCache) -> None:
         super().__init__(
             name="settings",
             description="Set this channel's defaults for /poem (needs Manage Channels)",
@@ -123,7 +120,7 @@ class SettingsGroup(app_commands.Group):
     @app_commands.command(name="show")
     async def show(self, interaction: discord.Interaction) -> None:
         """Show this channel's settings."""
-        saved = await settings_or_defaults(self.store, interaction.channel_id)
+        saved = await self.store.current(interaction.channel_id)
         locale = interaction.locale
         default = say(locale, "default")
         temp = (

@@ -11,6 +11,10 @@ database cannot take the threads other work shares.
 A database that cannot be reached does not stop poems: calls raise SettingsUnavailable with
 the reason, and for a few seconds after a failed connection they fail at once instead of
 queueing behind more connection attempts. A lost connection is opened again on a later call.
+
+On PostgreSQL every change to a channel's settings is announced (NOTIFY on `CHANGED`, the
+channel id as payload) in the transaction that makes it, so that the other processes' caches
+(bot/stores/settings_cache.py) drop what they hold of it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 TIMEOUT = 1.0  # seconds a statement (or a lock) may take before it fails, nothing changed
 CONNECT_TIMEOUT = 2  # seconds, whole: libpq's connect_timeout takes an integer
 RETRY_AFTER = 5.0  # seconds calls fail at once after a connection could not be made
+CHANGED = "poembot_channel_settings"  # the NOTIFY channel of settings changes (PostgreSQL)
 
 
 class SettingsUnavailable(Exception):
@@ -69,7 +74,7 @@ class ChannelSettingsStore(Protocol):
 
     async def update(
         self, channel_id: int, guild_id: int, **changes: float | str | None
-    ) -> None: ...
+    ) -> ChannelSettings: ...
 
     async def reset(self, channel_id: int) -> None: ...
 
@@ -128,20 +133,22 @@ def _upsert(columns: tuple[str, ...]) -> str:
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
     return (
         f"INSERT INTO channel_settings (channel_id, guild_id, {names}) VALUES (?, ?, {marks}) "
-        f"ON CONFLICT (channel_id) DO UPDATE SET {updates}, updated_at = CURRENT_TIMESTAMP"
+        f"ON CONFLICT (channel_id) DO UPDATE SET {updates}, updated_at = CURRENT_TIMESTAMP "
+        f"RETURNING {', '.join(_COLUMNS)}"
     )
 
 
 @dataclass(frozen=True)
 class Backend:
     """What differs between databases: how to connect (a DB-API connection in autocommit
-    mode), the driver's parameter marker and error class, and a name for messages that
-    carries no password."""
+    mode), the driver's parameter marker and error class, a name for messages that carries
+    no password, and the NOTIFY channel that announces changes (PostgreSQL only)."""
 
     name: str
     connect: Callable[[], Any]
     marker: str
     error: type[Exception]
+    notify: str | None = None
 
 
 def sqlite_backend(path: Path, timeout: float = TIMEOUT) -> Backend:
@@ -174,7 +181,7 @@ def postgres_backend(url: str, timeout: float = TIMEOUT) -> Backend:
             application_name="poembot",
         )
 
-    return Backend(f"PostgreSQL at {where}", connect, "%s", psycopg.Error)
+    return Backend(f"PostgreSQL at {where}", connect, "%s", psycopg.Error, CHANGED)
 
 
 class SQLChannelSettings:
@@ -226,11 +233,17 @@ class SQLChannelSettings:
             self._db, self._down_until = db, 0.0
         return self._db
 
-    def _run(self, sql: str, params: tuple, verb: str) -> list[tuple]:
+    def _run(self, sql: str, params: tuple, verb: str, changed: int | None = None) -> list[tuple]:
+        """The statement's rows; with `changed` (a channel id), a write announced with it."""
         db = self._connection()
+        notify = self.backend.notify if changed is not None else None
         try:
-            cursor = db.execute(sql.replace("?", self.backend.marker), params)
-            return cursor.fetchall() if cursor.description else []
+            with db.transaction() if notify else contextlib.nullcontext():
+                cursor = db.execute(sql.replace("?", self.backend.marker), params)
+                rows = cursor.fetchall() if cursor.description else []
+                if notify:
+                    db.execute("SELECT pg_notify(%s, %s)", (notify, str(changed)))
+            return rows
         except self.backend.error as err:  # locked, read-only, full, timed out, connection lost
             if getattr(db, "broken", False) or getattr(db, "closed", False):
                 self._drop()
@@ -268,25 +281,31 @@ class SQLChannelSettings:
                 db.close()
 
     # On the event loop ------------------------------------------------------------------------
-    async def _call(self, sql: str, params: tuple, verb: str) -> list[tuple]:
+    async def _call(
+        self, sql: str, params: tuple, verb: str, changed: int | None = None
+    ) -> list[tuple]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, self._run, sql, params, verb)
+        return await loop.run_in_executor(self._worker, self._run, sql, params, verb, changed)
 
     async def get(self, channel_id: int) -> ChannelSettings:
         rows = await self._call(_GET, (channel_id,), "read")
         return ChannelSettings(*rows[0]) if rows else ChannelSettings()
 
-    async def update(self, channel_id: int, guild_id: int, **changes: float | str | None) -> None:
+    async def update(
+        self, channel_id: int, guild_id: int, **changes: float | str | None
+    ) -> ChannelSettings:
+        """Change some of the channel's settings; all of them as they now stand."""
         unknown = set(changes) - set(_COLUMNS)
         if unknown:
             raise ValueError(f"no channel setting named {', '.join(sorted(unknown))}")
         if not changes:
-            return
+            return await self.get(channel_id)
         params = (channel_id, guild_id, *changes.values())
-        await self._call(_upsert(tuple(changes)), params, "written")
+        rows = await self._call(_upsert(tuple(changes)), params, "written", channel_id)
+        return ChannelSettings(*rows[0])
 
     async def reset(self, channel_id: int) -> None:
-        await self._call(_RESET, (channel_id,), "written")
+        await self._call(_RESET, (channel_id,), "written", channel_id)
 
     async def remember_poem(self, poem: PoemRecord) -> None:
         options = json.dumps(poem.options, ensure_ascii=False)
@@ -336,15 +355,3 @@ def open_store(database_url: str) -> ChannelSettingsStore:
     if url.startswith(SQLITE_PREFIX):
         return SQLChannelSettings(sqlite_backend(Path(url.removeprefix(SQLITE_PREFIX))))
     return SQLChannelSettings(postgres_backend(url))
-
-
-async def settings_or_defaults(
-    store: ChannelSettingsStore, channel_id: int, wait: float = 0.5
-) -> ChannelSettings:
-    """The channel's settings, or none when the store cannot answer within `wait` seconds
-    (poems go on with the defaults)."""
-    try:
-        return await asyncio.wait_for(store.get(channel_id), wait)
-    except (SettingsUnavailable, asyncio.TimeoutError) as err:
-        log.warning("channel settings unavailable, using defaults: %s", err)
-        return ChannelSettings()

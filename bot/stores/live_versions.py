@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.engine.bundle import BundleError, check_name
-from bot.stores.postgres import connection
+from bot.stores.postgres import connection, listen
 
 log = logging.getLogger(__name__)
 
@@ -185,23 +185,19 @@ class SharedModels:
     async def follow(self, apply: Callable[[Pointers], Awaitable[None]]) -> None:
         """Call `apply` with every pointer after each (re)connection, each notification and
         every `poll_seconds`; reconnect after the database goes away. Runs until cancelled."""
-        delay = 0.25
-        while True:
-            try:
-                async with self._db() as db:
-                    await db.execute(f"LISTEN {CHANNEL}")
-                    log.info("following live versions in the database")
-                    delay = 0.25
-                    while True:
-                        await apply(await _read_pointers(db))
-                        async for _ in db.notifies(timeout=self.poll_seconds, stop_after=1):
-                            pass
-            except SharedUnavailable as err:
-                log.warning("live versions: %s; retrying", err)
-            except Exception:  # a bug must not stop this process from following for good
-                log.exception("live versions: following failed; retrying")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+
+        async def heard(db: Any, _payload: str | None) -> None:
+            await apply(await _read_pointers(db))
+
+        await listen(
+            self.url,
+            _SCHEMA,
+            SharedUnavailable,
+            "shared live-version database",
+            CHANNEL,
+            heard,
+            self.poll_seconds,
+        )
 
 
 async def _read_pointers(db: Any) -> Pointers:

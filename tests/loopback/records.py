@@ -268,6 +268,20 @@ class InteractionRecord:
         return ([self.original] if self.original else []) + self.followups
 
     @property
+    def shown(self) -> list[Message]:
+        """The messages the user sees: `messages` less those the bot deleted."""
+        return [m for m in self.messages if not m.deleted]
+
+    @property
+    def answer(self) -> Message | None:
+        """The message that answers: the original response when sent directly or edited after
+        a defer, else the first followup (after a defer the bot deleted, say); None before."""
+        original = self.original
+        if original is not None and not original.loading and not original.deleted:
+            return original
+        return next((m for m in self.followups if not m.deleted), None)
+
+    @property
     def choices(self) -> list[dict[str, Any]]:
         """The autocomplete choices the bot gave (empty until it answers, or if refused)."""
         response = self.response
@@ -304,10 +318,8 @@ class InteractionRecord:
         in_progress = self.signal.in_progress
 
         def settled(record: InteractionRecord) -> Message | None:
-            original = record.original
-            if original is not None and not original.loading and not original.deleted:
-                return None if in_progress(original) else original
-            return next((m for m in record.followups if not m.deleted), None)
+            answer = record.answer
+            return None if answer is None or in_progress(answer) else answer
 
         return await self.wait_for(settled, timeout)
 

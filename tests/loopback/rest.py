@@ -524,9 +524,9 @@ class RestApi:
         self._check_message(request, body, files, creating=True, interaction_id=record.id)
         now = self.state.clock.now()
         original = record.original
-        if original is not None and original.loading:
+        if original is not None and original.loading and not original.deleted:
             # Discord turns the first followup after a defer into the deferred response itself,
-            # keeping the defer's ephemerality.
+            # keeping the defer's ephemerality (unless the bot deleted it: then it is new).
             message = original
         else:
             message = self._new_message(
