@@ -55,6 +55,8 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
         top_p=args.top_p,
         seed=args.seed,
         rules=poem.rules,
+        candidates=args.candidates or settings.candidates,
+        candidate_unit=settings.candidate_unit,
     )
     try:
         result = asyncio.run(
@@ -107,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = off)")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")
     gen.add_argument("--seed", type=int, help="same seed and options, same text")
+    gen.add_argument(
+        "--candidates",
+        type=int,
+        help="with a form, write each line this many times and keep the best (default: CANDIDATES)",
+    )
     gen.add_argument("--models", help="models folder (default: MODELS_DIR or models)")
     gen.add_argument(
         "--precision", choices=PRECISIONS, help="fp32, or int8 where the bundle has it"

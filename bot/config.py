@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.engine.scheduler import Limits
+from bot.engine.scheduler import CANDIDATE_UNITS, Limits
 from bot.engine.sessions import PRECISIONS, PROVIDERS
 from bot.stores.channel_settings import SQLITE_PREFIX, check_database_url
 
@@ -121,6 +121,8 @@ class Settings:
     default_style: str = "shakespeare"
     default_length: int = 400
     default_temperature: float = 0.8
+    candidates: int = 8  # each line of a form written this many times, the best one kept
+    candidate_unit: str = "line"  # or "poem": whole poems as candidates
     user_cooldown: float = 3.0
     channel_concurrency: int = 4
     stream_edit_seconds: float = 1.0  # a /poem reply is edited at most this often; 0: not at all
@@ -158,6 +160,14 @@ class Settings:
         default_length = _int("DEFAULT_LENGTH", 400, 1)
         if default_length > limits.max_length:
             raise ConfigError("DEFAULT_LENGTH must not exceed MAX_LENGTH")
+        candidates = _int("CANDIDATES", cls.candidates, 1)
+        if candidates > limits.max_batch:
+            raise ConfigError(
+                "CANDIDATES must not exceed MAX_BATCH (a poem's rows are in the batch)"
+            )
+        candidate_unit = os.environ.get("CANDIDATE_UNIT", "").strip().lower() or "line"
+        if candidate_unit not in CANDIDATE_UNITS:
+            raise ConfigError(f"CANDIDATE_UNIT must be one of {', '.join(CANDIDATE_UNITS)}")
         database_url = os.environ.get("DATABASE_URL", "").strip() or cls.database_url
         try:
             check_database_url(database_url)
@@ -189,6 +199,8 @@ class Settings:
             default_style=os.environ.get("DEFAULT_STYLE", "shakespeare").strip(),
             default_length=default_length,
             default_temperature=_float("DEFAULT_TEMPERATURE", 0.8),
+            candidates=candidates,
+            candidate_unit=candidate_unit,
             user_cooldown=_float("USER_COOLDOWN_SECONDS", 3.0),
             channel_concurrency=_int("CHANNEL_MAX_POEMS", 4, 1),
             stream_edit_seconds=_float("STREAM_EDIT_SECONDS", 1.0),

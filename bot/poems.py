@@ -77,6 +77,8 @@ def plan_request(
         seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
         rules=plan.rules,
         context=context,
+        candidates=settings.candidates,
+        candidate_unit=settings.candidate_unit,
     )
     return plan, request
 

@@ -9,6 +9,7 @@ and then reused, so a step's masks are a few vector ANDs per constrained row.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import Any
 
@@ -70,6 +71,20 @@ class StuckError(ValueError):
     model's characters."""
 
 
+def fork(writer: Any) -> Any:
+    """A copy of a writer that goes on from where it stands without touching the original:
+    its lists, sets and dicts copied, a writer it wraps forked too, the rest (plans, cached
+    frozensets) shared. Writers keep their mutable state in such attributes
+    (bot/forms/rules.py)."""
+    twin = copy.copy(writer)
+    for name, value in vars(writer).items():
+        if isinstance(value, (list, set, dict)):
+            setattr(twin, name, copy.copy(value))
+        elif hasattr(value, "allowed") and hasattr(value, "advance"):
+            setattr(twin, name, fork(value))
+    return twin
+
+
 class RowRules:
     """One row's writer, bound to the model's vocabulary: the next mask, and what it bent."""
 
@@ -77,6 +92,17 @@ class RowRules:
         self.writer = writer
         self.masks = masks
         self.relaxed: list[str] = []
+
+    def fork(self) -> RowRules:
+        """Rules that go on from here on their own (a line's candidate)."""
+        twin = RowRules(fork(self.writer), self.masks)
+        twin.relaxed = list(self.relaxed)
+        return twin
+
+    def penalty(self) -> float:
+        """The writer's judgement of the line just finished (0: none; inf: rejected)."""
+        judge = getattr(self.writer, "penalty", None)
+        return float(judge()) if judge is not None else 0.0
 
     def mask(self) -> tuple[np.ndarray, bool]:
         """The mask for the next character and whether it is to be the likeliest."""

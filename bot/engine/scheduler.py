@@ -48,7 +48,7 @@ class Busy(Exception):
 class Limits:
     """Bounds that keep the engine answering: past them a request gets `Busy`, never a wait."""
 
-    max_batch: int = 64
+    max_batch: int = 256  # rows: a request with K candidates a line takes K of them
     max_queue: int = 256
     deadline: float = 60.0  # seconds from submission to the last character
     max_length: int = 2000
@@ -69,6 +69,20 @@ class Request:
     # Text the model reads before the prompt (a poem to write on from), not part of the poem
     # nor shown; the copy guard reads it too.
     context: str = ""
+    # With a writer: each line is written this many times from the same state, as rows of the
+    # batch, and the best-scored candidate goes on (1: as sampled). Without one: 1.
+    candidates: int = 1
+    # What a candidate is: a "line" (chosen line by line) or the whole "poem".
+    candidate_unit: str = "line"
+
+
+@dataclass(frozen=True)
+class LineChoice:
+    """One line's candidates (text as written, score) and the index of the one chosen."""
+
+    texts: tuple[str, ...]
+    scores: tuple[float, ...]
+    chosen: int
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,7 @@ class Generation:
     relaxed: tuple[str, ...] = ()  # rules a form bent to finish the poem (none: all kept)
     whole: bool = False  # a form's writer saw the poem end (not cut at the length)
     form: str | None = None  # the form its writer kept, where it names one
+    lines: tuple[LineChoice, ...] = ()  # each line's candidates, where there were several
 
 
 def validate(request: Request, limits: Limits) -> Request:
@@ -107,8 +122,17 @@ def validate(request: Request, limits: Limits) -> Request:
     seed = request.seed if request.seed is not None else secrets.randbits(63)
     if not 0 <= seed < SEED_MODULUS:
         raise ValueError(f"seed must be between 0 and {SEED_MODULUS - 1}")
+    candidates = request.candidates if request.rules is not None else 1
+    if not 1 <= candidates <= limits.max_batch:
+        raise ValueError(f"candidates must be between 1 and {limits.max_batch} (the batch)")
+    if request.candidate_unit not in CANDIDATE_UNITS:
+        raise ValueError(f"a candidate is one of: {', '.join(CANDIDATE_UNITS)}")
     return replace(
-        request, temperature=float(request.temperature), top_p=float(request.top_p), seed=seed
+        request,
+        temperature=float(request.temperature),
+        top_p=float(request.top_p),
+        seed=seed,
+        candidates=candidates,
     )
 
 
@@ -132,6 +156,74 @@ class _Row:
     listener: Callable[[str], None] | None = None  # told of each stretch of new text
     told: int = 0  # characters of `out` the listener has heard
     error: Exception | None = None  # why the row cannot go on (its writer got stuck)
+    group: _Group | None = None  # the request's candidate rows, when it has several
+    logp: float = 0.0  # the line's log-probability so far (candidates only)
+    chars: int = 0  # characters in it
+    parked: _Parked | None = None  # where the candidate stood when its line ended
+
+
+@dataclass(eq=False)
+class _Parked:
+    """A candidate whose line is written, waiting for the others: its state and columns as
+    they were then (it keeps being stepped with the batch, and that is thrown away)."""
+
+    states: list[np.ndarray]
+    next_id: int
+    left: int
+    ngram: np.ndarray
+    guard: np.ndarray
+    guard_hash: int
+    ruled: bool
+
+
+@dataclass(eq=False)
+class _Group:
+    """One request's K candidate rows: each line they write from the same state, and when
+    all have written theirs, every row takes up the best one."""
+
+    members: list[_Row]
+    start: int = 0  # len(out) where the current line began: what is before it is chosen
+    lines: list[LineChoice] = field(default_factory=list)
+
+
+LINE_ENDS = frozenset("\n，。")  # a candidate's line ends with one of these (or the poem)
+CANDIDATE_UNITS = ("line", "poem")
+
+
+def _candidates(leader: _Row) -> list[_Row]:
+    """A newly admitted request's rows: itself, and where it asks for K candidates K - 1 more
+    that start where it stands, each with a random stream of its own (the first keeps the
+    request's, so candidate 0 writes what a single sample would)."""
+    request = leader.request
+    if request.candidates == 1:
+        return [leader]
+    group = _Group([leader])
+    leader.group = group
+    for k in range(1, request.candidates):
+        group.members.append(
+            replace(
+                leader,
+                feed=deque(leader.feed),
+                rng=np.random.Generator(np.random.PCG64([int(request.seed), k])),
+                out=[],
+                ngram_state=leader.ngram_state.copy(),
+                rules=leader.rules.fork() if leader.rules is not None else None,
+                guard=leader.guard.copy(),
+                listener=None,
+            )
+        )
+    return group.members
+
+
+def _logsumexp(scores: np.ndarray) -> np.ndarray:
+    """log(sum(exp(row))) of each row of a [rows, vocab] array of its own (overwritten), in
+    float64 from float32 sums: a row's value does not depend on the other rows."""
+    top = scores.max(axis=1, keepdims=True)
+    top[~np.isfinite(top)] = 0.0
+    np.subtract(scores, top, out=scores)
+    np.exp(scores, out=scores)
+    total = scores.sum(axis=1, dtype=np.float64)
+    return top[:, 0].astype(np.float64) + np.log(total)
 
 
 def _own(scores: np.ndarray) -> np.ndarray:
@@ -167,6 +259,8 @@ class _Columns:
     ruled: np.ndarray  # whether each row has a writer whose mask applies
     guard: np.ndarray  # [rows, k - 1]: each row's copy-guard context ([rows, 0] without one)
     guard_hash: np.ndarray  # [rows] uint64: each context's hash
+    grouped: np.ndarray  # whether each row is one of its request's candidates
+    parked: np.ndarray  # whether each row is a candidate waiting for its group's choice
 
     @classmethod
     def of(cls, rows: list[_Row], order: int = 0, guard: int = 0) -> _Columns:
@@ -186,6 +280,8 @@ class _Columns:
             np.array([r.rules is not None for r in rows], bool),
             np.array([r.guard for r in rows], np.int64).reshape(len(rows), guard),
             np.array([r.guard_hash for r in rows], np.uint64),
+            np.array([r.group is not None for r in rows], bool),
+            np.zeros(len(rows), bool),
         )
 
     def extend(self, other: _Columns) -> _Columns:
@@ -253,6 +349,12 @@ class Scheduler:
 
     @property
     def active(self) -> int:
+        """Requests in the running batch (one with K candidates holds K rows)."""
+        return sum(1 for r in self._rows if r.group is None or r.group.members[0] is r)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the running batch."""
         return len(self._rows)
 
     @property
@@ -344,7 +446,8 @@ class Scheduler:
         one run (all but the last character, which the next step reads)."""
         now = self._clock()
         newcomers = self._admitting = []  # failed by _run if anything below raises
-        while self._queue and len(self._rows) + len(newcomers) < self.limits.max_batch:
+        taken = len(self._rows)
+        while self._queue and self._fits(self._queue[0], taken):
             row = self._queue.popleft()
             if row.future.done():
                 continue
@@ -354,6 +457,7 @@ class Scheduler:
                 )
                 continue
             newcomers.append(row)
+            taken += row.request.candidates
         if not newcomers:
             return
         fresh = self.model.zero_states(len(newcomers))
@@ -379,14 +483,25 @@ class Scheduler:
                 row.ngram_state = ngram.state_after(read)
             row.next_id = row.feed.popleft()
             self._feeding = self._feeding or bool(row.feed)
+        # A request with candidates becomes its K rows, each from the state its prompt left.
+        rows, take = [], []
+        for n, row in enumerate(newcomers):
+            members = _candidates(row)
+            rows.extend(members)
+            take.extend([n] * len(members))
+        self._admitting = rows
         # One concatenation for the whole burst of newcomers.
         old = self.model.host(self._states)
         self._states = self.model.to_device(
-            [np.concatenate([s, z]) for s, z in zip(old, fresh, strict=True)]
+            [np.concatenate([s, z[take]]) for s, z in zip(old, fresh, strict=True)]
         )
-        self._cols = self._cols.extend(self._columns(newcomers))
-        self._rows.extend(newcomers)
+        self._cols = self._cols.extend(self._columns(rows))
+        self._rows.extend(rows)
         self._admitting = []
+
+    def _fits(self, row: _Row, taken: int) -> bool:
+        """Whether a queued request's rows fit beside `taken` rows of the batch."""
+        return taken + row.request.candidates <= self.limits.max_batch
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -433,6 +548,10 @@ class Scheduler:
                 scores = ngram.mixed_logits(
                     scores, cols.ngram[plan.sampling], self.model.ngram_weight
                 )
+            # Candidates are scored under the model's own distribution, before any mask.
+            grouped = np.flatnonzero(cols.grouped[plan.sampling])
+            if grouped.size:
+                norm = _logsumexp(scores[grouped])
             temperature = plan.temperature
             ruled = np.flatnonzero(cols.ruled[plan.sampling])
             if ruled.size:
@@ -452,12 +571,16 @@ class Scheduler:
                 self.guard.advance(cols.guard, cols.guard_hash, plan.sampling, picked)
             if ruled.size:
                 self._heard(plan.sampling[ruled], picked[ruled])
+            if grouped.size:
+                # Masks and the guard leave a picked character's score as it was.
+                logp = scores[grouped, picked[grouped]] - norm
+                states = self._score(plan.sampling[grouped], picked[grouped], logp, states)
             steps += 1
             if (
-                (cols.left <= 0).any()
+                ((cols.left <= 0) & ~cols.parked).any()
                 or (cols.deadline < self._clock()).any()
                 or self._cancelled
-                or (self._queue and len(self._rows) < self.limits.max_batch)
+                or (self._queue and self._fits(self._queue[0], len(self._rows)))
                 or time.monotonic() - started > BURST_SECONDS
             ):
                 return states, steps
@@ -521,6 +644,78 @@ class Scheduler:
             if rules.done:
                 cols.left[i] = 0
 
+    def _score(self, index: np.ndarray, picked: np.ndarray, logp: np.ndarray, states: list) -> list:
+        """After a step, for candidate rows: add each character's log-probability to its line;
+        park each candidate whose line (or poem, or length, or luck) has ended; where a whole
+        group is parked, choose its line. Returns the states, with chosen ones copied in."""
+        rows, cols, chars = self._rows, self._cols, self.vocab.chars
+        ended = []
+        for i, token, lp in zip(index.tolist(), picked.tolist(), logp.tolist(), strict=True):
+            row = rows[i]
+            row.logp += lp
+            row.chars += 1
+            line = row.request.candidate_unit == "line" and chars[token] in LINE_ENDS
+            if line or cols.left[i] <= 0 or row.error is not None:
+                ended.append(i)
+        if not ended:
+            return states
+        host = self.model.host(states)
+        chosen = False
+        for i in ended:
+            row = rows[i]
+            cols.parked[i] = True
+            row.parked = _Parked(
+                states=[s[i].copy() for s in host],
+                next_id=int(cols.next_id[i]),
+                left=int(cols.left[i]),
+                ngram=cols.ngram[i].copy(),
+                guard=cols.guard[i].copy(),
+                guard_hash=int(cols.guard_hash[i]),
+                ruled=bool(cols.ruled[i]),
+            )
+            group = row.group
+            if all(m.parked is not None for m in group.members):
+                if not chosen:
+                    host = [np.array(s) for s in host]  # written in below
+                    chosen = True
+                self._choose(group, host)
+        return self.model.to_device(host) if chosen else states
+
+    def _choose(self, group: _Group, host: list[np.ndarray]) -> None:
+        """Every candidate's line is written: the best-scored one (mean log-probability per
+        character, less its writer's penalty; a rejected or stuck one only when all are) is
+        copied into every row of the group, which writes the next line from it."""
+        members = group.members
+        scores, keys = [], []
+        for k, m in enumerate(members):
+            mean = m.logp / max(m.chars, 1)
+            penalty = m.rules.penalty() if m.rules is not None and m.error is None else 0.0
+            score = mean - penalty if math.isfinite(penalty) else -math.inf
+            scores.append(score if m.error is None else -math.inf)
+            keys.append((m.error is not None, not math.isfinite(penalty), -score, -mean, k))
+        best = min(range(len(members)), key=keys.__getitem__)
+        winner = members[best]
+        texts = tuple(self.vocab.decode(m.out[group.start :]) for m in members)
+        group.lines.append(LineChoice(texts, tuple(scores), best))
+        parked, cols = winner.parked, self._cols
+        where = {id(r): i for i, r in enumerate(self._rows)}
+        for m in members:
+            i = where[id(m)]
+            for state, value in zip(host, parked.states, strict=True):
+                state[i] = value
+            cols.next_id[i], cols.left[i] = parked.next_id, parked.left
+            cols.ngram[i], cols.guard[i] = parked.ngram, parked.guard
+            cols.guard_hash[i], cols.ruled[i] = parked.guard_hash, parked.ruled
+            cols.parked[i] = False
+            if m is not winner:
+                m.out = list(winner.out)
+                m.rules = winner.rules.fork() if winner.rules is not None else None
+                m.error = winner.error
+            m.logp, m.chars = 0.0, 0
+        for m in members:
+            m.parked = None
+        group.start = len(winner.out)
+
     def _plan(self) -> _Plan:
         """Before a step: which rows sample, with what options, and their draws."""
         rows, cols = self._rows, self._cols
@@ -529,6 +724,8 @@ class Scheduler:
             sampling = np.flatnonzero(~reading)
         else:
             reading, sampling = None, np.arange(len(rows))
+        if cols.parked.any():  # candidates whose line is written wait for the others
+            sampling = sampling[~cols.parked[sampling]]
         for i in np.flatnonzero(cols.used == UNIFORM_BLOCK).tolist():
             cols.uniforms[i] = rows[i].rng.random(UNIFORM_BLOCK)
             cols.used[i] = 0
@@ -560,9 +757,11 @@ class Scheduler:
     def _tell(self) -> None:
         """On the event loop, after a burst: each listening row's new text."""
         for row in self._rows:
-            if row.listener is not None and len(row.out) > row.told and not row.future.done():
-                text = self.vocab.decode(row.out[row.told :])
-                row.told = len(row.out)
+            # A request with candidates is told only the lines chosen.
+            written = row.group.start if row.group is not None else len(row.out)
+            if row.listener is not None and written > row.told and not row.future.done():
+                text = self.vocab.decode(row.out[row.told : written])
+                row.told = written
                 try:
                     row.listener(text)
                 except Exception:  # a listener's failure must not stop the batch
@@ -575,7 +774,7 @@ class Scheduler:
         self._tell()
         rows, cols = self._rows, self._cols
         now = self._clock()
-        finished = cols.left <= 0
+        finished = (cols.left <= 0) & ~cols.parked
         retire = finished | (cols.deadline < now)
         if self._cancelled:
             self._cancelled = False
@@ -629,6 +828,7 @@ class Scheduler:
             relaxed=tuple(rules.relaxed) if rules is not None else (),
             whole=rules is not None and rules.done,
             form=getattr(rules.writer, "form", None) if rules is not None else None,
+            lines=tuple(row.group.lines) if row.group is not None else (),
         )
 
 

@@ -1,0 +1,148 @@
+"""What candidates cost and buy, at concurrency 1 on the shipped models: for each K, a poem's
+latency (p50, p95) and what the network thinks of the poem chosen (mean log-probability per
+character of the whole poem, read afresh), with the seeds taken in turn across the K so that
+the machine's noise falls on every K alike; and the speed of a request without a form (no
+candidates), to compare with another checkout run back to back (`--plain`).
+
+    python -m benchmarks.candidates [--style tang --form qilv] [--ks 1 4 8 16 32] [--runs 20]
+    python -m benchmarks.candidates --plain [--runs 30]   # prints chars/s of plain streams
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.stats import percentile, write_results
+from bot.engine.bundle import load_bundle
+from bot.engine.scheduler import Limits, Request, Scheduler
+from bot.engine.sessions import StepModel, load_model
+from bot.forms import catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def live_path(style: str) -> Path:
+    folder = ROOT / "models" / style
+    return folder / (folder / "ACTIVE").read_text().strip()
+
+
+def poem_logp(model: StepModel, text: str) -> float:
+    """The network's mean log-probability per character of `text` from the start (n-gram
+    mixture left out: the network's own judgement)."""
+    vocab = model.bundle.vocab
+    ids = [vocab.start_id, *vocab.encode(text)[0]]
+    states = model.zero_states(1)
+    total = 0.0
+    for now, nxt in itertools.pairwise(ids):
+        logits, states = model.step(np.array([now]), states)
+        z = logits[0].astype(np.float64)
+        top = z.max()
+        total += z[nxt] - (top + math.log(np.exp(z - top).sum()))
+    return total / max(len(ids) - 1, 1)
+
+
+def cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+async def measure(style: str, form: str | None, ks: list[int], runs: int) -> dict:
+    path = live_path(style)
+    bundle = load_bundle(path)
+    model = load_model(path)
+    scheduler = Scheduler(model, Limits(max_batch=max(ks)))
+    seconds: dict[int, list[float]] = {k: [] for k in ks}
+    fluency: dict[int, list[float]] = {k: [] for k in ks}
+    try:
+        plan = catalog.plan(bundle.card, bundle.vocab.chars, bundle.path, form=form)
+        warm = Request(length=plan.length, seed=0, rules=plan.rules, candidates=max(ks))
+        await scheduler.generate(warm)
+        for seed in range(1, runs + 1):
+            for k in ks:
+                ask = Request(length=plan.length, seed=seed, rules=plan.rules, candidates=k)
+                started = time.perf_counter()
+                poem = await scheduler.generate(ask)
+                seconds[k].append(time.perf_counter() - started)
+                fluency[k].append(poem_logp(model, poem.text))
+    finally:
+        await scheduler.close()
+    return {
+        str(k): {
+            "p50_s": statistics.median(seconds[k]),
+            "p95_s": percentile(seconds[k], 0.95),
+            "over_k1": statistics.median(seconds[k]) / statistics.median(seconds[ks[0]]),
+            "mean_logp": statistics.fmean(fluency[k]),
+        }
+        for k in ks
+    }
+
+
+async def plain(style: str, runs: int, length: int) -> float:
+    """Characters a second of requests without a form, one at a time."""
+    model = load_model(live_path(style))
+    scheduler = Scheduler(model)
+    try:
+        await scheduler.generate(Request(length=50, seed=0))
+        started, written = time.perf_counter(), 0
+        for seed in range(1, runs + 1):
+            written += len((await scheduler.generate(Request(length=length, seed=seed))).text)
+        return written / (time.perf_counter() - started)
+    finally:
+        await scheduler.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--style", default="tang")
+    p.add_argument("--form", default="qilv")
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 4, 8, 16, 32])
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--plain", action="store_true", help="only the no-form speed, printed")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = p.parse_args()
+    if args.plain:
+        print(f"{asyncio.run(plain(args.style, args.runs, 400)):.0f} chars/s")
+        return
+    if args.ks[0] != 1:
+        p.error("--ks starts with 1, the baseline")
+    rows = asyncio.run(measure(args.style, args.form, args.ks, args.runs))
+    report = {
+        "command": f"python -m benchmarks.candidates --style {args.style} --form {args.form} "
+        f"--ks {' '.join(map(str, args.ks))} --runs {args.runs}",
+        "cpu": cpu(),
+        "load_average": list(os.getloadavg()),
+        "by_k": rows,
+    }
+    lines = [
+        f"# Candidates: {args.style} {args.form}, concurrency 1",
+        "",
+        f"`{report['command']}` on {report['cpu']} (load average "
+        f"{', '.join(f'{x:.1f}' for x in report['load_average'])}).",
+        "",
+        "| K | p50 s | p95 s | p50 / K=1 | network's mean log-prob per char |",
+        "|---:|---:|---:|---:|---:|",
+        *(
+            f"| {k} | {r['p50_s']:.3f} | {r['p95_s']:.3f} | {r['over_k1']:.2f} | "
+            f"{r['mean_logp']:.3f} |"
+            for k, r in rows.items()
+        ),
+        "",
+    ]
+    write_results(args.out, "candidates", report, "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
