@@ -289,6 +289,11 @@ class Poem:
     lines: tuple[int, int] | None = None
 
 
+# The bot's defaults, with what the environment (.env) changes: CANDIDATES=32 python -m
+# benchmarks.ratings sheets ... writes a sheet of poems chosen among 32 candidates a line.
+SETTINGS = Settings.from_env()
+
+
 def write_bot(model: StepModel, forms: list[str | None], seeds: list[int]) -> list[Generation]:
     """The bot's poems through its own way in (`plan_request`, default options), one batch."""
 
@@ -297,7 +302,7 @@ def write_bot(model: StepModel, forms: list[str | None], seeds: list[int]) -> li
         live = Live(model.bundle, scheduler)
         try:
             requests = [
-                plan_request(Settings(), live, form=f, seed=s)[1]
+                plan_request(SETTINGS, live, form=f, seed=s)[1]
                 for f, s in zip(forms, seeds, strict=True)
             ]
             return list(await asyncio.gather(*(scheduler.generate(r) for r in requests)))
@@ -377,7 +382,9 @@ def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
             "lines": "1-based line numbers of the file, first and last of each poem",
             "validation_tail_from_line": corpus.tail_from,
         },
-        "temperature": Settings().default_temperature,
+        "temperature": SETTINGS.default_temperature,
+        "candidates": SETTINGS.candidates,
+        "candidate_unit": SETTINGS.candidate_unit,
         "heading": f"{card.get('display_name', style)}: {2 * n} poems",
         "poems": {},
     }
