@@ -5,8 +5,17 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from .postgres import PostgresServer
+
+# Hypothesis's timing checks (a per-example deadline, "input generation is slow") judge the
+# machine, not the code: a busy or slow CI machine would fail a property that holds. Off for
+# every property; a test's own settings keep these unless they name their own.
+settings.register_profile(
+    "any-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("any-machine")
 
 _databases = itertools.count()
 

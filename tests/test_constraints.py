@@ -82,7 +82,9 @@ class PoolWriter:
 
 
 @settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(seed=st.integers(0, 2**31), temperature=st.sampled_from([0.0, 0.7, 1.5]))
 def test_a_constrained_row_never_writes_a_character_its_mask_forbids(tiny, seed, temperature):
