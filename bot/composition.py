@@ -27,6 +27,7 @@ from bot.stores.job_queue import JobQueue
 from bot.stores.live_versions import SharedModels
 from bot.throttle import Throttle
 from bot.web.server import PoemPage, serve
+from bot.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,17 @@ def build_client(
     **client_options,
 ) -> PoemBot:
     """The bot as `settings` describe it: the registry of models, the channel settings store
-    (`store`, or the one DATABASE_URL names), the job runner, the throttle, the operators, and
-    the three command groups, each given what it uses."""
+    (`store`, or the one DATABASE_URL names), the job queue in the same database and, with
+    RETRAIN_WORKER=local, the worker that runs its jobs in this process, the throttle, the
+    operators, and the three command groups, each given what it uses."""
     data_dir = Path(data_dir)
     registry = build_registry(settings)
     store = store if store is not None else open_store(settings.database_url)
-    jobs: JobRunner | JobQueue = JobRunner(registry, data_dir / "runs", settings.retrain_timeout)
-    if settings.retrain_worker == "queue":  # run by `python -m bot worker`
-        jobs = JobQueue(settings.database_url, settings.worker_heartbeat)
+    jobs = JobQueue(settings.database_url, settings.worker_heartbeat)
+    worker = None  # RETRAIN_WORKER=queue: `python -m bot worker`s run the jobs
+    if settings.retrain_worker == "local":
+        runner = JobRunner(registry, data_dir / "runs", settings.retrain_timeout)
+        worker = Worker(jobs, runner)
     corpora = CorpusStore(data_dir / "corpora", settings.max_corpus_bytes)
     throttle = Throttle(settings.user_cooldown, settings.channel_concurrency)
     operators = Operators(settings.admin_ids)
@@ -90,6 +94,7 @@ def build_client(
         registry=registry,
         store=store,
         jobs=jobs,
+        worker=worker,
         operators=operators,
         gate=gate,
         commands=commands,

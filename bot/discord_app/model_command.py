@@ -5,7 +5,6 @@ BOT_ADMIN_IDS only, checked by the bot on every call whatever Discord showed the
 """
 
 # No `from __future__ import annotations`: discord.py reads the option annotations.
-import asyncio
 import contextlib
 import logging
 import time
@@ -20,7 +19,7 @@ from bot.engine.bundle import CELLS, BundleError, check_name, load_bundle, style
 from bot.engine.registry import Registry, UnknownStyle
 from bot.forms.catalog import offered
 from bot.forms.units import UNITS
-from bot.jobs import SIZES, Job, JobRunner
+from bot.jobs import SIZES, Job
 from bot.stores.corpora import CorpusRefused, CorpusStore
 from bot.stores.job_queue import JobMessage, JobQueue, QueueUnavailable
 
@@ -41,7 +40,7 @@ class ModelGroup(app_commands.Group):
     def __init__(
         self,
         registry: Registry,
-        jobs: JobRunner | JobQueue,
+        jobs: JobQueue,
         operators: Operators,
         corpora: CorpusStore,
     ) -> None:
@@ -399,59 +398,27 @@ class ModelGroup(app_commands.Group):
         activate: bool | None,
         export_args: list[str],
     ) -> None:
-        if self.jobs.remote:
-            # Queued for a worker: this posts the job's message; from then on the bot process
-            # holding this guild edits it (`job_messages`), whichever process that is by then.
-            if not interaction.response.is_done():
-                await interaction.response.defer(ephemeral=True, thinking=True)
-            where = JobMessage(
-                guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id,
-                application_id=interaction.application_id,
-                token=interaction.token,
-                token_at=time.time(),
-            )
-            try:
-                job = await self.jobs.enqueue(
-                    style, corpus, args, epochs, activate, interaction.user.id, export_args, where
-                )
-            except (ValueError, QueueUnavailable) as err:
-                await interaction.followup.send(escape(str(err)), ephemeral=True)
-                return
-            message = await interaction.followup.send(job_text(job), wait=True)
-            await self.jobs.message_posted(job, message.id)
-            return
-        progress: list[discord.Message | discord.WebhookMessage] = []
-        one_at_a_time = asyncio.Lock()  # the job and this command both report
-
-        async def report(job: Job) -> None:
-            async with one_at_a_time:
-                await _report(job)
-
-        async def _report(job: Job) -> None:
-            text = job_text(job)
-            if not progress:
-                progress.append(await interaction.followup.send(text, wait=True))
-                return
-            try:
-                await progress[0].edit(content=text)
-            except discord.HTTPException:
-                if not isinstance(progress[0], discord.WebhookMessage):
-                    raise
-                # Interaction tokens last 15 minutes and jobs run longer: carry on in a plain
-                # message in the channel.
-                channel = interaction.client.get_partial_messageable(interaction.channel_id)
-                progress[0] = await channel.send(text)
-
-        try:
-            job = self.jobs.submit(
-                style, corpus, args, epochs, activate, interaction.user.id, report, export_args
-            )
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        # Queued: this posts the job's message; from then on the bot process holding this
+        # guild edits it (`job_messages`), whichever process that is by then, and however often
+        # processes restart while the job runs.
         if not interaction.response.is_done():
             await interaction.response.defer(ephemeral=True, thinking=True)
-        await report(job)
+        where = JobMessage(
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            application_id=interaction.application_id,
+            token=interaction.token,
+            token_at=time.time(),
+        )
+        try:
+            job = await self.jobs.enqueue(
+                style, corpus, args, epochs, activate, interaction.user.id, export_args, where
+            )
+        except (ValueError, QueueUnavailable) as err:
+            await interaction.followup.send(escape(str(err)), ephemeral=True)
+            return
+        message = await interaction.followup.send(job_text(job), wait=True)
+        await self.jobs.message_posted(job, message.id)
 
 
 def job_text(job: Job) -> str:
