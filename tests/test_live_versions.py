@@ -3,7 +3,8 @@ with a models folder of its own): a version made live in one is served by the ot
 2 s, fetched from the database where they lack it, with no poem in flight dropped; after the
 database restarts they follow again; IDENTIFY is paced per bucket across processes; retrain
 jobs are claimed once, failed when their worker goes silent, and cancelled from anywhere, and
-their versions named in the database. With a real process: an idle bot process opens no
+their versions named in the database. Through the loopback and real processes: /model list
+shows the versions only the database holds and activates them; an idle bot process opens no
 connection."""
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from .botworld import (
     TOKEN,
     asynchronous,
     bot_process,
+    bot_world,
+    footer,
     make_models,
+    make_settings,
 )
 from .bundles import make_bundle
 from .loopback import LoopbackDiscord
@@ -200,6 +204,43 @@ async def test_version_names_are_given_in_the_database_so_processes_never_collid
     finally:
         await one.close()
         await two.close()
+
+
+@asynchronous
+async def test_model_list_shows_versions_only_in_the_database_and_activates_them(tmp_path, url):
+    models = make_models(tmp_path)
+    elsewhere = tmp_path / "elsewhere"  # made by a worker or another bot process
+    make_bundle(elsewhere, "verse", "v3", seed=4, val_loss=1.5, scale=2.0)
+    make_bundle(elsewhere, "ballad", "v1", seed=5, val_loss=1.7, scale=2.0)
+    shared = SharedModels(url)
+    await shared.store("verse", "v3", elsewhere / "verse" / "v3")
+    await shared.store("ballad", "v1", elsewhere / "ballad" / "v1")
+    settings = make_settings(tmp_path, models, database_url=url)
+
+    def fields(listing) -> dict[str, str]:
+        return {f["name"]: f["value"] for f in listing.embeds[0]["fields"]}
+
+    async with bot_world(tmp_path, settings=settings) as w:
+        _, listing = await w.run("model", w.operator, subcommand="list")
+        shown = fields(listing)
+        assert "v3 · 1.500 nats/char" in shown["verse"], shown
+        assert shown["verse"].count("not fetched here") == 1  # v1 and v2 are here
+        assert "v1 · 1.700 nats/char" in shown["ballad"]
+        assert "not fetched here" in shown["ballad"]
+
+        for style, version, was in (("verse", "v3", "v1"), ("ballad", "v1", "nothing")):
+            _, said = await w.run(
+                "model", w.operator, {"style": style, "version": version}, subcommand="activate"
+            )
+            assert f"{style} now serves {version} (was {was})" in said.content, said.content
+            assert (models / style / version / "card.json").is_file()
+            _, poem = await w.poem({"style": style, "length": 30})
+            assert f"{style} {version}" in footer(poem)
+        _, listing = await w.run("model", w.operator, subcommand="list")
+        shown = fields(listing)
+        assert "not fetched" not in shown["verse"] + shown["ballad"]
+        assert "v3 **live**" in shown["verse"] and "v1 **live**" in shown["ballad"]
+        assert not w.discord.violations
 
 
 IDLE_WINDOW = 10.0  # seconds: 50 heartbeats of the job loops, 50 polls of the live versions
