@@ -344,6 +344,8 @@ class JobQueue:
     async def cancel(self, job_id: int) -> Job:
         """Cancel a queued job at once, or mark a running one for its worker to stop;
         LookupError or ValueError saying why not."""
+        if not 0 < job_id < 2**63:  # past what a BIGINT (or SQLite's INTEGER) holds
+            raise LookupError(f"there is no job {job_id}")
         rows = await self._rows(
             "UPDATE retrain_jobs SET status = 'cancelled', detail = 'cancelled before it "
             "started', finished = ?, revision = revision + 1 WHERE id = ? AND status = "
