@@ -28,6 +28,7 @@ from bot.stores.live_versions import SharedModels
 from bot.stores.settings_cache import ChannelSettingsCache
 from bot.throttle import Throttle
 from bot.web.server import PoemPage, serve
+from bot.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +70,20 @@ def build_client(
 ) -> PoemBot:
     """The bot as `settings` describe it: the registry of models, the channel settings store
     (`store`, or the one DATABASE_URL names) behind this process's cache of them (following
-    the other processes' changes on PostgreSQL), the job runner, the throttle, the operators,
-    and the three command groups, each given what it uses."""
+    the other processes' changes on PostgreSQL), the job queue in the same database and, with
+    RETRAIN_WORKER=local, the worker that runs its jobs in this process, the throttle, the
+    operators, and the three command groups, each given what it uses."""
     data_dir = Path(data_dir)
     registry = build_registry(settings)
     cache = ChannelSettingsCache(
         store if store is not None else open_store(settings.database_url),
         settings.database_url if settings.shared else None,
     )
-    jobs: JobRunner | JobQueue = JobRunner(registry, data_dir / "runs", settings.retrain_timeout)
-    if settings.retrain_worker == "queue":  # run by `python -m bot worker`
-        jobs = JobQueue(settings.database_url, settings.worker_heartbeat)
+    jobs = JobQueue(settings.database_url, settings.worker_heartbeat)
+    worker = None  # RETRAIN_WORKER=queue: `python -m bot worker`s run the jobs
+    if settings.retrain_worker == "local":
+        runner = JobRunner(registry, data_dir / "runs", settings.retrain_timeout)
+        worker = Worker(jobs, runner)
     corpora = CorpusStore(data_dir / "corpora", settings.max_corpus_bytes)
     throttle = Throttle(settings.user_cooldown, settings.channel_concurrency)
     operators = Operators(settings.admin_ids)
@@ -95,6 +99,7 @@ def build_client(
         registry=registry,
         store=cache,
         jobs=jobs,
+        worker=worker,
         operators=operators,
         gate=gate,
         commands=commands,

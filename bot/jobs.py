@@ -1,7 +1,8 @@
 """Retrain jobs: `python -m training` then `python -m export` as child processes, one job at a
 time, with a timeout and cancel. TensorFlow never enters the bot's process. A job that fails
 or is cancelled changes nothing live; a new version goes live when asked, or when its
-validation loss beats the live one's."""
+validation loss beats the live one's. Jobs are queued in the database (`bot.stores.job_queue`)
+and taken from there by a worker (`bot.worker`), in the bot's process or in one of their own."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
-from bot.engine.bundle import CARD_FILE, check_name
-from bot.engine.registry import Registry, UnknownStyle
+from bot.engine.bundle import CARD_FILE
+from bot.engine.registry import SharedVersions, UnknownStyle
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +86,24 @@ class Job:
 Listener = Callable[[Job], Awaitable[None]]
 
 
+class Models(Protocol):
+    """What a job asks of the models it adds to: the bot's Registry, or a worker's view of the
+    shared database (`bot.worker.WorkerModels`)."""
+
+    models_dir: Path
+    shared: SharedVersions | None
+
+    def live(self, style: str) -> Any: ...  # with .version and .bundle; UnknownStyle if none
+
+    async def activate(self, style: str, version: str) -> Any: ...
+
+
 class JobRunner:
-    remote = False  # jobs run in this process, and report through their listeners
+    """Runs jobs a worker (`bot.worker.Worker`) took from the queue, one at a time."""
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Models,
         runs_dir: Path,
         timeout: float,
         python: str = sys.executable,
@@ -100,54 +114,16 @@ class JobRunner:
         self.python = python
         self.jobs: dict[int, Job] = {}
         self._listeners: dict[int, Listener] = {}
-        self._queue: asyncio.Queue[Job] = asyncio.Queue()
-        self._worker: asyncio.Task | None = None
-        self._next_id = 1
         self.preexec: Callable[[], None] | None = None  # run in each child before it starts
 
-    def submit(
-        self,
-        style: str,
-        corpus: str,
-        train_args: list[str],
-        epochs: int,
-        activate: bool | None,
-        requested_by: int,
-        listener: Listener | None = None,
-        export_args: list[str] | None = None,
-    ) -> Job:
-        check_name(style, "style")
-        if any(j.style == style and not j.done for j in self.jobs.values()):
-            raise ValueError(f"a job for {style} is already queued or running")
-        job = Job(
-            self._next_id,
-            style,
-            corpus,
-            train_args,
-            epochs,
-            activate,
-            requested_by,
-            list(export_args or []),
-        )
-        self._next_id += 1
-        self.jobs[job.id] = job
-        if listener:
-            self._listeners[job.id] = listener
-        self._queue.put_nowait(job)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work(), name="retrain-jobs")
-        return job
-
-    async def listing(self) -> list[Job]:
-        return list(self.jobs.values())
-
-    async def run(self, job: Job, listener: Listener | None = None) -> None:
-        """Run one job to its end now (a worker's way: `submit` queues it instead)."""
+    async def run(self, job: Job, listener: Listener | None = None, resume: bool = False) -> None:
+        """Run one job to its end now; with `resume`, from where an earlier run of it stopped
+        (training from its last checkpoint, export skipped if its bundle is there)."""
         self.jobs[job.id] = job
         if listener:
             self._listeners[job.id] = listener
         try:
-            await self._run(job)
+            await self._run(job, resume)
         except Exception as err:  # a bug: fail the job loudly, keep the runner alive
             log.exception("job %s crashed", job.id)
             await self._finish(job, "failed", f"internal error: {err}")
@@ -166,14 +142,11 @@ class JobRunner:
         return job
 
     async def close(self) -> None:
+        """Cancel the job running, if any (its child is killed; the job ends cancelled)."""
         for job in self.jobs.values():
             if job._process is not None and not job.done:
                 job._cancelled = True
                 _kill(job._process)
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
 
     async def _notify(self, job: Job) -> None:
         listener = self._listeners.get(job.id)
@@ -189,17 +162,32 @@ class JobRunner:
         log.info("job %s (%s) %s: %s", job.id, job.style, status, detail)
         await self._notify(job)
 
-    async def _work(self) -> None:
-        while True:
-            job = await self._queue.get()
-            if not job.done:
-                await self.run(job)
-
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, resume: bool) -> None:
         started = time.monotonic()
         run = self.runs_dir / f"{job.style}-job{job.id}-{int(job.created)}"
         logfile = run.with_suffix(".log")
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        exported = (
+            job.version is not None
+            and (self.registry.models_dir / job.style / job.version / CARD_FILE).is_file()
+        )
+        if not (resume and exported) and not await self._train_and_export(
+            job, run, logfile, started, resume
+        ):
+            return
+        # The exported card's figure is the one the engine serves (with any n-gram mixed in),
+        # so it compares with the live card's.
+        path = self.registry.models_dir / job.style / str(job.version)
+        job.val_loss = json.loads((path / CARD_FILE).read_text("utf-8"))["metrics"]["val_loss"]
+        if self.registry.shared is not None:  # every process can serve it, live or not
+            await self.registry.shared.store(job.style, str(job.version), path)
+        await self._maybe_activate(job)
+
+    async def _train_and_export(
+        self, job: Job, run: Path, logfile: Path, started: float, resume: bool
+    ) -> bool:
+        """Train (on from the run's last checkpoint with `resume`), then export; whether both
+        succeeded (if not, the job is finished)."""
         job.status = "training"
         await self._notify(job)
         train = [
@@ -217,31 +205,25 @@ class JobRunner:
             *job.train_args,
             "--max-minutes",
             f"{self.timeout / 60:.2f}",
+            *(["--resume"] if resume else []),
         ]
         ok = await self._child(job, train, logfile, started, watch=run / "progress.jsonl")
         if not ok:
-            return
+            return False
         job.status = "exporting"
         await self._notify(job)
         # --int8: every bundle can serve either precision (MODEL_PRECISION).
         models = str(self.registry.models_dir)
         export = [self.python, "-m", "export", str(run), "--models", models, "--int8"]
         export += job.export_args
-        ok = await self._child(job, export, logfile, started)
-        if not ok:
-            return
+        if not await self._child(job, export, logfile, started):
+            return False
         found = _EXPORTED.findall(logfile.read_text(encoding="utf-8", errors="replace"))
         if not found:
             await self._finish(job, "failed", "export finished without naming a bundle")
-            return
+            return False
         job.version = found[-1][1]
-        # The exported card's figure is the one the engine serves (with any n-gram mixed in),
-        # so it compares with the live card's.
-        card = json.loads(
-            (self.registry.models_dir / job.style / job.version / CARD_FILE).read_text("utf-8")
-        )
-        job.val_loss = card["metrics"]["val_loss"]
-        await self._maybe_activate(job)
+        return True
 
     async def _maybe_activate(self, job: Job) -> None:
         try:
@@ -277,25 +259,13 @@ class JobRunner:
                 preexec_fn=self.preexec,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-            seen = 0
-            while True:
-                remaining = self.timeout - (time.monotonic() - started)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(job._process.wait(), min(1.0, max(remaining, 0.01)))
-                if watch is not None and watch.exists():
-                    lines = watch.read_text(encoding="utf-8").splitlines()
-                    if len(lines) > seen:
-                        job.progress.extend(json.loads(line) for line in lines[seen:])
-                        seen = len(lines)
-                        await self._notify(job)
-                if job._process.returncode is not None:
-                    break
-                if time.monotonic() - started > self.timeout:
-                    _kill(job._process)
-                    await job._process.wait()
-                    job._process = None
-                    await self._finish(job, "failed", f"timed out after {self.timeout:g} s")
+            try:
+                if not await self._watch(job, started, watch):
                     return False
+            except asyncio.CancelledError:  # the worker stops: so does the child, at once
+                _kill(job._process)
+                await job._process.wait()
+                raise
         code = job._process.returncode
         job._process = None
         if job._cancelled:
@@ -310,6 +280,29 @@ class JobRunner:
             )
             return False
         return True
+
+    async def _watch(self, job: Job, started: float, watch: Path | None) -> bool:
+        """Wait for the job's child to end, relaying the progress lines it writes to `watch`;
+        False (job failed) if it overran the job's time."""
+        assert job._process is not None
+        while True:
+            remaining = self.timeout - (time.monotonic() - started)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(job._process.wait(), min(1.0, max(remaining, 0.01)))
+            if watch is not None and watch.exists():
+                # The whole file: a resumed run's lines follow those of the run it resumes.
+                lines = watch.read_text(encoding="utf-8").splitlines()
+                if len(lines) != len(job.progress):
+                    job.progress = [json.loads(line) for line in lines]
+                    await self._notify(job)
+            if job._process.returncode is not None:
+                return True
+            if time.monotonic() - started > self.timeout:
+                _kill(job._process)
+                await job._process.wait()
+                job._process = None
+                await self._finish(job, "failed", f"timed out after {self.timeout:g} s")
+                return False
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:

@@ -230,7 +230,7 @@ async def test_every_model_command_is_refused_to_anyone_but_the_operators(tmp_pa
         assert w.bot.registry.styles() == ["tang", "verse"]
         assert sorted(p.name for p in (w.root / "models").iterdir()) == ["tang", "verse"]
         assert not (w.root / "data" / "corpora").exists()
-        assert w.bot.jobs.jobs == {}
+        assert await w.bot.jobs.listing() == []
 
 
 @asynchronous

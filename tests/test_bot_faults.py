@@ -149,7 +149,7 @@ async def test_a_killed_or_overdue_training_job_fails_and_changes_nothing(tmp_pa
     async with bot_world(tmp_path, settings=settings) as w:
         record = await w.add_style("bard", corpus, "bard.txt", epochs=50, size="small")
         await record.wait_for(lambda r: "training" in job_text(r), timeout=60)
-        job = w.bot.jobs.jobs[1]
+        job = await w.discord.wait_for(lambda: w.bot.worker.runner.jobs.get(1), timeout=30)
         await w.discord.wait_for(lambda: job._process is not None, timeout=30)
         os.killpg(job._process.pid, signal.SIGKILL)
         text = await record.wait_for(lambda r: "failed" in job_text(r) and job_text(r), timeout=60)
@@ -157,7 +157,7 @@ async def test_a_killed_or_overdue_training_job_fails_and_changes_nothing(tmp_pa
         assert "bard" not in w.bot.registry.styles()
         assert not (tmp_path / "models" / "bard").exists()
 
-        w.bot.jobs.timeout = 2.0
+        w.bot.worker.runner.timeout = 2.0
         record = await w.add_style("bard", corpus, "bard.txt", size="small")
         text = await record.wait_for(lambda r: "failed" in job_text(r) and job_text(r), timeout=60)
         assert "timed out after 2 s" in text

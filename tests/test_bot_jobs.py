@@ -104,7 +104,7 @@ async def test_unusable_uploads_are_refused_with_a_reason(tmp_path, filename, da
         record = await w.add_style("junk", data, filename)
         reply = await record.final(timeout=30)
         assert reply.ephemeral and says in reply.content, reply.content
-        assert w.bot.jobs.jobs == {}
+        assert await w.bot.jobs.listing() == []
         assert not (tmp_path / "models" / "junk").exists()
 
 

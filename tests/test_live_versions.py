@@ -3,13 +3,16 @@ with a models folder of its own): a version made live in one is served by the ot
 notification, fetched from the database where they lack it, with no poem in flight dropped;
 after the database restarts they follow again; IDENTIFY is paced per bucket across
 processes; retrain jobs are claimed once, failed when their worker goes silent, and cancelled
-from anywhere."""
+from anywhere, and their versions named in the database. Through the loopback and real
+processes: /model list shows the versions only the database holds and activates them; an idle
+bot process opens no connection."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import signal
 import time
 
 import pytest
@@ -20,9 +23,19 @@ from bot.engine.scheduler import Limits, Request
 from bot.stores.job_queue import JobMessage, JobQueue
 from bot.stores.live_versions import SharedModels
 
-from .botworld import asynchronous
+from .botworld import (
+    TOKEN,
+    asynchronous,
+    bot_process,
+    bot_world,
+    footer,
+    make_models,
+    make_settings,
+)
 from .bundles import make_bundle
+from .loopback import LoopbackDiscord
 from .stepping import holding, until
+from .test_bot_process import process_env
 
 _names = itertools.count()
 
@@ -183,3 +196,134 @@ async def test_jobs_are_claimed_once_failed_when_silent_and_cancelled_from_anywh
         await bot.cancel(queued.id)
     with pytest.raises(LookupError):
         await bot.cancel(999)
+
+
+@asynchronous
+async def test_version_names_are_given_in_the_database_so_processes_never_collide(url):
+    # Two bot processes training locally: each names its job's version from its own folder
+    # (v1, v2 here) and the database, where every name a job was given is kept.
+    one, two = JobQueue(url), JobQueue(url)
+    try:
+        first = (await _enqueue(one, "verse")).id
+        claimed = await one.claim("process-1")
+        assert claimed.job.id == first
+        assert await one.name_version(claimed.job, {"v1", "v2"}) == "v3"
+        claimed.job.status, claimed.job.detail = "failed", "export failed"
+        assert await one.save(claimed.job, "process-1")  # v3 was never stored anywhere
+        await _enqueue(two, "verse")
+        claimed = await two.claim("process-2")
+        assert await two.name_version(claimed.job, {"v1", "v2"}) == "v4"
+        assert {j.version for j in await one.listing()} == {"v3", "v4"}
+    finally:
+        await one.close()
+        await two.close()
+
+
+@asynchronous
+async def test_model_list_shows_versions_only_in_the_database_and_activates_them(tmp_path, url):
+    models = make_models(tmp_path)
+    elsewhere = tmp_path / "elsewhere"  # made by a worker or another bot process
+    make_bundle(elsewhere, "verse", "v3", seed=4, val_loss=1.5, scale=2.0)
+    make_bundle(elsewhere, "ballad", "v1", seed=5, val_loss=1.7, scale=2.0)
+    shared = SharedModels(url)
+    await shared.store("verse", "v3", elsewhere / "verse" / "v3")
+    await shared.store("ballad", "v1", elsewhere / "ballad" / "v1")
+    settings = make_settings(tmp_path, models, database_url=url)
+
+    def fields(listing) -> dict[str, str]:
+        return {f["name"]: f["value"] for f in listing.embeds[0]["fields"]}
+
+    async with bot_world(tmp_path, settings=settings) as w:
+        _, listing = await w.run("model", w.operator, subcommand="list")
+        shown = fields(listing)
+        assert "v3 · 1.500 nats/char" in shown["verse"], shown
+        assert shown["verse"].count("not fetched here") == 1  # v1 and v2 are here
+        assert "v1 · 1.700 nats/char" in shown["ballad"]
+        assert "not fetched here" in shown["ballad"]
+
+        for style, version, was in (("verse", "v3", "v1"), ("ballad", "v1", "nothing")):
+            _, said = await w.run(
+                "model", w.operator, {"style": style, "version": version}, subcommand="activate"
+            )
+            assert f"{style} now serves {version} (was {was})" in said.content, said.content
+            assert (models / style / version / "card.json").is_file()
+            _, poem = await w.poem({"style": style, "length": 30})
+            assert f"{style} {version}" in footer(poem)
+        _, listing = await w.run("model", w.operator, subcommand="list")
+        shown = fields(listing)
+        assert "not fetched" not in shown["verse"] + shown["ballad"]
+        assert "v3 **live**" in shown["verse"] and "v1 **live**" in shown["ballad"]
+        assert not w.discord.violations
+
+
+IDLE_WINDOW = 10.0  # seconds: 50 heartbeats of the job loops, 50 polls of the live versions
+BEAT = 0.2
+
+
+async def _eventually(check, timeout: float, what: str):
+    """The first truthy `await check()`, looked for every 0.1 s; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (found := await check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        await asyncio.sleep(0.1)
+    return found
+
+
+@asynchronous
+async def test_an_idle_bot_process_opens_no_postgresql_connections(tmp_path, url, postgres):
+    import psycopg
+
+    models = make_models(tmp_path)
+    database = url.rsplit("/", 1)[1]
+    async with LoopbackDiscord(token=TOKEN) as discord:
+        guild = discord.add_guild("Poets")
+        # Its loops made to look often: a job-queue heartbeat and a live-version poll of 0.2 s.
+        env = process_env(
+            tmp_path,
+            guild,
+            models,
+            DATABASE_URL=url,
+            WORKER_HEARTBEAT_SECONDS=str(BEAT),
+            LIVE_POLL_SECONDS=str(BEAT),
+        )
+        monitor = await psycopg.AsyncConnection.connect(postgres.url(), autocommit=True)
+
+        async def backends() -> list[tuple]:
+            cursor = await monitor.execute(
+                "SELECT pid, backend_start, now() - backend_start, query_start "
+                "FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+            return await cursor.fetchall()
+
+        async def sessions() -> int:
+            await monitor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor = await monitor.execute(
+                "SELECT sessions FROM pg_stat_database WHERE datname = %s", (database,)
+            )
+            return (await cursor.fetchone())[0]
+
+        async def settled() -> list[tuple]:
+            # Start-up's connections (the IDENTIFY lock, seeding the pointers) are closed, and
+            # those it keeps are old enough (10 s: PostgreSQL's idle flush) to be counted.
+            rows = await backends()
+            old = all(age.total_seconds() > 11 for _, _, age, _ in rows)
+            return rows if len(rows) >= 3 and old else []
+
+        async with monitor, bot_process(tmp_path, discord, env) as bot:
+            await discord.wait_for(lambda: discord.guild_commands(guild), 30, "synced commands")
+            before = await _eventually(settled, 60, "a settled set of connections")
+            counted, started = await sessions(), time.monotonic()
+            seen = set()
+            while time.monotonic() - started < IDLE_WINDOW:
+                rows = await backends()
+                seen |= {(pid, start) for pid, start, _, _ in rows}
+                await asyncio.sleep(0.05)
+            assert seen == {(pid, start) for pid, start, _, _ in before}, (before, seen)
+            assert await sessions() == counted  # none opened, however briefly
+            # ...while its loops kept working on the connections it keeps.
+            last_query = max(query for *_, query in before if query is not None)
+            assert max(query for *_, query in rows if query is not None) > last_query
+            bot.process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(bot.process.wait(), 60) == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .botworld import TOKEN, asynchronous, bot_process, footer
+from .botworld import TOKEN, asynchronous, bot_process, footer, still_writing
 from .bundles import FIXTURES, make_bundle
 from .loopback import LoopbackDiscord, Permission
 
@@ -111,6 +111,7 @@ async def test_two_shards_and_a_worker_share_live_versions_and_jobs(tmp_path, po
     )
 
     async with LoopbackDiscord(token=TOKEN, shard_count=2) as discord:
+        discord.state.signal.in_progress = still_writing  # final(): the poem once finished
         g0 = discord.add_guild("Zero", guild_id=guild_on(0, 1))
         g1 = discord.add_guild("One", guild_id=guild_on(1, 1))
         operator = discord.add_user("operator")

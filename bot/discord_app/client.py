@@ -7,6 +7,7 @@ they need when they were made.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -18,11 +19,13 @@ from discord import app_commands
 from bot.discord_app.authority import Operators
 from bot.discord_app.errors import answer_error
 from bot.discord_app.gate import AnswerGate
+from bot.discord_app.job_messages import follow_job_messages
 from bot.discord_app.replies import NO_MENTIONS
 from bot.discord_app.translator import PoemTranslator
 from bot.engine.registry import Registry
-from bot.jobs import JobRunner
+from bot.stores.job_queue import JobQueue
 from bot.stores.settings_cache import ChannelSettingsCache
+from bot.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,8 @@ class PoemBot(discord.Client):
         *,
         registry: Registry,
         store: ChannelSettingsCache,
-        jobs: JobRunner,
+        jobs: JobQueue,
+        worker: Worker | None,
         operators: Operators,
         gate: AnswerGate,
         commands: Sequence[Command | app_commands.ContextMenu],
@@ -51,6 +55,8 @@ class PoemBot(discord.Client):
         self.registry = registry
         self.store = store
         self.jobs = jobs
+        self.worker = worker  # None: `python -m bot worker`s run the jobs
+        self._job_messages: asyncio.Task | None = None
         self.operators = operators
         self.gate = gate
         self.guild_ids = guild_ids
@@ -68,6 +74,11 @@ class PoemBot(discord.Client):
             log.info("style %s: live %s on %s", style, live.version, live.provider)
         if not self.registry.styles():
             log.warning("no style could be loaded from %s", self.registry.models_dir)
+        if self.worker is not None:  # first, so that it adopts its jobs before any is reaped
+            await self.worker.start()
+        self._job_messages = asyncio.create_task(
+            follow_job_messages(self, self.jobs), name="job-messages"
+        )
         self.operators.learn(await self.application_info())
         # Buttons under poems sent by any earlier run keep working: matched by custom_id.
         self.add_dynamic_items(*self.items)
@@ -106,11 +117,18 @@ class PoemBot(discord.Client):
         return 0
 
     async def close(self) -> None:
-        """Finish the answers being written (bounded), then stop jobs, models and the store."""
+        """Finish the answers being written (bounded), then stop jobs (a job running is
+        resumed at the next start), models and the stores."""
         await self.gate.drain(SHUTDOWN_GRACE_SECONDS)
-        await self.jobs.close()
+        if self.worker is not None:
+            await self.worker.stop()
+        if self._job_messages is not None:
+            self._job_messages.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._job_messages
         await self.registry.close()
         await self.store.close()
+        await self.jobs.close()
         await super().close()
 
 

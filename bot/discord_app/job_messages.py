@@ -1,10 +1,12 @@
 """Edits each queued retrain job's Discord message up to the job's latest state, from the bot
 process that holds the job's guild (its shard), whichever process posted it and however often
-processes restarted meanwhile. Also fails the jobs whose worker stopped beating."""
+processes restarted meanwhile. Also fails the jobs whose worker stopped beating.
+
+It looks when the queue says a job changed, and once a heartbeat besides (for silent workers),
+on the queue's own connections: an idle bot opens no connection to do it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -15,7 +17,6 @@ from bot.stores.job_queue import JobMessage, JobQueue, QueueUnavailable
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 1.0
 TOKEN_SECONDS = 14 * 60  # an interaction token lasts 15 minutes: stop using it a bit before
 
 
@@ -45,12 +46,10 @@ async def _show(client: discord.Client, text: str, where: JobMessage) -> tuple[i
     return message.id, "channel"
 
 
-async def follow_job_messages(
-    client: discord.Client, queue: JobQueue, poll: float = POLL_SECONDS
-) -> None:
-    """Until cancelled: every `poll` seconds, fail jobs of silent workers and bring the
-    messages of this process's guilds up to date."""
-    while True:
+async def follow_job_messages(client: discord.Client, queue: JobQueue) -> None:
+    """Until cancelled: whenever a job changes, and every heartbeat, fail jobs of silent
+    workers and bring the messages of this process's guilds up to date."""
+    async for _ in queue.changes(queue.heartbeat):
         try:
             for job_id in await queue.reap():
                 log.warning("job %s failed: its worker stopped sending heartbeats", job_id)
@@ -65,4 +64,3 @@ async def follow_job_messages(
                 await queue.shown(job.id, revision, message_id, kind)
         except QueueUnavailable as err:
             log.warning("job messages: %s", err)
-        await asyncio.sleep(poll)

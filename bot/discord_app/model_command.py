@@ -5,7 +5,6 @@ BOT_ADMIN_IDS only, checked by the bot on every call whatever Discord showed the
 """
 
 # No `from __future__ import annotations`: discord.py reads the option annotations.
-import asyncio
 import contextlib
 import logging
 import time
@@ -17,10 +16,10 @@ from bot.discord_app.authority import Operators
 from bot.discord_app.errors import UserError
 from bot.discord_app.replies import escape, quoted
 from bot.engine.bundle import CELLS, BundleError, check_name, load_bundle, styles, versions
-from bot.engine.registry import Registry, UnknownStyle
+from bot.engine.registry import Registry, StoredVersion, UnknownStyle, VersionInfo
 from bot.forms.catalog import offered
 from bot.forms.units import UNITS
-from bot.jobs import SIZES, Job, JobRunner
+from bot.jobs import SIZES, Job
 from bot.stores.corpora import CorpusRefused, CorpusStore
 from bot.stores.job_queue import JobMessage, JobQueue, QueueUnavailable
 
@@ -35,13 +34,30 @@ def _loss(value: float | None) -> str:
     return f"{value:.3f} nats/char" if value is not None else "no loss recorded"
 
 
+def _version_line(info: VersionInfo) -> str:
+    if info.problem:
+        return f"{info.version} · refused: {escape(info.problem[:150])}"
+    mark = " **live**" if info.live else ""
+    return (
+        f"{info.version}{mark} · {_loss(info.val_loss)} · "
+        f"{info.size_bytes / 1e6:.1f} MB · {info.created_at[:10]}"
+    )
+
+
+def _stored_line(stored: StoredVersion) -> str:
+    return (
+        f"{stored.version} · {_loss(stored.val_loss)} · {stored.size_bytes / 1e6:.1f} MB · "
+        f"{stored.created_at[:10]} · in the database, not fetched here"
+    )
+
+
 class ModelGroup(app_commands.Group):
     """Manage the bot's models (operators only)."""
 
     def __init__(
         self,
         registry: Registry,
-        jobs: JobRunner | JobQueue,
+        jobs: JobQueue,
         operators: Operators,
         corpora: CorpusStore,
     ) -> None:
@@ -93,23 +109,29 @@ class ModelGroup(app_commands.Group):
         """List styles and versions, with the live one, validation loss, size and date."""
         registry = self.registry
         embed = discord.Embed(title="Models", colour=0x7A5CFA)
-        for style in styles(registry.models_dir)[:25]:
-            lines = []
-            for info in registry.versions(style)[-10:]:
-                mark = "**live**" if info.live else ""
-                if info.problem:
-                    lines.append(f"{info.version} · refused: {escape(info.problem[:150])}")
-                    continue
-                lines.append(
-                    f"{info.version} {mark} · {_loss(info.val_loss)} · "
-                    f"{info.size_bytes / 1e6:.1f} MB · {info.created_at[:10]}".replace("  ", " ")
-                )
+        stored: list[StoredVersion] = []
+        if registry.shared is not None:
+            # Made by a worker or another process: in the database, maybe not here yet.
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            try:
+                stored = await registry.shared.catalog()
+            except BundleError as err:
+                embed.description = f"The database's versions are not shown: {escape(str(err))}"
+        local = styles(registry.models_dir)
+        for style in sorted({*local, *(s.style for s in stored)})[:25]:
+            lines = [_version_line(info) for info in registry.versions(style)[-10:]]
+            here = set(versions(registry.models_dir, style))
+            elsewhere = [s for s in stored if s.style == style and s.version not in here]
+            lines += [_stored_line(s) for s in elsewhere[-10:]]
             embed.add_field(
                 name=style, value="\n".join(lines)[:1024] or "no versions", inline=False
             )
         if not embed.fields:
             embed.description = f"No bundles in {registry.models_dir}."
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        if interaction.response.is_done():
+            await interaction.followup.send(embed=embed, ephemeral=True)
+        else:
+            await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @app_commands.command(name="info")
     @app_commands.describe(style="the style", version="a version (default: the live one)")
@@ -199,14 +221,18 @@ class ModelGroup(app_commands.Group):
     @app_commands.describe(style="the style", version="the version to make live")
     async def activate(self, interaction: discord.Interaction, style: str, version: str) -> None:
         """Make a version live now, without dropping poems being written."""
-        style = self._style(style)
         shared = self.registry.shared
-        if shared is not None and version not in versions(self.registry.models_dir, style):
-            # Made by a worker or another process: stored in the database, not here yet.
-            with contextlib.suppress(BundleError, ValueError):
-                await shared.fetch(style, version, self.registry.models_dir)
+        with contextlib.suppress(ValueError):  # a bad name is refused below, saying why
+            here = versions(self.registry.models_dir, style)
+            if shared is not None and check_name(version, "version") not in here:
+                # Made by a worker or another process: in the database, not here yet.
+                await interaction.response.defer(ephemeral=True, thinking=True)
+                with contextlib.suppress(BundleError):
+                    await shared.fetch(style, version, self.registry.models_dir)
+        style = self._style(style)
         version = self._version(style, version)
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        if not interaction.response.is_done():
+            await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             old = self.registry.live(style).version
         except UnknownStyle:
@@ -399,59 +425,27 @@ class ModelGroup(app_commands.Group):
         activate: bool | None,
         export_args: list[str],
     ) -> None:
-        if self.jobs.remote:
-            # Queued for a worker: this posts the job's message; from then on the bot process
-            # holding this guild edits it (`job_messages`), whichever process that is by then.
-            if not interaction.response.is_done():
-                await interaction.response.defer(ephemeral=True, thinking=True)
-            where = JobMessage(
-                guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id,
-                application_id=interaction.application_id,
-                token=interaction.token,
-                token_at=time.time(),
-            )
-            try:
-                job = await self.jobs.enqueue(
-                    style, corpus, args, epochs, activate, interaction.user.id, export_args, where
-                )
-            except (ValueError, QueueUnavailable) as err:
-                await interaction.followup.send(escape(str(err)), ephemeral=True)
-                return
-            message = await interaction.followup.send(job_text(job), wait=True)
-            await self.jobs.message_posted(job, message.id)
-            return
-        progress: list[discord.Message | discord.WebhookMessage] = []
-        one_at_a_time = asyncio.Lock()  # the job and this command both report
-
-        async def report(job: Job) -> None:
-            async with one_at_a_time:
-                await _report(job)
-
-        async def _report(job: Job) -> None:
-            text = job_text(job)
-            if not progress:
-                progress.append(await interaction.followup.send(text, wait=True))
-                return
-            try:
-                await progress[0].edit(content=text)
-            except discord.HTTPException:
-                if not isinstance(progress[0], discord.WebhookMessage):
-                    raise
-                # Interaction tokens last 15 minutes and jobs run longer: carry on in a plain
-                # message in the channel.
-                channel = interaction.client.get_partial_messageable(interaction.channel_id)
-                progress[0] = await channel.send(text)
-
-        try:
-            job = self.jobs.submit(
-                style, corpus, args, epochs, activate, interaction.user.id, report, export_args
-            )
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        # Queued: this posts the job's message; from then on the bot process holding this
+        # guild edits it (`job_messages`), whichever process that is by then, and however often
+        # processes restart while the job runs.
         if not interaction.response.is_done():
             await interaction.response.defer(ephemeral=True, thinking=True)
-        await report(job)
+        where = JobMessage(
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            application_id=interaction.application_id,
+            token=interaction.token,
+            token_at=time.time(),
+        )
+        try:
+            job = await self.jobs.enqueue(
+                style, corpus, args, epochs, activate, interaction.user.id, export_args, where
+            )
+        except (ValueError, QueueUnavailable) as err:
+            await interaction.followup.send(escape(str(err)), ephemeral=True)
+            return
+        message = await interaction.followup.send(job_text(job), wait=True)
+        await self.jobs.message_posted(job, message.id)
 
 
 def job_text(job: Job) -> str:

@@ -1,11 +1,10 @@
 """The bot as one of several processes: Discord's shards split between them (SHARD_COUNT,
 SHARD_IDS; discord.py's AutoShardedClient), IDENTIFY coordinated across them, the shared live
-versions followed, and queued jobs' messages edited by whichever process holds their guild."""
+versions followed."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -13,8 +12,6 @@ import discord
 
 from bot.config import Settings
 from bot.discord_app.client import PoemBot
-from bot.discord_app.job_messages import follow_job_messages
-from bot.stores.job_queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +89,10 @@ class SharedPoemBot(PoemBot):
         super().__init__(**options)
         self.identify = identify
         self.max_concurrency = 1
-        self._job_messages: asyncio.Task | None = None
 
     async def setup_hook(self) -> None:
         await super().setup_hook()
         self.registry.start_following()
-        if isinstance(self.jobs, JobQueue):
-            self._job_messages = asyncio.create_task(
-                follow_job_messages(self, self.jobs), name="job-messages"
-            )
         if isinstance(self, discord.AutoShardedClient):
             limits = await self.fetch_session_start_limits()
             self.max_concurrency = limits.max_concurrency
@@ -110,10 +102,6 @@ class SharedPoemBot(PoemBot):
         log.info("shard %s identifies", shard_id)
 
     async def close(self) -> None:
-        if self._job_messages is not None:
-            self._job_messages.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._job_messages
         await self.identify.close()
         await super().close()
 

@@ -35,11 +35,28 @@ class UnknownStyle(LookupError):
     """No live model for this style."""
 
 
+@dataclass(frozen=True)
+class StoredVersion:
+    """A version the shared database holds, as its card describes it."""
+
+    style: str
+    version: str
+    val_loss: float | None
+    size_bytes: int
+    created_at: str
+
+
 class SharedVersions(Protocol):
     """Live-version pointers and bundles shared by several processes (PostgreSQL:
     `bot.stores.live_versions.SharedModels`); without one, the ACTIVE files are the pointers."""
 
     async def fetch(self, style: str, version: str, models_dir: Path) -> Path: ...
+
+    async def store(self, style: str, version: str, path: Path) -> None: ...
+
+    async def stored_versions(self, style: str) -> list[str]: ...
+
+    async def catalog(self) -> list[StoredVersion]: ...
 
     async def publish(self, style: str, version: str, path: Path) -> None: ...
 

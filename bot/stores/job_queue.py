@@ -1,42 +1,69 @@
-"""Retrain jobs in PostgreSQL, for bot processes and `python -m bot worker`s on any machine.
+"""Retrain jobs as rows in the bot's database (DATABASE_URL): SQLite, where the one bot process
+runs its jobs itself, or PostgreSQL, where bot processes (RETRAIN_WORKER=local) or
+`python -m bot worker`s on any machine (RETRAIN_WORKER=queue) run them.
 
-A bot process queues a job and posts its Discord message; a worker claims it (`SELECT ... FOR
-UPDATE SKIP LOCKED`), runs it, stores its progress and result, and beats a heartbeat while it
-runs. Every change bumps the job's revision; the bot process that holds the job's guild edits
-its message up to the latest revision (`bot/discord_app/job_messages.py`). A job whose worker
-misses three heartbeats is failed by whichever process notices first. Cancelling marks the job;
-its worker sees the mark at its next heartbeat and kills the child.
+A bot process queues a job and posts its Discord message; a worker claims it (on PostgreSQL
+`SELECT ... FOR UPDATE SKIP LOCKED`), names its version in the row, runs it, stores its progress
+and result, and beats a heartbeat while it runs. Every change bumps the job's revision; the bot
+process that holds the job's guild edits its message up to the latest revision
+(`bot/discord_app/job_messages.py`). A job whose worker misses three heartbeats is failed by
+whichever process notices first. Cancelling marks the job; its worker sees the mark at its next
+heartbeat and kills the child. On SQLite, which one bot process serves, the next start of that
+process adopts the jobs it was running when it stopped, and resumes them.
+
+Version names cannot collide: one job per style is queued or running at a time (a unique index),
+and a job's name is the next after every version stored in the database, in the models folder
+and named by any earlier job of its style.
+
+Each process keeps one connection for its calls (on a thread of the queue's own, so the event
+loop never waits on the database) and, on PostgreSQL, one that LISTENs for changes: waiting for
+work or for messages to edit opens no connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
+import sqlite3
 import time
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bot.jobs import Job
-from bot.stores.postgres import connection
+from bot.stores.channel_settings import (
+    SQLITE_PREFIX,
+    check_database_url,
+    postgres_backend,
+    sqlite_backend,
+)
+from bot.stores.postgres import CONNECT_TIMEOUT, SCHEMA_LOCK
 
+log = logging.getLogger(__name__)
+
+CHANNEL = "poembot_jobs"  # NOTIFY after every change to a job
 MISSED_BEATS = 3  # heartbeats a worker may miss before its job is failed
-RUNNING = ("training", "exporting")
+STATEMENT_SECONDS = 30.0  # an uploaded corpus (up to MAX_CORPUS_BYTES) travels in its row
+RESUMED = "resumed after the bot restarted"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS retrain_jobs (
-    id BIGSERIAL PRIMARY KEY,
+    id {id},
     style TEXT NOT NULL,
     corpus TEXT NOT NULL,
     corpus_text TEXT,
-    train_args JSONB NOT NULL,
+    train_args {json} NOT NULL,
     epochs INTEGER NOT NULL,
     activate BOOLEAN,
     requested_by BIGINT NOT NULL,
-    export_args JSONB NOT NULL,
+    export_args {json} NOT NULL,
     status TEXT NOT NULL DEFAULT 'queued',
     detail TEXT NOT NULL DEFAULT '',
-    progress JSONB NOT NULL DEFAULT '[]',
+    progress {json} NOT NULL DEFAULT '[]',
     version TEXT,
     val_loss DOUBLE PRECISION,
     activated BOOLEAN NOT NULL DEFAULT FALSE,
@@ -58,10 +85,13 @@ CREATE TABLE IF NOT EXISTS retrain_jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS retrain_jobs_one_per_style ON retrain_jobs (style)
     WHERE status IN ('queued', 'training', 'exporting');
 """
+_POSTGRES = {"id": "BIGSERIAL PRIMARY KEY", "json": "JSONB"}
+_SQLITE = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "json": "TEXT"}
 _JOB = (
     "id, style, corpus, train_args, epochs, activate, requested_by, export_args, status, "
     "detail, progress, version, val_loss, activated, created, finished"
 )
+_IS_RUNNING = "status IN ('training', 'exporting')"
 
 
 class QueueUnavailable(Exception):
@@ -90,27 +120,165 @@ class Claimed:
     corpus_text: str | None
 
 
+def _json(value: Any) -> Any:
+    """A JSON column's value: PostgreSQL's driver decodes JSONB, SQLite's gives the text."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _job(row: tuple) -> Job:
     """A Job from the columns of _JOB, which are its first fields in order."""
-    return Job(*row[:16])
+    (id_, style, corpus, train_args, epochs, activate, requested_by, export_args) = row[:8]
+    (status, detail, progress, version, val_loss, activated, created, finished) = row[8:16]
+    return Job(
+        id_,
+        style,
+        corpus,
+        _json(train_args),
+        epochs,
+        None if activate is None else bool(activate),
+        requested_by,
+        _json(export_args),
+        status,
+        detail,
+        _json(progress),
+        version,
+        val_loss,
+        bool(activated),
+        created,
+        finished,
+    )
+
+
+def next_version(taken: Iterable[str]) -> str:
+    """The version after the highest vN of `taken`."""
+    return f"v{1 + max((int(v[1:]) for v in taken if v[1:].isdigit()), default=0)}"
 
 
 class JobQueue:
-    """The retrain_jobs table; every call opens a connection of its own."""
-
-    remote = True  # jobs run in `python -m bot worker`, and their messages are edited from here
+    """The retrain_jobs table of the database `url` names."""
 
     def __init__(self, url: str, heartbeat: float = 5.0) -> None:
-        self.url = url
+        self.url = check_database_url(url)
         self.heartbeat = heartbeat
+        self.shared = not url.startswith(SQLITE_PREFIX)  # PostgreSQL: several processes
+        if self.shared:
+            import psycopg
 
-    def _db(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return connection(self.url, _SCHEMA, QueueUnavailable, "retrain job queue's database")
+            self.backend = postgres_backend(url, STATEMENT_SECONDS)
+            self._duplicate: type[Exception] = psycopg.errors.UniqueViolation
+        else:
+            path = Path(url.removeprefix(SQLITE_PREFIX))
+            self.backend = sqlite_backend(path, STATEMENT_SECONDS)
+            self._duplicate = sqlite3.IntegrityError
+        self._db: Any = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs")
+        self._changed = asyncio.Event()
+        self._listener: asyncio.Task | None = None
+        self._closed = False
 
-    async def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
-        async with self._db() as db:
-            cursor = await db.execute(sql, params)
-            return await cursor.fetchall() if cursor.description else []
+    # In the queue's thread ---------------------------------------------------------------
+    def _connection(self) -> Any:
+        if self._db is None:
+            db = self.backend.connect()
+            try:
+                if self.shared:
+                    with db.transaction():  # processes starting together: one makes the table
+                        db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                        db.execute(_SCHEMA.format(**_POSTGRES))
+                else:
+                    db.executescript(_SCHEMA.format(**_SQLITE))
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _run(self, sql: str, params: tuple, notify: bool) -> list[tuple]:
+        try:
+            db = self._connection()
+            cursor = db.execute(sql.replace("?", self.backend.marker), params)
+            rows = cursor.fetchall() if cursor.description else []
+            if notify and rows and self.shared:
+                db.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            return rows
+        except (self.backend.error, OSError) as err:
+            db, broken = self._db, getattr(self._db, "broken", False)
+            if db is not None and (broken or getattr(db, "closed", False)):
+                self._drop()
+            raise QueueUnavailable(
+                f"the retrain job queue's database ({self.backend.name}) cannot be reached "
+                f"({str(err).strip()})"
+            ) from err
+
+    def _drop(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(self.backend.error):
+                db.close()
+
+    # On the event loop -------------------------------------------------------------------
+    async def _rows(self, sql: str, params: tuple = (), notify: bool = False) -> list[tuple]:
+        """The statement's rows; with `notify`, a change (rows returned) is announced to every
+        process waiting on `changes`."""
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(self._thread, self._run, sql, params, notify)
+        if notify and rows:
+            self._wake()
+        return rows
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changes(self, every: float) -> AsyncIterator[None]:
+        """Yield now, then after each change to the queue (made by any process) or after
+        `every` seconds without one, whichever comes first."""
+        if self.shared and self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="job-queue-listener")
+        while True:
+            changed = self._changed  # taken before the caller looks: no change goes unseen
+            yield
+            # Not wait_for: a change coinciding with a cancel of the caller would swallow the
+            # cancel there (Python < 3.12), leaving a task that was told to stop running on.
+            waiting = asyncio.ensure_future(changed.wait())
+            try:
+                await asyncio.wait({waiting}, timeout=every)
+            finally:
+                waiting.cancel()
+
+    async def _listen(self) -> None:
+        """On PostgreSQL: LISTEN on one connection of its own, reconnecting when it is lost."""
+        import psycopg
+
+        delay = 0.25
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT,
+                    application_name="poembot",
+                ) as db:
+                    await db.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.25
+                    self._wake()  # whatever changed while nobody listened
+                    async for _ in db.notifies():
+                        self._wake()
+            except (psycopg.Error, OSError) as err:
+                log.warning("retrain jobs: not listening (%s); retrying", str(err).strip())
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._drop)
+        self._thread.shutdown(wait=False)
 
     # The bot's side ----------------------------------------------------------------------
     async def enqueue(
@@ -125,9 +293,8 @@ class JobQueue:
         message: JobMessage,
     ) -> Job:
         """Queue a job; ValueError if one for this style is queued or running already. A
-        corpus that is a file here travels in the row, for a worker on another machine."""
-        import psycopg
-
+        corpus that is a file here travels in the row, for a worker on another machine (and
+        for this one after a restart, whatever became of the file)."""
         path = Path(corpus)
         text = path.read_text(encoding="utf-8") if path.is_file() else None
         try:
@@ -135,8 +302,7 @@ class JobQueue:
                 "INSERT INTO retrain_jobs (style, corpus, corpus_text, train_args, epochs, "
                 "activate, requested_by, export_args, created, guild_id, channel_id, "
                 "application_id, token, token_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                f"RETURNING {_JOB}",
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_JOB}",
                 (
                     style,
                     corpus,
@@ -153,9 +319,10 @@ class JobQueue:
                     message.token,
                     message.token_at,
                 ),
+                notify=True,
             )
         except QueueUnavailable as err:
-            if isinstance(err.__cause__, psycopg.errors.UniqueViolation):
+            if isinstance(err.__cause__, self._duplicate):
                 raise ValueError(f"a job for {style} is already queued or running") from None
             raise
         return _job(rows[0])
@@ -163,33 +330,38 @@ class JobQueue:
     async def message_posted(self, job: Job, message_id: int) -> None:
         """The job's message is posted, showing the job as it was when queued."""
         await self._rows(
-            "UPDATE retrain_jobs SET message_id = %s, shown = 0 WHERE id = %s", (message_id, job.id)
+            "UPDATE retrain_jobs SET message_id = ?, shown = 0 WHERE id = ? RETURNING id",
+            (message_id, job.id),
+            notify=True,
         )
 
     async def listing(self, limit: int = 15) -> list[Job]:
         rows = await self._rows(
-            f"SELECT {_JOB} FROM retrain_jobs ORDER BY id DESC LIMIT %s", (limit,)
+            f"SELECT {_JOB} FROM retrain_jobs ORDER BY id DESC LIMIT ?", (limit,)
         )
         return [_job(r) for r in reversed(rows)]
 
     async def cancel(self, job_id: int) -> Job:
         """Cancel a queued job at once, or mark a running one for its worker to stop;
         LookupError or ValueError saying why not."""
-        now = time.time()
+        if not 0 < job_id < 2**63:  # past what a BIGINT (or SQLite's INTEGER) holds
+            raise LookupError(f"there is no job {job_id}")
         rows = await self._rows(
             "UPDATE retrain_jobs SET status = 'cancelled', detail = 'cancelled before it "
-            "started', finished = %s, revision = revision + 1 WHERE id = %s AND status = "
+            "started', finished = ?, revision = revision + 1 WHERE id = ? AND status = "
             f"'queued' RETURNING {_JOB}",
-            (now, job_id),
+            (time.time(), job_id),
+            notify=True,
         )
         rows = rows or await self._rows(
-            "UPDATE retrain_jobs SET cancel_requested = TRUE WHERE id = %s AND status = ANY(%s) "
+            f"UPDATE retrain_jobs SET cancel_requested = TRUE WHERE id = ? AND {_IS_RUNNING} "
             f"RETURNING {_JOB}",
-            (job_id, list(RUNNING)),
+            (job_id,),
+            notify=True,
         )
         if rows:
             return _job(rows[0])
-        rows = await self._rows("SELECT status FROM retrain_jobs WHERE id = %s", (job_id,))
+        rows = await self._rows("SELECT status FROM retrain_jobs WHERE id = ?", (job_id,))
         if not rows:
             raise LookupError(f"there is no job {job_id}")
         raise ValueError(f"job {job_id} already {rows[0][0]}")
@@ -211,46 +383,76 @@ class JobQueue:
 
     async def shown(self, job_id: int, revision: int, message_id: int, kind: str) -> None:
         await self._rows(
-            "UPDATE retrain_jobs SET shown = GREATEST(shown, %s), message_id = %s, "
-            "message_kind = %s WHERE id = %s",
-            (revision, message_id, kind, job_id),
+            "UPDATE retrain_jobs SET shown = CASE WHEN shown > ? THEN shown ELSE ? END, "
+            "message_id = ?, message_kind = ? WHERE id = ?",
+            (revision, revision, message_id, kind, job_id),
         )
 
     async def reap(self) -> list[int]:
         """Fail the running jobs whose worker has missed its heartbeats; their ids."""
         now = time.time()
-        late = MISSED_BEATS * self.heartbeat
         rows = await self._rows(
-            "UPDATE retrain_jobs SET status = 'failed', finished = %s, revision = revision + 1, "
-            "detail = 'worker ' || coalesce(worker, '?') || ' stopped answering (no heartbeat "
-            "for ' || round((%s - heartbeat)::numeric, 1) || ' s); nothing live changed' "
-            "WHERE status = ANY(%s) AND heartbeat < %s RETURNING id",
-            (now, now, list(RUNNING), now - late),
+            "UPDATE retrain_jobs SET status = 'failed', finished = ?, revision = revision + 1, "
+            "detail = 'worker ' || coalesce(worker, 'unknown') || ' stopped answering (no "
+            "heartbeat for ' || CAST(round(CAST(? - heartbeat AS NUMERIC), 1) AS TEXT) || "
+            f"' s); nothing live changed' WHERE {_IS_RUNNING} AND heartbeat < ? RETURNING id",
+            (now, now, now - MISSED_BEATS * self.heartbeat),
+            notify=True,
         )
         return [r[0] for r in rows]
-
-    async def close(self) -> None:
-        return None
 
     # The worker's side -------------------------------------------------------------------
     async def claim(self, worker: str) -> Claimed | None:
         """Take the oldest queued job, if any, for `worker`."""
+        lock = " FOR UPDATE SKIP LOCKED" if self.shared else ""  # SQLite: one writer anyway
         rows = await self._rows(
-            "UPDATE retrain_jobs SET status = 'training', worker = %s, heartbeat = %s, "
+            "UPDATE retrain_jobs SET status = 'training', worker = ?, heartbeat = ?, "
             "revision = revision + 1 WHERE id = (SELECT id FROM retrain_jobs WHERE status = "
-            "'queued' ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) "
-            f"RETURNING {_JOB}, corpus_text",
+            f"'queued' ORDER BY id LIMIT 1{lock}) RETURNING {_JOB}, corpus_text",
             (worker, time.time()),
+            notify=True,
         )
         return Claimed(_job(rows[0][:16]), rows[0][16]) if rows else None
+
+    async def adopt(self, worker: str) -> list[Claimed]:
+        """On SQLite, at start: the jobs this process was running when it stopped, now
+        `worker`'s to resume (those an operator cancelled meanwhile end cancelled)."""
+        if self.shared:
+            raise ValueError("jobs are adopted only on SQLite, which one process serves")
+        now = time.time()
+        await self._rows(
+            "UPDATE retrain_jobs SET status = 'cancelled', detail = 'cancelled by an operator', "
+            f"finished = ?, revision = revision + 1 WHERE {_IS_RUNNING} AND cancel_requested "
+            "RETURNING id",
+            (now,),
+            notify=True,
+        )
+        rows = await self._rows(
+            "UPDATE retrain_jobs SET worker = ?, heartbeat = ?, detail = ?, "
+            f"revision = revision + 1 WHERE {_IS_RUNNING} RETURNING {_JOB}, corpus_text",
+            (worker, now, RESUMED),
+            notify=True,
+        )
+        return [Claimed(_job(row[:16]), row[16]) for row in sorted(rows)]
+
+    async def name_version(self, job: Job, taken: Iterable[str]) -> str:
+        """Give `job` the version after `taken` (the models folder's and the database's
+        bundles) and every version a job of its style was given; kept in its row."""
+        rows = await self._rows(
+            "SELECT version FROM retrain_jobs WHERE style = ? AND version IS NOT NULL",
+            (job.style,),
+        )
+        job.version = next_version({*taken, *(r[0] for r in rows)})
+        await self._rows("UPDATE retrain_jobs SET version = ? WHERE id = ?", (job.version, job.id))
+        return job.version
 
     async def save(self, job: Job, worker: str) -> bool:
         """Store the job's state, while it is still this worker's running job; whether it
         was (a job failed for missed heartbeats stays failed)."""
         rows = await self._rows(
-            "UPDATE retrain_jobs SET status = %s, detail = %s, progress = %s, version = %s, "
-            "val_loss = %s, activated = %s, finished = %s, heartbeat = %s, "
-            "revision = revision + 1 WHERE id = %s AND worker = %s AND status = ANY(%s) "
+            "UPDATE retrain_jobs SET status = ?, detail = ?, progress = ?, version = ?, "
+            "val_loss = ?, activated = ?, finished = ?, heartbeat = ?, "
+            f"revision = revision + 1 WHERE id = ? AND worker = ? AND {_IS_RUNNING} "
             "RETURNING id",
             (
                 job.status,
@@ -263,16 +465,16 @@ class JobQueue:
                 time.time(),
                 job.id,
                 worker,
-                list(RUNNING),
             ),
+            notify=True,
         )
         return bool(rows)
 
     async def beat(self, job: Job, worker: str) -> bool:
         """The worker is alive; whether it should stop the job (cancelled, or no longer its)."""
         rows = await self._rows(
-            "UPDATE retrain_jobs SET heartbeat = %s WHERE id = %s AND worker = %s "
-            "AND status = ANY(%s) RETURNING cancel_requested",
-            (time.time(), job.id, worker, list(RUNNING)),
+            f"UPDATE retrain_jobs SET heartbeat = ? WHERE id = ? AND worker = ? AND {_IS_RUNNING} "
+            "RETURNING cancel_requested",
+            (time.time(), job.id, worker),
         )
         return not rows or bool(rows[0][0])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -24,7 +25,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.engine.bundle import BundleError, check_name
+from bot.engine.bundle import CARD_FILE, BundleError, check_name
+from bot.engine.registry import StoredVersion
 from bot.stores.postgres import connection, listen
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,21 @@ class SharedModels:
                 "SELECT version FROM bundle_versions WHERE style = %s", (style,)
             )
             return [row[0] for row in await cursor.fetchall()]
+
+    async def catalog(self) -> list[StoredVersion]:
+        """Every stored version, oldest first, with the figures of its card."""
+        async with self._db() as db:
+            cursor = await db.execute(
+                "SELECT v.style, v.version, b.data, (SELECT sum(octet_length(s.data)) "
+                "FROM bundle_files f2 JOIN bundle_blobs s USING (sha256) "
+                "WHERE f2.style = v.style AND f2.version = v.version) "
+                "FROM bundle_versions v LEFT JOIN bundle_files f ON f.style = v.style "
+                "AND f.version = v.version AND f.name = %s "
+                "LEFT JOIN bundle_blobs b ON b.sha256 = f.sha256 ORDER BY v.stored_at",
+                (CARD_FILE,),
+            )
+            rows = await cursor.fetchall()
+        return [_stored(style, version, card, size) for style, version, card, size in rows]
 
     async def store(self, style: str, version: str, path: Path) -> None:
         """Store the bundle at `path` as style/version, unless it is stored already."""
@@ -198,6 +215,22 @@ class SharedModels:
             heard,
             self.poll_seconds,
         )
+
+
+def _stored(style: str, version: str, card: bytes | None, size: int | None) -> StoredVersion:
+    try:
+        data = json.loads(bytes(card or b"{}"))
+    except ValueError:
+        data = {}
+    val_loss = data.get("metrics", {}).get("val_loss") if isinstance(data, dict) else None
+    created = str(data.get("created_at", "")) if isinstance(data, dict) else ""
+    return StoredVersion(
+        style,
+        version,
+        val_loss if isinstance(val_loss, (int, float)) else None,
+        int(size or 0),
+        created,
+    )
 
 
 async def _read_pointers(db: Any) -> Pointers:
