@@ -87,8 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--jit",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="compile the training step with XLA (one device only)",
+        default=False,
+        help="compile the training step with XLA (one device only; slower than without on "
+        "the CPUs measured, benchmarks/results/train_options.md)",
     )
     p.add_argument(
         "--select-by",

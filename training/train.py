@@ -64,7 +64,7 @@ class TrainConfig:
     # training/speed.py; the defaults are what benchmarks/train_throughput.py found fastest.
     sampled_softmax: int = 1024  # candidates a training step; 0: the full softmax
     precision: str = "auto"  # auto, float32, bfloat16
-    jit_compile: bool = True  # XLA, on one device
+    jit_compile: bool = False  # XLA, on one device (slower here: the benchmark)
     pretrain: tuple[str, ...] = ()  # training/pretrain.py: other corpora to pretrain on
     pretrain_min_count: int = 50  # their characters rarer than this read as unknown
     epoch_chars: int | None = None  # an epoch of this many characters (else one pass)
