@@ -85,6 +85,19 @@ def test_a_validation_line_in_the_pretraining_text_is_refused_by_name(corpora, t
     assert not (tmp_path / "run" / "best.weights.h5").exists()
 
 
+def test_epoch_chars_makes_shorter_epochs_each_with_a_checkpoint(corpora, tmp_path):
+    other, target = corpora
+    run = tmp_path / "run"
+    # 16 x 32 characters a step: epochs of 2 steps over a text of ~20 steps.
+    args = ["--pretrain", str(other), "--epoch-chars", "1024", *PLAIN]
+    assert train(target, run, "--epochs", "2", *args) == 0
+    assert train(target, run, "--epochs", "3", "--resume", *args) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert state["train_chars_per_epoch"] == 1024
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    assert len((run / "progress.jsonl").read_text().splitlines()) == 3
+
+
 OPTIONS = {
     "sampled softmax": (["--sampled-softmax", "64"], "sampled in training (64 of"),
     "bfloat16": (["--precision", "bfloat16"], "bfloat16 mixed precision"),
