@@ -211,8 +211,9 @@ class CharModel(keras.Model):
         y = tf.reshape(tf.cast(targets, tf.int32), [-1])
         unk = tf.fill(tf.shape(y), self._unk_id)
         # Seeded by the step count: a new sample every step, the same one again on resume.
-        step = tf.cast(self.optimizer.iterations.value, tf.int64)
-        seed = tf.stack([tf.constant(self._seed, tf.int64), step])
+        # int32: XLA has no StatelessMultinomial with int64 seeds.
+        step = tf.cast(self.optimizer.iterations.value, tf.int32)
+        seed = tf.stack([tf.constant(self._seed, tf.int32), step])
         drawn = tf.random.stateless_categorical(self._log_q[None, :], self._sampled, seed)
         drawn = tf.cast(drawn[0], tf.int32)
         expected = np.log(self._sampled) + self._log_q
