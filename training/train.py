@@ -108,6 +108,17 @@ def windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int | None) ->
     return ds.batch(batch_size, drop_remainder=seed is not None).prefetch(tf.data.AUTOTUNE)
 
 
+def float32_model(model_cfg: ModelConfig) -> keras.Model:
+    """The model in float32 whatever the global precision policy: what scores the card's
+    figures (weights are float32 under mixed precision too, so they load or copy as they are)."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return build_model(model_cfg)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
 class RunLog(keras.callbacks.Callback):
     """Per epoch: best weights, a resumable checkpoint, history, progress line, a sample,
     early stopping on validation loss and the wall-clock budget."""
@@ -150,8 +161,11 @@ class RunLog(keras.callbacks.Callback):
         }
         if self.cfg.select_by == "full" and self.val_ids is not None:
             # The figure the card reports: every character predicted from all text before it.
+            # In float32 whatever the training precision, as the card's figure is.
+            scorer = float32_model(self.model_cfg)
+            scorer.set_weights(self.model.get_weights())
             val = evaluate_stream(
-                self.model, self.model_cfg, self.val_ids, self.vocab.unk_id, self.unk_penalty
+                scorer, self.model_cfg, self.val_ids, self.vocab.unk_id, self.unk_penalty
             )
             entry["val_loss_full"] = val
             print(f"epoch {epoch + 1}: full-context validation loss {val:.4f}", flush=True)
@@ -445,8 +459,7 @@ def _train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool, preci
         raise SystemExit("no epoch finished; nothing to report")
 
     # Scored in float32 whatever the training precision, as the export will score it.
-    keras.mixed_precision.set_global_policy("float32")
-    model = build_model(model_cfg)
+    model = float32_model(model_cfg)
     model.load_weights(run / "best.weights.h5")
     val_stream = evaluate_stream(model, model_cfg, val_ids, vocab.unk_id, unk_penalty)
     last = state["history"][-1]
