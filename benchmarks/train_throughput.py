@@ -17,6 +17,16 @@ The FLOP limit is 3 x the forward pass's matrix-multiply FLOPs per character (fo
 backward ~2x forward) over the rate numpy multiplies the same shapes at on this machine: input
 projections over the whole [batch x time] block, recurrent products one time step at a time.
 Results go to benchmarks/results/train_throughput.json and .md.
+
+    python -m benchmarks.train_throughput --options [--style tang] [--rounds 4]
+
+The speed options of training/speed.py on one style's shape (the Tang one by default), each
+alone and together, against the plain full-softmax float32 step at the card's batch: every
+configuration is built and compiled first, then they take turns, `--steps` steps each, for
+`--rounds` rounds, so a busy moment on a shared machine hits all of them alike; each one's
+rate is its median round. Beside the wall clock, the process's CPU time (all its threads): on
+a machine others share, the wall clock says what a run gets, the CPU time what a step costs.
+Results go to benchmarks/results/train_options.json and .md.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -70,16 +81,11 @@ def matmul_rate(shapes: list[tuple[int, int, int, int]], seconds: float = 2.0) -
     return flops / best
 
 
-def measure(card: dict, steps: int) -> dict[str, Any]:
-    import keras
-    import tensorflow as tf
+def card_model(card: dict):
+    """The ModelConfig of a bundle's card."""
+    from training.model import ModelConfig
 
-    from training.model import ModelConfig, NovelCharLoss, build_model
-    from training.train import windows
-
-    cfg = card["training"]["config"]
-    batch, seq = cfg["batch_size"], cfg["seq_len"]
-    model_cfg = ModelConfig(
+    return ModelConfig(
         vocab_size=card["vocab_size"],
         cell=card["cell"],
         layers=card["layers"],
@@ -87,6 +93,18 @@ def measure(card: dict, steps: int) -> dict[str, Any]:
         embedding=card["embedding"],
         dropout=card.get("dropout", 0.2),
     )
+
+
+def measure(card: dict, steps: int) -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    from training.model import NovelCharLoss, build_model
+    from training.train import windows
+
+    cfg = card["training"]["config"]
+    batch, seq = cfg["batch_size"], cfg["seq_len"]
+    model_cfg = card_model(card)
     ids = np.random.default_rng(0).integers(1, card["vocab_size"], (steps + 4) * batch * seq + 1)
     dataset = windows(ids, seq, batch, seed=1)
     model = build_model(model_cfg)
@@ -127,12 +145,137 @@ def measure(card: dict, steps: int) -> dict[str, Any]:
     }
 
 
+# (name, sampled softmax candidates, bfloat16, XLA, batch size multiplier)
+OPTIONS = [
+    ("baseline: full softmax, float32", 0, False, False, 1),
+    ("XLA", 0, False, True, 1),
+    ("bfloat16", 0, True, False, 1),
+    ("sampled softmax 1024", 1024, False, False, 1),
+    ("sampled softmax 512", 512, False, False, 1),
+    ("sampled 1024 + XLA", 1024, False, True, 1),
+    ("sampled 1024 + bfloat16", 1024, True, False, 1),
+    ("sampled 1024 + XLA + bfloat16", 1024, True, True, 1),
+    ("batch x4", 0, False, False, 4),
+    ("sampled 1024 + bfloat16, batch x4", 1024, True, False, 4),
+    ("sampled 1024 + XLA, batch x4", 1024, False, True, 4),
+    ("sampled 1024 + XLA + bfloat16, batch x4", 1024, True, True, 4),
+]
+
+
+def measure_options(card: dict, steps: int, rounds: int) -> list[dict[str, Any]]:
+    import keras
+
+    from training.model import NovelCharLoss, build_model
+    from training.train import windows
+
+    cfg = card["training"]["config"]
+    model_cfg = card_model(card)
+    rng = np.random.default_rng(0)
+    runs = []
+    for name, sampled, bf16, jit, times in OPTIONS:
+        batch, seq = cfg["batch_size"] * times, cfg["seq_len"]
+        ids = rng.integers(1, card["vocab_size"], (steps + 4) * batch * seq + 1)
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if bf16 else "float32")
+        model = build_model(model_cfg)
+        keras.mixed_precision.set_global_policy("float32")
+        if sampled:
+            model.sample_softmax(sampled, np.bincount(ids, minlength=card["vocab_size"]), 0, 0.0)
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=5.0),
+            loss=NovelCharLoss(0, 0.0),
+            jit_compile=jit,
+        )
+        data = windows(ids, seq, batch, seed=1)
+        model.fit(data.take(2), epochs=1, verbose=0)  # trace, compile, warm up
+        runs.append({"name": name, "model": model, "data": data, "chars": steps * batch * seq})
+        print(f"built {name}", flush=True)
+    rates: list[list[float]] = [[] for _ in runs]
+    cpu_rates: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for run, rate, cpu_rate in zip(runs, rates, cpu_rates, strict=True):
+            start, cpu = time.perf_counter(), time.process_time()
+            run["model"].fit(run["data"].take(steps), epochs=1, verbose=0)
+            rate.append(run["chars"] / (time.perf_counter() - start))
+            cpu_rate.append(run["chars"] / (time.process_time() - cpu))
+    base, cpu_base = statistics.median(rates[0]), statistics.median(cpu_rates[0])
+    return [
+        {
+            "option": run["name"],
+            "sampled": option[1],
+            "bfloat16": option[2],
+            "xla": option[3],
+            "batch_size": cfg["batch_size"] * option[4],
+            "seq_len": cfg["seq_len"],
+            "chars_per_second": statistics.median(rate),
+            "chars_per_second_rounds": rate,
+            "speedup": statistics.median(rate) / base,
+            "chars_per_cpu_second": statistics.median(cpu_rate),
+            "chars_per_cpu_second_rounds": cpu_rate,
+            "cpu_speedup": statistics.median(cpu_rate) / cpu_base,
+        }
+        for run, rate, cpu_rate, option in zip(runs, rates, cpu_rates, OPTIONS, strict=True)
+    ]
+
+
+def options_main(style: str, steps: int, rounds: int, out: Path) -> int:
+    from training.speed import bf16_hardware
+
+    models = ROOT / "models"
+    card = load_bundle(models / style / (active_version(models, style) or "v1")).card
+    results = measure_options(card, steps, rounds)
+    cpu = next(
+        (
+            line.partition(":")[2].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    report = {
+        "style": style,
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "bf16_hardware": bf16_hardware(),
+        "steps": steps,
+        "rounds": rounds,
+        "options": results,
+    }
+    lines = [
+        "# Training speed options",
+        "",
+        f"`python -m benchmarks.train_throughput --options --style {style} --steps {steps} "
+        f"--rounds {rounds}`: {cpu}, {os.cpu_count()} CPUs, native bfloat16: "
+        f"{report['bf16_hardware'] or 'none'}. The {style} card's shape: {card['layers']} x "
+        f"{card['cell'].upper()} {card['units']}, embedding {card['embedding']}, vocabulary "
+        f"{card['vocab_size']}, on the real tf.data windows. The configurations take turns, "
+        f"{steps} steps each, {rounds} rounds; medians of the rounds.",
+        "",
+        "| option | batch x seq | chars/s | vs baseline | chars per CPU-second | vs baseline |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['option']} | {r['batch_size']} x {r['seq_len']} | "
+            f"{r['chars_per_second']:,.0f} | {r['speedup']:.2f}x | "
+            f"{r['chars_per_cpu_second']:,.0f} | {r['cpu_speedup']:.2f}x |"
+        )
+    lines.append("")
+    write_results(out, "train_options", report, "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput", description=__doc__)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--options", action="store_true", help="measure the speed options")
+    p.add_argument("--style", default="tang", help="with --options: whose card's shape")
+    p.add_argument("--rounds", type=int, default=4, help="with --options: turns each")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.options:
+        return options_main(args.style, args.steps, args.rounds, args.out)
     models = ROOT / "models"
     report: dict[str, Any] = {}
     for style in styles(models):

@@ -539,12 +539,17 @@ def export_run(
             "training": {
                 "command": config.get("command"),
                 "config": config["train"],
+                "speed": config.get("speed", {"softmax": "full", "precision": "float32"}),
             },
             "export": {"command": command},
             "opset": OPSET,
             "tools": tool_versions(),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        if "pretraining" in config:
+            # A pretraining run's own characters seen are in its metrics.
+            card["pretraining"] = {"characters_seen": metrics["characters_seen"]}
+            card["pretraining"].update(config["pretraining"])
         card["poem"] = poem_section(corpus.name, corpus.text, unit)
         files = {MODEL_FILE: tmp / MODEL_FILE}
         if copy_guard is None:

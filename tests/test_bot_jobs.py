@@ -15,6 +15,9 @@ from .botworld import asynchronous, bot_world, footer, job_text
 from .bundles import FIXTURES
 
 pytest.importorskip("tensorflow", reason="retraining needs the train extra")
+
+from training.speed import resolve_precision
+
 pytestmark = pytest.mark.timeout(300)
 
 CORPUS = (FIXTURES / "shakespeare_excerpt.txt").read_bytes()
@@ -73,6 +76,9 @@ async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
             f"{b.card['metrics']['val_loss']:.4f}".replace(".", "\\.") for b in (v2, v1)
         )
         assert f"validation {served} vs live {live}" in channel_message.content
+        # Both jobs trained with `python -m training`'s speed defaults (bfloat16 where native).
+        for bundle in (v1, v2):
+            assert bundle.card["training"]["speed"]["precision"] == resolve_precision("auto")[1]
         _, poem = await w.poem({"style": "bard", "length": 400})
         assert "bard v2" in footer(poem)
         _, jobs = await w.run("model", w.operator, subcommand="jobs")

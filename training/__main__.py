@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from bot.corpus import KNOWN_CORPORA
     from bot.engine.bundle import CELLS
+    from training.speed import PRECISIONS
 
     p = argparse.ArgumentParser(
         prog="python -m training",
@@ -47,13 +48,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="share of each target given to the unknown id (default: estimated from the data)",
     )
-    p.add_argument("--init-from", help="start from this finished run's weights (fine-tuning)")
+    p.add_argument(
+        "--init-from",
+        help="start from this run's best weights (fine-tuning); a --pretrain run for the same "
+        "corpus also gives its vocabulary",
+    )
+    p.add_argument(
+        "--pretrain",
+        nargs="+",
+        default=[],
+        metavar="CORPUS",
+        help="pretrain: train on these corpora and --corpus's training split, validated on "
+        "--corpus's validation tail (refused if a line of it occurs in them); then fine-tune "
+        "with --init-from this run",
+    )
+    p.add_argument(
+        "--pretrain-min-count",
+        type=int,
+        default=50,
+        help="with --pretrain: their characters rarer than this read as unknown",
+    )
+    p.add_argument(
+        "--sampled-softmax",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="training scores each target against N sampled characters, not the whole "
+        "vocabulary (validation stays the full softmax); 0: the full softmax. Used only where "
+        "the vocabulary has at least 2N characters",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bfloat16 mixed precision where the hardware computes it natively "
+        "(AVX-512 BF16 or AMX, a GPU of compute capability 8+), else float32",
+    )
+    p.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="compile the training step with XLA (one device only; slower than without on "
+        "the CPUs measured, benchmarks/results/train_options.md)",
+    )
     p.add_argument(
         "--select-by",
         choices=("windowed", "full"),
         default="windowed",
         help="validation loss that picks the best epoch and early-stops: Keras's windows, or "
         "the full-context figure the card reports (about a second more per epoch)",
+    )
+    p.add_argument(
+        "--epoch-chars",
+        type=int,
+        help="an epoch (checkpoint, validation, progress line) every this many training "
+        "characters instead of one pass over the text: for long pretraining texts",
     )
     p.add_argument("--sample-chars", type=int, default=200, help="sample printed per epoch")
     p.add_argument("--seed", type=int, default=1234)
@@ -100,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         sample_chars=args.sample_chars,
         select_by=args.select_by,
         strategy=args.strategy,
+        sampled_softmax=args.sampled_softmax,
+        precision=args.precision,
+        jit_compile=args.jit,
+        pretrain=tuple(args.pretrain),
+        pretrain_min_count=args.pretrain_min_count,
+        epoch_chars=args.epoch_chars,
     )
     model_args = {
         "cell": args.cell,

@@ -144,7 +144,7 @@ def recurrent_layer(cell: str, units: int, name: str) -> keras.layers.Layer:
     return keras.layers.RNN(variant(units), return_sequences=True, return_state=True, name=name)
 
 
-def build_model(config: ModelConfig) -> keras.Model:
+def build_model(config: ModelConfig) -> CharModel:
     """The training graph: ids [batch, time] -> logits [batch, time, vocab]."""
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = keras.layers.Embedding(config.vocab_size, config.embedding, name="embedding")(ids)
@@ -153,7 +153,91 @@ def build_model(config: ModelConfig) -> keras.Model:
         x = recurrent_layer(config.cell, config.units, f"rnn_{i}")(x)[0]
         x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
     logits = keras.layers.Dense(config.vocab_size, name="logits")(x)
-    return keras.Model(ids, logits, name=f"char_{config.cell}")
+    return CharModel(ids, logits, name=f"char_{config.cell}")
+
+
+def hidden_states(model: keras.Model, ids: tf.Tensor, training: bool) -> tf.Tensor:
+    """What the logits layer reads: embedding, recurrent layers and their dropout."""
+    x = model.get_layer("dropout_in")(model.get_layer("embedding")(ids), training=training)
+    layers = sum(1 for layer in model.layers if layer.name.startswith("rnn_"))
+    for i in range(layers):
+        x = model.get_layer(f"rnn_{i}")(x, training=training)[0]
+        x = model.get_layer(f"dropout_{i}")(x, training=training)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="poembot")
+class CharModel(keras.Model):
+    """The functional char-RNN. After `sample_softmax`, its training step scores each target
+    against a sample of the vocabulary (sampled softmax, Jean et al. 2015) instead of all of
+    it: the output layer's cost, most of a step's on a large vocabulary, falls by vocab /
+    sample. Validation (`evaluate`, `fit`'s validation data), `forward` and the export always
+    compute the full softmax."""
+
+    def sample_softmax(
+        self, sampled: int, counts: np.ndarray, unk_id: int, unk_rate: float, seed: int = 0
+    ) -> None:
+        """Train with `sampled` candidates a step, drawn in proportion to counts ** 0.75 (the
+        training split's character counts, smoothed so a rare character is drawn at all),
+        with the unknown id given `unk_rate` of every target as NovelCharLoss does."""
+        q = (np.asarray(counts, np.float64) + 1.0) ** 0.75
+        self._log_q = tf.constant(np.log(q / q.sum()), tf.float32)
+        self._sampled, self._unk_id, self._unk_rate = sampled, unk_id, unk_rate
+        self._seed = seed
+
+    def train_step(self, data):
+        if not getattr(self, "_sampled", 0):
+            return super().train_step(data)
+        ids, targets = data
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss = self._sampled_loss(ids, targets)
+            # Each replica's share: the optimizer sums the replicas' gradients.
+            share = loss / replicas
+        variables = self.trainable_variables
+        self.optimizer.apply(tape.gradient(share, variables), variables)
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss)
+        return {m.name: m.result() for m in self.metrics}
+
+    def _sampled_loss(self, ids: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        """Mean sampled-softmax loss: the logits of the target, of the unknown id and of the
+        sampled candidates, each corrected by its log expected count (minus log Q), and the
+        candidates that are the target or the unknown id left out."""
+        hidden = hidden_states(self, ids, training=True)
+        kernel, bias = self.get_layer("logits").kernel, self.get_layer("logits").bias
+        h = tf.cast(tf.reshape(hidden, [-1, kernel.shape[0]]), tf.float32)
+        y = tf.reshape(tf.cast(targets, tf.int32), [-1])
+        unk = tf.fill(tf.shape(y), self._unk_id)
+        # Seeded by the step count: a new sample every step, the same one again on resume.
+        # int32: XLA has no StatelessMultinomial with int64 seeds.
+        step = tf.cast(self.optimizer.iterations.value, tf.int32)
+        seed = tf.stack([tf.constant(self._seed, tf.int32), step])
+        drawn = tf.random.stateless_categorical(self._log_q[None, :], self._sampled, seed)
+        drawn = tf.cast(drawn[0], tf.int32)
+        expected = np.log(self._sampled) + self._log_q
+        columns = tf.transpose(kernel)  # gathered rows get sparse gradients
+
+        def true_logit(c: tf.Tensor) -> tf.Tensor:
+            w = tf.gather(columns, c)
+            return tf.reduce_sum(h * w, -1) + tf.gather(bias, c) - tf.gather(expected, c)
+
+        t_y, t_unk = true_logit(y), true_logit(unk)
+        drawn_logits = (
+            tf.matmul(h, tf.gather(columns, drawn), transpose_b=True)
+            + tf.gather(bias, drawn)
+            - tf.gather(expected, drawn)
+        )
+        hit = (drawn[None, :] == y[:, None]) | (drawn[None, :] == self._unk_id)
+        drawn_logits = tf.where(hit, -1e9, drawn_logits)
+        # A target that is the unknown id is counted once, in its own column.
+        t_unk_col = tf.where(y == self._unk_id, -1e9, t_unk)
+        lse = tf.reduce_logsumexp(
+            tf.concat([t_y[:, None], t_unk_col[:, None], drawn_logits], -1), -1
+        )
+        nll = (1.0 - self._unk_rate) * (lse - t_y) + self._unk_rate * (lse - t_unk)
+        return tf.reduce_mean(nll)
 
 
 @keras.saving.register_keras_serializable(package="poembot")

@@ -34,6 +34,8 @@ from training.model import (
     evaluate_stream,
     sample_text,
 )
+from training.pretrain import check_no_leak, describe, pretraining_text, pretraining_vocab
+from training.speed import resolve_precision, sampled_size
 from training.strategy import strategy
 
 LN2 = math.log(2.0)
@@ -59,6 +61,13 @@ class TrainConfig:
     sample_chars: int = 200
     select_by: str = "windowed"  # or "full": best epoch by full-context validation loss
     strategy: str = "default"  # training/strategy.py: mirrored (local GPUs), multi-worker
+    # training/speed.py; the defaults are what benchmarks/train_throughput.py found fastest.
+    sampled_softmax: int = 1024  # candidates a training step; 0: the full softmax
+    precision: str = "auto"  # auto, float32, bfloat16
+    jit_compile: bool = False  # XLA, on one device (slower here: the benchmark)
+    pretrain: tuple[str, ...] = ()  # training/pretrain.py: other corpora to pretrain on
+    pretrain_min_count: int = 50  # their characters rarer than this read as unknown
+    epoch_chars: int | None = None  # an epoch of this many characters (else one pass)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -97,6 +106,17 @@ def windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int | None) ->
     ds = ds.map(window, num_parallel_calls=tf.data.AUTOTUNE)
     # A partial final batch would retrace the graph; training drops it, validation keeps it.
     return ds.batch(batch_size, drop_remainder=seed is not None).prefetch(tf.data.AUTOTUNE)
+
+
+def float32_model(model_cfg: ModelConfig) -> keras.Model:
+    """The model in float32 whatever the global precision policy: what scores the card's
+    figures (weights are float32 under mixed precision too, so they load or copy as they are)."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return build_model(model_cfg)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
 
 
 class RunLog(keras.callbacks.Callback):
@@ -141,8 +161,11 @@ class RunLog(keras.callbacks.Callback):
         }
         if self.cfg.select_by == "full" and self.val_ids is not None:
             # The figure the card reports: every character predicted from all text before it.
+            # In float32 whatever the training precision, as the card's figure is.
+            scorer = float32_model(self.model_cfg)
+            scorer.set_weights(self.model.get_weights())
             val = evaluate_stream(
-                self.model, self.model_cfg, self.val_ids, self.vocab.unk_id, self.unk_penalty
+                scorer, self.model_cfg, self.val_ids, self.vocab.unk_id, self.unk_penalty
             )
             entry["val_loss_full"] = val
             print(f"epoch {epoch + 1}: full-context validation loss {val:.4f}", flush=True)
@@ -258,9 +281,39 @@ def warm_start(model: keras.Model, model_cfg: ModelConfig, vocab: Vocab, source:
     return f"warm start from {source}: {mapped} of {len(vocab)} characters carried over"
 
 
+def init_run_pretraining(source: Path, corpus: Corpus) -> dict[str, Any] | None:
+    """The "pretraining" section a fine-tuning run inherits from `source`, a pretraining run
+    for this same corpus (else None): the corpora, and the characters it trained on."""
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    if "pretraining" not in config or config["corpus"]["sha256"] != corpus.sha256:
+        return None
+    state = json.loads((source / "state.json").read_text(encoding="utf-8"))
+    return {
+        **config["pretraining"],
+        "run": str(source),
+        "epochs": state["epoch"],
+        "characters_seen": state["train_chars_per_epoch"] * state["epoch"],
+        "val_loss_windowed": state["best_val_loss"],
+    }
+
+
 def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False) -> dict:
     """Train (or resume) a run; returns the final metrics also written to metrics.json."""
+    policy, precision = resolve_precision(cfg.precision)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return _train(cfg, model_cfg_args, resume, precision)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool, precision: str) -> dict:
     check_name(cfg.style, "style")
+    if cfg.pretrain and cfg.init_from:
+        raise ValueError(
+            "--pretrain and --init-from together: pretrain in one run, then fine-tune with "
+            "--init-from that run"
+        )
     if cfg.select_by not in ("windowed", "full"):
         raise ValueError(f"select_by must be 'windowed' or 'full', not {cfg.select_by!r}")
     run = Path(cfg.out)
@@ -271,35 +324,62 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
 
     corpus: Corpus = load_corpus(cfg.corpus)
     train_text, val_text = split(corpus.text)
+    others = [load_corpus(name) for name in cfg.pretrain]
+    check_no_leak(val_text, others)
+    pretraining = describe(others, cfg.pretrain_min_count) if others else None
+    init_vocab = None
+    if cfg.init_from:
+        pretraining = init_run_pretraining(Path(cfg.init_from), corpus)
+        if pretraining:  # its vocabulary, so every weight carries over
+            init_vocab = Vocab.load(Path(cfg.init_from) / "vocab.json")
     if resume and (run / "vocab.json").exists():
         vocab = Vocab.load(run / "vocab.json")  # never rebuilt: ids must match the checkpoint
     else:
         # From the training split only: validation characters it never saw read as unknown,
         # as they would for a model in service.
-        vocab = Vocab.build(train_text, min_count=cfg.min_count)
+        vocab = init_vocab or Vocab.build(train_text, min_count=cfg.min_count)
+        if others:
+            vocab = pretraining_vocab(vocab, others, cfg.pretrain_min_count)
         vocab.save(run / "vocab.json")
     model_cfg = ModelConfig(vocab_size=len(vocab), **model_cfg_args)
     unk_rate = cfg.unk_rate if cfg.unk_rate is not None else novelty_rate(train_text, vocab)
-    train_ids, _ = vocab.encode(train_text)
+    fit_text = pretraining_text(train_text, others) if others else train_text
+    train_ids, _ = vocab.encode(fit_text)
     val_ids, _ = vocab.encode(val_text)
     unk_penalty = vocab.unknown_penalty(corpus.text)
 
     steps = ((len(train_ids) - 1) // cfg.seq_len - 1) // cfg.batch_size
     if steps < 1:
         raise SystemExit(
-            f"the training split ({len(train_ids):,} chars) is smaller than one batch of "
+            f"the training text ({len(train_ids):,} chars) is smaller than one batch of "
             f"{cfg.batch_size} x {cfg.seq_len} characters: lower --batch-size or --seq-len"
         )
+    if cfg.epoch_chars:  # shorter "epochs" on a long text: a checkpoint every epoch_chars
+        steps = max(1, cfg.epoch_chars // (cfg.batch_size * cfg.seq_len))
     distribution = strategy(cfg.strategy)
-    if distribution.num_replicas_in_sync > 1:
+    one_device = distribution.num_replicas_in_sync == 1
+    if not one_device:
         print(f"training on {distribution.num_replicas_in_sync} replicas", flush=True)
+    sampled = sampled_size(cfg.sampled_softmax, len(vocab))
+    jit = cfg.jit_compile and one_device
+    speed = {
+        "softmax": (
+            f"sampled in training ({sampled} of {len(vocab)} characters a step), full in validation"
+            if sampled
+            else "full"
+        ),
+        "precision": precision,
+        "jit_compile": jit,
+    }
+    sources = [corpus.sha256, *(other.sha256 for other in others)]
     state_path = run / "state.json"
     if resume and state_path.exists() and (run / "last.keras").exists():
         state = json.loads(state_path.read_text(encoding="utf-8"))
-        if state.get("corpus_sha256") != corpus.sha256:
-            raise SystemExit(f"{run} was trained on another corpus; refusing to resume")
+        if state.get("corpus_sha256") != corpus.sha256 or state.get("sources", sources) != sources:
+            raise SystemExit(f"{run} was trained on other corpora; refusing to resume")
         with distribution.scope():
             model = keras.models.load_model(run / "last.keras")
+        model.jit_compile = jit
         print(f"resuming {run} after epoch {state['epoch']}", flush=True)
     else:
         state = {
@@ -310,6 +390,7 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
             "training_seconds": 0.0,
             "history": [],
             "corpus_sha256": corpus.sha256,
+            "sources": sources,
         }
         with distribution.scope():
             model = build_model(model_cfg)
@@ -325,7 +406,11 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
             model.compile(
                 optimizer=keras.optimizers.Adam(schedule, global_clipnorm=cfg.clipnorm),
                 loss=NovelCharLoss(vocab.unk_id, unk_rate),
+                jit_compile=jit,
             )
+    if sampled:
+        counts = np.bincount(train_ids, minlength=len(vocab))
+        model.sample_softmax(sampled, counts, vocab.unk_id, unk_rate, cfg.seed)
 
     state["train_chars_per_epoch"] = steps * cfg.batch_size * cfg.seq_len
     write_json(
@@ -342,20 +427,28 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
                 "train_characters": len(train_text),
                 "validation_characters": len(val_text),
             },
+            "speed": speed,
+            **({"pretraining": pretraining} if pretraining else {}),
         },
     )
+    print(f"speed: {json.dumps(speed)}", flush=True)
     model.summary(print_fn=lambda line, **_: print(line, flush=True))
     print(
         f"corpus {corpus.name}: {len(corpus.text):,} chars, vocab {len(vocab):,}, "
         f"train {len(train_ids):,} / validation {len(val_ids):,}, unknown rate {unk_rate:.4f}",
         flush=True,
     )
+    if others:
+        names = ", ".join(f"{o.name} ({len(o.text):,} chars)" for o in others)
+        print(f"pretraining on {names} and the training split of {corpus.name}", flush=True)
 
     already_stopped = state.get("stopped") and "early stop" in str(state.get("stopped"))
     if state["epoch"] < cfg.epochs and not already_stopped:
         deadline = time.time() + cfg.max_minutes * 60 if cfg.max_minutes else None
+        data = windows(train_ids, cfg.seq_len, cfg.batch_size, seed=cfg.seed + state["epoch"])
         model.fit(
-            windows(train_ids, cfg.seq_len, cfg.batch_size, seed=cfg.seed + state["epoch"]),
+            data.repeat() if cfg.epoch_chars else data,
+            steps_per_epoch=steps if cfg.epoch_chars else None,
             validation_data=windows(val_ids, cfg.seq_len, cfg.batch_size, seed=None),
             epochs=cfg.epochs,
             initial_epoch=state["epoch"],
@@ -365,6 +458,8 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
     if not (run / "best.weights.h5").exists():
         raise SystemExit("no epoch finished; nothing to report")
 
+    # Scored in float32 whatever the training precision, as the export will score it.
+    model = float32_model(model_cfg)
     model.load_weights(run / "best.weights.h5")
     val_stream = evaluate_stream(model, model_cfg, val_ids, vocab.unk_id, unk_penalty)
     last = state["history"][-1]
@@ -387,6 +482,7 @@ def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False
         "chars_per_second": round(
             state["train_chars_per_epoch"] * state["epoch"] / max(state["training_seconds"], 1e-9)
         ),
+        "characters_seen": state["train_chars_per_epoch"] * state["epoch"],
         "parameters": count_parameters(model),
         "stopped": state.get("stopped") or "finished the planned epochs",
         "final_lr": last["lr"],
