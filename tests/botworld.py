@@ -127,9 +127,12 @@ WRITING = tuple(WORDS["writing"].values())
 
 
 def still_writing(message) -> bool:
-    """Whether a reply is a poem still being written (its "writing…" marker, any language)."""
-    texts = [message.content, *((e.get("footer") or {}).get("text", "") for e in message.embeds)]
-    return any(marker in text for text in texts for marker in WRITING)
+    """Whether a reply is a poem still being written: its "writing…" marker (any language) as
+    an embed's footer or as the subtext line that ends a plain-text reply, never merely inside
+    text that quotes it (a refusal naming what the user typed)."""
+    footers = [(e.get("footer") or {}).get("text", "") for e in message.embeds]
+    last = message.content.rsplit("\n", 1)[-1]
+    return any(f == m for f in footers for m in WRITING) or any(last == f"-# {m}" for m in WRITING)
 
 
 def job_text(record) -> str:
