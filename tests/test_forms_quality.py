@@ -10,7 +10,6 @@ a writer (a candidate advanced its own way leaves the original as it was).
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import math
 import statistics
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from bot.engine.bundle import active_version
+from bot.engine.constraints import fork
 from bot.engine.scheduler import Generation, Limits, Request, Scheduler
 from bot.engine.sessions import StepModel
 from bot.forms import catalog, english, lyrics, tang
@@ -212,19 +212,7 @@ def _index() -> Any:
     return catalog.line_index(bundle("shakespeare"), model("shakespeare").bundle.card)
 
 
-# --- the engine's fork --------------------------------------------------------------------
-
-
-def fork(writer: Any) -> Any:
-    """The engine's fork (issue 22): a shallow copy, with each list, set or dict attribute
-    copied, and an attribute that is itself a writer forked the same way."""
-    twin = copy.copy(writer)
-    for name, value in vars(writer).items():
-        if isinstance(value, (list, set, dict)):
-            setattr(twin, name, copy.copy(value))
-        elif hasattr(value, "allowed") and hasattr(value, "advance"):
-            setattr(twin, name, fork(value))
-    return twin
+# --- the engine's fork (bot/engine/constraints.py) -------------------------------------
 
 
 def writers() -> dict[str, tuple[Any, str, str, str]]:
