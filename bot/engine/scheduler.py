@@ -157,8 +157,6 @@ class _Row:
     told: int = 0  # characters of `out` the listener has heard
     error: Exception | None = None  # why the row cannot go on (its writer got stuck)
     group: _Group | None = None  # the request's candidate rows, when it has several
-    logp: float = 0.0  # the line's log-probability so far (candidates only)
-    chars: int = 0  # characters in it
     parked: _Parked | None = None  # where the candidate stood when its line ended
 
 
@@ -260,7 +258,10 @@ class _Columns:
     guard: np.ndarray  # [rows, k - 1]: each row's copy-guard context ([rows, 0] without one)
     guard_hash: np.ndarray  # [rows] uint64: each context's hash
     grouped: np.ndarray  # whether each row is one of its request's candidates
+    by_line: np.ndarray  # whether a candidate's line (not its whole poem) is chosen
     parked: np.ndarray  # whether each row is a candidate waiting for its group's choice
+    logp: np.ndarray  # a candidate's log-probability of its line so far
+    chars: np.ndarray  # and the characters in it
 
     @classmethod
     def of(cls, rows: list[_Row], order: int = 0, guard: int = 0) -> _Columns:
@@ -281,7 +282,10 @@ class _Columns:
             np.array([r.guard for r in rows], np.int64).reshape(len(rows), guard),
             np.array([r.guard_hash for r in rows], np.uint64),
             np.array([r.group is not None for r in rows], bool),
+            np.array([r.request.candidate_unit == "line" for r in rows], bool),
             np.zeros(len(rows), bool),
+            np.zeros(len(rows), np.float64),
+            np.zeros(len(rows), np.int64),
         )
 
     def extend(self, other: _Columns) -> _Columns:
@@ -335,6 +339,7 @@ class Scheduler:
         self._cols = self._columns([])
         self.guarded_steps = 0  # row-steps at which the copy guard banned something
         self.masks = Masks(self.vocab)
+        self._line_end = self.masks.of(LINE_ENDS)  # ids that end a candidate's line
         self._feeding = False  # some row reads its prompt one step at a time (no prefill graph)
         self._cancelled = False  # some row's caller gave up since the last step
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"step-{model.bundle.style}")
@@ -648,20 +653,17 @@ class Scheduler:
         """After a step, for candidate rows: add each character's log-probability to its line;
         park each candidate whose line (or poem, or length, or luck) has ended; where a whole
         group is parked, choose its line. Returns the states, with chosen ones copied in."""
-        rows, cols, chars = self._rows, self._cols, self.vocab.chars
-        ended = []
-        for i, token, lp in zip(index.tolist(), picked.tolist(), logp.tolist(), strict=True):
-            row = rows[i]
-            row.logp += lp
-            row.chars += 1
-            line = row.request.candidate_unit == "line" and chars[token] in LINE_ENDS
-            if line or cols.left[i] <= 0 or row.error is not None:
-                ended.append(i)
-        if not ended:
+        rows, cols = self._rows, self._cols
+        cols.logp[index] += logp
+        cols.chars[index] += 1
+        # A stuck row (its writer or the copy guard) has nothing left to write either.
+        line = self._line_end[picked] & cols.by_line[index]
+        ended = index[line | (cols.left[index] <= 0)]
+        if not ended.size:
             return states
         host = self.model.host(states)
-        chosen = False
-        for i in ended:
+        where: dict[int, int] | None = None  # row -> its index, once a group is chosen
+        for i in ended.tolist():
             row = rows[i]
             cols.parked[i] = True
             row.parked = _Parked(
@@ -675,20 +677,21 @@ class Scheduler:
             )
             group = row.group
             if all(m.parked is not None for m in group.members):
-                if not chosen:
+                if where is None:
                     host = [np.array(s) for s in host]  # written in below
-                    chosen = True
-                self._choose(group, host)
-        return self.model.to_device(host) if chosen else states
+                    where = {id(r): j for j, r in enumerate(rows)}
+                self._choose(group, host, where)
+        return self.model.to_device(host) if where is not None else states
 
-    def _choose(self, group: _Group, host: list[np.ndarray]) -> None:
+    def _choose(self, group: _Group, host: list[np.ndarray], where: dict[int, int]) -> None:
         """Every candidate's line is written: the best-scored one (mean log-probability per
         character, less its writer's penalty; a rejected or stuck one only when all are) is
         copied into every row of the group, which writes the next line from it."""
-        members = group.members
+        members, cols = group.members, self._cols
         scores, keys = [], []
         for k, m in enumerate(members):
-            mean = m.logp / max(m.chars, 1)
+            i = where[id(m)]
+            mean = float(cols.logp[i]) / max(int(cols.chars[i]), 1)
             penalty = m.rules.penalty() if m.rules is not None and m.error is None else 0.0
             score = mean - penalty if math.isfinite(penalty) else -math.inf
             scores.append(score if m.error is None else -math.inf)
@@ -697,8 +700,7 @@ class Scheduler:
         winner = members[best]
         texts = tuple(self.vocab.decode(m.out[group.start :]) for m in members)
         group.lines.append(LineChoice(texts, tuple(scores), best))
-        parked, cols = winner.parked, self._cols
-        where = {id(r): i for i, r in enumerate(self._rows)}
+        parked = winner.parked
         for m in members:
             i = where[id(m)]
             for state, value in zip(host, parked.states, strict=True):
@@ -711,7 +713,7 @@ class Scheduler:
                 m.out = list(winner.out)
                 m.rules = winner.rules.fork() if winner.rules is not None else None
                 m.error = winner.error
-            m.logp, m.chars = 0.0, 0
+            cols.logp[i], cols.chars[i] = 0.0, 0
         for m in members:
             m.parked = None
         group.start = len(winner.out)
