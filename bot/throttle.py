@@ -71,14 +71,24 @@ class Throttle:
 
 
 class Slot:
+    """A channel's slot, held from `take` until `release` (or the end of its `with` block)."""
+
     def __init__(self, writing: dict[int, list[float]], channel_id: int, end: float) -> None:
         self._writing, self._channel_id, self._end = writing, channel_id, end
+        self._held = True
+
+    def release(self) -> None:
+        """Free the slot (once: later calls do nothing)."""
+        if not self._held:
+            return
+        self._held = False
+        ends = self._writing[self._channel_id]
+        ends.remove(self._end)
+        if not ends:
+            del self._writing[self._channel_id]
 
     def __enter__(self) -> Slot:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        ends = self._writing[self._channel_id]
-        ends.remove(self._end)
-        if not ends:
-            del self._writing[self._channel_id]
+        self.release()

@@ -4,6 +4,7 @@ their poem or a clear answer, once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -165,3 +166,30 @@ async def test_a_killed_or_overdue_training_job_fails_and_changes_nothing(tmp_pa
         assert w.bot.registry.live("verse").version == "v1"
         _, jobs = await w.run("model", w.operator, subcommand="jobs")
         assert "job 1 · bard · failed" in jobs.content and "job 2 · bard · failed" in jobs.content
+
+
+class _SlowToRemember(SQLChannelSettings):
+    """A store whose poem records are written only when the test lets them."""
+
+    def __init__(self, backend) -> None:
+        super().__init__(backend)
+        self.let = asyncio.Event()
+
+    async def remember_poem(self, poem) -> None:
+        await self.let.wait()
+        await super().remember_poem(poem)
+
+
+@asynchronous
+async def test_a_finished_poem_frees_its_channel_slot_before_its_record_is_saved(tmp_path):
+    # One poem at a time in the channel; the first poem's record is slow to save. The user has
+    # seen it finished, so the next user in the channel is served, not told it is full.
+    store = _SlowToRemember(sqlite_backend(tmp_path / "data" / "settings.sqlite3"))
+    settings = make_settings(tmp_path, make_models(tmp_path), channel_concurrency=1)
+    async with bot_world(tmp_path, settings=settings, store=store) as w:
+        _, first = await w.poem({"style": "verse", "length": 20})
+        assert first.embeds
+        _, second = await w.poem({"style": "verse", "length": 20}, user=w.moderator)
+        assert second.embeds and not second.ephemeral, second.content
+        store.let.set()
+        assert not w.discord.violations

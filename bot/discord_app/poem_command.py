@@ -36,7 +36,7 @@ from bot.forms.rules import FormError
 from bot.poems import MAX_SEED, PoemOptions, plan_poem, plan_request
 from bot.stores.channel_settings import ChannelSettings, PoemRecord, SettingsUnavailable
 from bot.stores.settings_cache import ChannelSettingsCache
-from bot.throttle import Throttle, Throttled
+from bot.throttle import Slot, Throttle, Throttled
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class PoemCommand:
             raise UserError("cooldown", seconds=err.seconds) from None
         with slot:
             asked = dataclasses.replace(options, style=chosen)
-            await self.reply(interaction, live, asked, request, poem, saved, note, heading)
+            await self.reply(interaction, live, asked, request, poem, saved, note, heading, slot)
 
     async def reply(
         self,
@@ -283,9 +283,11 @@ class PoemCommand:
         saved: ChannelSettings,
         note: str | None = None,
         heading: str | None = None,
+        slot: Slot | None = None,
     ) -> None:
         """Write (showing the poem as it grows), and put the finished poem, or why there is
-        none, in the deferred reply."""
+        none, in the deferred reply. The channel's `slot` is freed once the poem is written,
+        before it is shown: a poem a user sees finished no longer fills the channel."""
         chosen, locale = asked.style, interaction.locale
         title = str(live.bundle.card.get("display_name", chosen))
         if heading:
@@ -308,6 +310,8 @@ class PoemCommand:
         except (Busy, ValueError, UnknownStyle) as err:
             failure = err
         finally:
+            if slot is not None:
+                slot.release()
             await stream.close()  # no edit in flight from here on
         if failure is not None:
             if isinstance(failure, Busy):
