@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import threading
 
 import numpy as np
 import onnx
@@ -436,3 +438,27 @@ def test_cuda_keeps_the_state_on_the_device_and_matches_the_cpu(bundle_path, mod
     assert all(s.device_name().lower() == "cuda" for s in states)
     text = run(generate_all(Scheduler(gpu), [Request(prompt=LONG_PROMPT, length=50, seed=1)]))
     assert len(text[0].text) == len(LONG_PROMPT) + 50
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are Linux's")
+def test_the_step_thread_gives_way_to_the_event_loop(model):
+    # The loop acknowledges Discord within 3 s; steps can wait. The OS must favour the loop.
+    seen = {}
+
+    class Watched(StepModel):
+        def step(self, ids, states):
+            tid = threading.get_native_id()
+            seen["step"] = os.getpriority(os.PRIO_PROCESS, tid)
+            return super().step(ids, states)
+
+    watched = Watched.__new__(Watched)
+    watched.__dict__.update(model.__dict__)
+
+    async def scenario():
+        seen["loop"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        scheduler = Scheduler(watched, Limits())
+        await scheduler.generate(Request(length=5, seed=1))
+        await scheduler.close()
+
+    run(scenario())
+    assert seen["step"] > seen["loop"]

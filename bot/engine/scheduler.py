@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -230,6 +232,16 @@ def _own(scores: np.ndarray) -> np.ndarray:
     return scores if scores.flags.writeable and scores.base is None else scores.copy()
 
 
+def _yield_to_the_loop() -> None:
+    """In a step thread (Linux): lower its priority by STEP_THREAD_NICE, so that the event
+    loop, which acknowledges Discord's interactions, gets a core first whenever both want one.
+    Measured under `make load` with 8 candidates a line: ack p50 halved (41 -> 21 ms)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed: as before
+        tid = threading.get_native_id()
+        nice = os.getpriority(os.PRIO_PROCESS, tid) + STEP_THREAD_NICE
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
 def _fail(rows: list[_Row], err: Exception) -> None:
     for row in rows:
         if not row.future.done():
@@ -238,6 +250,7 @@ def _fail(rows: list[_Row], err: Exception) -> None:
 
 UNIFORM_BLOCK = 64  # draws taken from a row's random stream at a time
 BURST_SECONDS = 0.02  # longest run of steps in the worker before the event loop gets the batch
+STEP_THREAD_NICE = 10  # how much less a step thread is favoured than the event loop (Linux nice)
 
 
 @dataclass
@@ -342,7 +355,9 @@ class Scheduler:
         self._line_end = self.masks.of(LINE_ENDS)  # ids that end a candidate's line
         self._feeding = False  # some row reads its prompt one step at a time (no prefill graph)
         self._cancelled = False  # some row's caller gave up since the last step
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"step-{model.bundle.style}")
+        self._executor = ThreadPoolExecutor(
+            1, thread_name_prefix=f"step-{model.bundle.style}", initializer=_yield_to_the_loop
+        )
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
