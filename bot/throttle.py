@@ -40,11 +40,23 @@ class Throttle:
         self._last_start: dict[int, float] = {}
         self._writing: dict[int, list[float]] = {}  # channel -> expected ends of its poems
 
+    def check(self, user_id: int, channel_id: int) -> None:
+        """Throttled if `take` would refuse now; changes nothing (an answer before any wait)."""
+        self._refusal(user_id, channel_id, self.clock())
+
     def take(self, user_id: int, channel_id: int, seconds: float = 0.0) -> Slot:
-        """One of the channel's slots, held until the returned Slot's `with` block ends;
-        `seconds` is how long the poem is expected to take. Throttled if the user is inside
-        their cooldown or the channel is full (with when its first poem should be done)."""
+        """One of the channel's slots, held until the returned Slot is released (or its `with`
+        block ends); `seconds` is how long the poem is expected to take. Throttled if the user
+        is inside their cooldown or the channel is full (with when its first poem should be
+        done)."""
         now = self.clock()
+        self._refusal(user_id, channel_id, now)
+        self._last_start[user_id] = now
+        end = now + seconds
+        self._writing.setdefault(channel_id, []).append(end)
+        return Slot(self._writing, channel_id, end)
+
+    def _refusal(self, user_id: int, channel_id: int, now: float) -> None:
         if len(self._last_start) > 10_000:  # keep memory bounded under a flood of users
             horizon = now - self.user_cooldown
             self._last_start = {u: t for u, t in self._last_start.items() if t > horizon}
@@ -53,7 +65,7 @@ class Throttle:
             raise Throttled(
                 f"You can ask for another poem in {math.ceil(wait)} s.", wait, "cooldown"
             )
-        ends = self._writing.setdefault(channel_id, [])
+        ends = self._writing.get(channel_id, [])
         if len(ends) >= self.channel_concurrency:
             # A poem running late still frees its slot soon: never promise less than a second.
             wait = max(1.0, min(ends) - now)
@@ -64,10 +76,6 @@ class Throttle:
                 "channel",
                 len(ends),
             )
-        self._last_start[user_id] = now
-        end = now + seconds
-        ends.append(end)
-        return Slot(self._writing, channel_id, end)
 
 
 class Slot:

@@ -344,8 +344,10 @@ async def test_user_cooldown_and_channel_cap_answer_privately_with_the_wait(tmp_
     async with bot_world(tmp_path, settings=settings) as w:
         _, first = await w.poem({"style": "verse", "length": 10})
         assert first.embeds
-        _, again = await w.poem({"style": "verse", "length": 10})
+        record, again = await w.poem({"style": "verse", "length": 10})
         assert again.ephemeral and "another poem in" in again.content
+        # Refused at once, to the user alone: the channel never sees a "thinking…" for it.
+        assert (await record.first_response()).type == 4 and len(record.messages) == 1
         wait = int(again.content.split(" in ")[1].split()[0])
         assert 25 <= wait <= 30
         # Two other users fill the channel with long poems; a third is told to wait.

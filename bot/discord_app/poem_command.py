@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import discord
@@ -105,8 +105,7 @@ class PoemCommand:
             options = PoemOptions(
                 style, prompt or "", length, temperature, seed, form, acrostic, script
             )
-            async with acknowledged(interaction), self.gate.answering():
-                await self.write(interaction, options)
+            await self.serve(interaction, lambda: self.write(interaction, options))
 
         @poem.autocomplete("style")
         async def poem_style(interaction: discord.Interaction, current: str):
@@ -134,8 +133,7 @@ class PoemCommand:
         of it, begins the poem (or, too long for the form's opening, is read before it)."""
 
         async def from_message(interaction: discord.Interaction, message: discord.Message):
-            async with acknowledged(interaction), self.gate.answering():
-                await self.write_from(interaction, message)
+            await self.serve(interaction, lambda: self.write_from(interaction, message))
 
         return app_commands.ContextMenu(name=MENU_NAME, callback=from_message)
 
@@ -153,44 +151,57 @@ class PoemCommand:
         view.stop()
         return view
 
+    async def serve(
+        self, interaction: discord.Interaction, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Do `work` for a request of a poem: refused at once, privately and with one call,
+        when the throttle refuses it (a check in memory, before anything that may wait: no
+        public "thinking…" that comes and goes); else acknowledged publicly first."""
+        try:
+            self.throttle.check(interaction.user.id, interaction.channel_id or 0)
+        except Throttled as err:
+            text = _throttled(err).text(interaction.locale)
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        async with acknowledged(interaction), self.gate.answering():
+            await work()
+
     async def press(self, interaction: discord.Interaction, poem_id: int, again: bool) -> None:
         """Again (a new seed, the same options) or Continue (a new poem after this one's end),
         as a reply to the poem; errors reach the presser privately, in their language."""
-        async with acknowledged(interaction), self.gate.answering():
+        await self.serve(interaction, lambda: self._pressed(interaction, poem_id, again))
+
+    async def _pressed(self, interaction: discord.Interaction, poem_id: int, again: bool) -> None:
+        try:
             try:
-                try:
-                    record = await asyncio.wait_for(self.store.recall_poem(poem_id), RECALL_SECONDS)
-                except (SettingsUnavailable, asyncio.TimeoutError):
-                    raise UserError("poem-unavailable") from None
-                if record is None:
-                    raise UserError("poem-forgotten")
-                options = PoemOptions.from_json(record.options)
-                if again:
-                    options = dataclasses.replace(options, seed=None)
-                else:
-                    cap = self.settings.limits.max_length + self.settings.limits.max_prompt
-                    context = f"{options.context}{record.text}"[-cap:]
-                    options = dataclasses.replace(
-                        options, prompt="", acrostic=None, seed=None, context=context
-                    )
-                options = dataclasses.replace(options, style=record.style)
-                note = None
-                live = (
-                    self.registry.live(record.style)
-                    if record.style in self.registry.styles()
-                    else None
+                record = await asyncio.wait_for(self.store.recall_poem(poem_id), RECALL_SECONDS)
+            except (SettingsUnavailable, asyncio.TimeoutError):
+                raise UserError("poem-unavailable") from None
+            if record is None:
+                raise UserError("poem-forgotten")
+            options = PoemOptions.from_json(record.options)
+            if again:
+                options = dataclasses.replace(options, seed=None)
+            else:
+                cap = self.settings.limits.max_length + self.settings.limits.max_prompt
+                context = f"{options.context}{record.text}"[-cap:]
+                options = dataclasses.replace(
+                    options, prompt="", acrostic=None, seed=None, context=context
                 )
-                if live is not None and live.version != record.version:
-                    note = say(
-                        interaction.locale, "not-live", live=live.version, old=record.version
-                    )
-                heading = None if again else say(interaction.locale, "continued")
-                await self.write(interaction, options, note=note, heading=heading)
-            except UserError:
-                raise
-            except Exception:
-                log.exception("button %s on poem %d failed", "again" if again else "more", poem_id)
-                raise UserError("went-wrong") from None
+            options = dataclasses.replace(options, style=record.style)
+            note = None
+            live = (
+                self.registry.live(record.style) if record.style in self.registry.styles() else None
+            )
+            if live is not None and live.version != record.version:
+                note = say(interaction.locale, "not-live", live=live.version, old=record.version)
+            heading = None if again else say(interaction.locale, "continued")
+            await self.write(interaction, options, note=note, heading=heading)
+        except UserError:
+            raise
+        except Exception:
+            log.exception("button %s on poem %d failed", "again" if again else "more", poem_id)
+            raise UserError("went-wrong") from None
 
     async def write_from(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The message menu: the channel's style and temperature; the message's text (what
@@ -266,9 +277,7 @@ class PoemCommand:
                 interaction.user.id, interaction.channel_id or 0, scheduler.estimate(request)
             )
         except Throttled as err:
-            if err.kind == "channel":
-                raise UserError("channel-full", count=err.count, seconds=err.seconds) from None
-            raise UserError("cooldown", seconds=err.seconds) from None
+            raise _throttled(err) from None
         with slot:
             asked = dataclasses.replace(options, style=chosen)
             await self.reply(interaction, live, asked, request, poem, saved, note, heading, slot)
@@ -378,6 +387,13 @@ class PoemCommand:
             log.warning("a poem's buttons were taken off: its options could not be saved (%s)", err)
             return False
         return True
+
+
+def _throttled(err: Throttled) -> UserError:
+    """What the user is told when the throttle refuses them."""
+    if err.kind == "channel":
+        return UserError("channel-full", count=err.count, seconds=err.seconds)
+    return UserError("cooldown", seconds=err.seconds)
 
 
 @contextlib.asynccontextmanager
