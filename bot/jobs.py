@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from bot.engine.bundle import CARD_FILE
 from bot.engine.registry import SharedVersions, UnknownStyle
+from bot.engine.scheduler import STEP_THREAD_NICE
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ SIZES: dict[str, list[str]] = {
     "medium": ["--layers", "2", "--units", "256", "--embedding", "64", "--batch-size", "32"],
     "large": ["--layers", "2", "--units", "512", "--embedding", "64", "--batch-size", "32"],
 }
+CHILD_NICE = STEP_THREAD_NICE + 5  # training children: below the step threads, below the loop
 _EXPORTED = re.compile(r"^exported (\S+)/(\S+)$", re.MULTILINE)
 
 
@@ -246,6 +248,14 @@ class JobRunner:
             kept = f"; {live.version} stays live" if live else ""
             await self._finish(job, "succeeded", f"{job.version} saved ({comparison}){kept}")
 
+    def _prepare_child(self) -> None:
+        """In the child before it starts: below the bot's step threads in priority (a retrain
+        never slows the poems being written beside it), then the runner's own preparation."""
+        with contextlib.suppress(OSError):
+            os.nice(CHILD_NICE)
+        if self.preexec is not None:
+            self.preexec()
+
     async def _child(
         self, job: Job, argv: list[str], logfile: Path, started: float, watch: Path | None = None
     ) -> bool:
@@ -256,7 +266,7 @@ class JobRunner:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=self.preexec,
+                preexec_fn=self._prepare_child,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             try:

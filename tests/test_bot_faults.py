@@ -152,6 +152,10 @@ async def test_a_killed_or_overdue_training_job_fails_and_changes_nothing(tmp_pa
         await record.wait_for(lambda r: "training" in job_text(r), timeout=60)
         job = await w.discord.wait_for(lambda: w.bot.worker.runner.jobs.get(1), timeout=30)
         await w.discord.wait_for(lambda: job._process is not None, timeout=30)
+        # A retrain runs below the bot's step threads: it never slows the poems beside it.
+        assert os.getpriority(os.PRIO_PROCESS, job._process.pid) > os.getpriority(
+            os.PRIO_PROCESS, 0
+        )
         os.killpg(job._process.pid, signal.SIGKILL)
         text = await record.wait_for(lambda r: "failed" in job_text(r) and job_text(r), timeout=60)
         assert "killed by signal 9" in text
