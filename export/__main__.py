@@ -21,7 +21,7 @@ def derive_main(argv: list[str]) -> int:
         prog="python -m export derive",
         description="Add to existing bundles, without a training run: the prompt prefill graph "
         "and the int8 step graph (from their own model.onnx); with --poem, the card's poem "
-        "section; with --copy-guard, a copy guard.",
+        "section; with --copy-guard, a copy guard; with --ngram, an n-gram model.",
     )
     p.add_argument("bundles", type=Path, nargs="+", help="bundle folders, models/STYLE/VERSION")
     p.add_argument("--corpus", help="the corpus the bundle was trained on (default: the card's)")
@@ -40,18 +40,38 @@ def derive_main(argv: list[str]) -> int:
         help="only add a copy guard: no K consecutive characters of the training split are "
         "ever written (the graphs stay as they are)",
     )
-    p.add_argument("--new-version", help="with --copy-guard: write it as this new version")
+    p.add_argument(
+        "--ngram",
+        type=int,
+        metavar="ORDER",
+        help="only add a Kneser-Ney n-gram model of this order, fitted on the training split "
+        "and mixed with the network as served (replacing any the bundle had)",
+    )
+    p.add_argument(
+        "--ngram-weight",
+        type=float,
+        default=DEFAULT_WEIGHT,
+        help=f"with --ngram: the network's share of the mixture, in (0, 1) (default "
+        f"{DEFAULT_WEIGHT})",
+    )
+    p.add_argument(
+        "--new-version", help="with --copy-guard or --ngram: write it as this new version"
+    )
     args = p.parse_args(argv)
 
     from bot.corpus import CorpusError
     from bot.engine.bundle import BundleError
     from export.graphs import GraphError
-    from export.onnx_export import ExportError, add_guard, add_poem, derive
+    from export.onnx_export import ExportError, add_guard, add_ngram, add_poem, derive
 
+    if args.new_version and args.copy_guard is None and args.ngram is None:
+        p.error("--new-version goes with --copy-guard or --ngram")
     for path in args.bundles:
         try:
             if args.copy_guard is not None:
                 add_guard(path, args.copy_guard, args.corpus, args.new_version)
+            elif args.ngram is not None:
+                add_ngram(path, args.ngram, args.ngram_weight, args.corpus, args.new_version)
             elif args.poem:
                 add_poem(path, args.corpus, args.unit)
             else:

@@ -9,6 +9,7 @@ coupled: plain arithmetic). Parity is measured against the trained Keras model i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -16,12 +17,13 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bot.corpus import KNOWN_CORPORA, load_corpus, split
+from bot.corpus import KNOWN_CORPORA, Corpus, load_corpus, split
 from bot.engine.bundle import (
     INT8_FILE,
     MODEL_FILE,
@@ -301,14 +303,20 @@ def add_derived_graphs(
     return fields
 
 
+def trained_on(bundle: Bundle, corpus: str | None = None) -> Corpus:
+    """The corpus `bundle` was trained on (the card's, or `corpus`), checked by its sha256."""
+    text = load_corpus(corpus or bundle.card["corpus"]["name"])
+    if text.sha256 != bundle.card["corpus"]["sha256"]:
+        raise ExportError(f"{text.source} is not the corpus {bundle.path} was trained on")
+    return text
+
+
 def derive(bundle_path: Path, corpus: str | None = None, int8: bool = True, log=print) -> Bundle:
     """Add the prefill (and int8) graphs to a bundle that already exists, from its own
     model.onnx: no TensorFlow, no training run. The corpus (the card's, or `corpus`) scores the
     int8 model. The bundle is rebuilt beside the old one and swapped in."""
     bundle = load_bundle(bundle_path)
-    text = load_corpus(corpus or bundle.card["corpus"]["name"])
-    if text.sha256 != bundle.card["corpus"]["sha256"]:
-        raise ExportError(f"{text.source} is not the corpus {bundle.path} was trained on")
+    text = trained_on(bundle, corpus)
     val_ids, _ = bundle.vocab.encode(split(text.text)[1])
     unk_penalty = bundle.vocab.unknown_penalty(text.text)
     with tempfile.TemporaryDirectory(prefix=".derive-", dir=bundle.path.parent) as tmp:
@@ -357,20 +365,41 @@ def add_guard(
     new version `version` of the same style (the model and everything else copied), which
     is what a change to what a style writes should be."""
     bundle = load_bundle(bundle_path)
-    text = load_corpus(corpus or bundle.card["corpus"]["name"])
-    if text.sha256 != bundle.card["corpus"]["sha256"]:
-        raise ExportError(f"{text.source} is not the corpus {bundle.path} was trained on")
+    text = trained_on(bundle, corpus)
+    sections: dict[str, Any] = {}
+
+    def add(staged: Path) -> dict[str, Any]:
+        sections["copy_guard"] = write_guard(
+            staged / GUARD_FILE, split(text.text)[0], bundle.vocab, k
+        )
+        return sections
+
+    target = _restaged(bundle, version, (GUARD_FILE,), add)
+    section = sections["copy_guard"]
+    log(f"{target}: copy guard of {k} ({section['grams']:,} grams, {section['bytes']:,} bytes)")
+    return load_bundle(target)
+
+
+def _restaged(
+    bundle: Bundle,
+    version: str | None,
+    replaced: tuple[str, ...],
+    change: Callable[[Path], dict[str, Any]],
+) -> Path:
+    """Copy `bundle` but its `replaced` files to a staging folder, let `change` write there and
+    return the card's new fields, verify the result, and put it in place: over the bundle, or
+    as the new version `version` of its style (what a change to what a style writes should
+    be: the old one stays for rollback). Returns where it went."""
     target = bundle.path if version is None else bundle.path.parent / check_name(version, "version")
     if version is not None and target.exists():
         raise ExportError(f"{target} exists already")
-    with tempfile.TemporaryDirectory(prefix=".guard-", dir=bundle.path.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".restage-", dir=bundle.path.parent) as tmp:
         staged = Path(tmp) / bundle.style / target.name
         staged.mkdir(parents=True)
         for item in bundle.path.iterdir():
-            if item.is_file() and item.name != GUARD_FILE:
+            if item.is_file() and item.name not in replaced:
                 shutil.copyfile(item, staged / item.name)
-        section = write_guard(staged / GUARD_FILE, split(text.text)[0], bundle.vocab, k)
-        changes: dict[str, Any] = {"copy_guard": section}
+        changes = change(staged)
         if version is not None:
             changes["version"] = target.name
             changes["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -380,7 +409,77 @@ def add_guard(
         if version is None:
             os.rename(bundle.path, Path(tmp) / "old")
         os.rename(staged, target)
-    log(f"{target}: copy guard of {k} ({section['grams']:,} grams, {section['bytes']:,} bytes)")
+    return target
+
+
+def fit_ngram(train_text: str, vocab: Vocab, order: int) -> NGram:
+    """A Kneser-Ney model of `order` over a training split, refused past MAX_NGRAMS."""
+    model = NGram.fit(vocab.encode(train_text)[0], len(vocab), order)
+    ngrams = sum(level.ngrams for level in model.levels)
+    if ngrams > MAX_NGRAMS:
+        raise ExportError(
+            f"a {order}-gram model of this corpus holds {ngrams:,} n-grams (about "
+            f"{ngrams * BYTES_PER_NGRAM / 1e6:.0f} MB in the bot's memory), over the "
+            f"{MAX_NGRAMS:,} limit; use a lower --ngram order"
+        )
+    return model
+
+
+def add_ngram(
+    bundle_path: Path,
+    order: int,
+    weight: float = DEFAULT_WEIGHT,
+    corpus: str | None = None,
+    version: str | None = None,
+    log=print,
+) -> Bundle:
+    """Give a bundle (in place, or as the new version `version`) a Kneser-Ney model of `order`
+    fitted on its training split, mixed in with `weight` for the network, replacing any it
+    had; the card's losses become the mixture's as served (fp32 and int8), the network's
+    own kept as val_loss_network."""
+    if order < 1 or not 0 < weight < 1:
+        raise ExportError("--ngram must be an order >= 1, --ngram-weight in (0, 1)")
+    bundle = load_bundle(bundle_path)
+    text = trained_on(bundle, corpus)
+    train_text, val_text = split(text.text)
+    ngram = fit_ngram(train_text, bundle.vocab, order)
+    val_ids, _ = bundle.vocab.encode(val_text)
+    unk_penalty = bundle.vocab.unknown_penalty(text.text)
+    network = dataclasses.replace(
+        bundle, card={k: v for k, v in bundle.card.items() if k != "ngram"}
+    )
+    metrics = dict(bundle.card["metrics"])
+    alone = metrics.get("val_loss_network", metrics["val_loss"])
+
+    def add(staged: Path) -> dict[str, Any]:
+        ngram.save(staged / NGRAM_FILE)
+        served = onnx_loss(
+            StepModel(network, providers="cpu"), val_ids, unk_penalty, (ngram, weight)
+        )
+        metrics.update(
+            val_loss_network=alone,
+            val_loss=served,
+            val_bpc=served / math.log(2.0),
+            val_loss_onnx=served,
+        )
+        if (bundle.path / INT8_FILE).exists():
+            int8 = StepModel(network, providers="cpu", int8=True)
+            metrics["val_loss_int8"] = onnx_loss(int8, val_ids, unk_penalty, (ngram, weight))
+        section = {
+            "file": NGRAM_FILE,
+            "order": order,
+            "weight": weight,
+            "method": NGRAM_METHOD,
+            "val_loss": ngram_loss(ngram, val_ids, bundle.vocab.unk_id, unk_penalty),
+        }
+        log(
+            f"{order}-gram alone {section['val_loss']:.4f}, network alone {alone:.4f}, mixed "
+            f"{served:.4f} nats/char (network weight {weight})"
+        )
+        return {"ngram": section, "metrics": metrics}
+
+    target = _restaged(bundle, version, (NGRAM_FILE,), add)
+    log(f"{target}: a {order}-gram model mixed in at network weight {weight}")
     return load_bundle(target)
 
 
@@ -398,9 +497,7 @@ def add_poem(
     trained on, or bring them up to date; nothing else changes, so it needs no training run
     and no new version."""
     bundle = load_bundle(bundle_path)
-    text = load_corpus(corpus or bundle.card["corpus"]["name"])
-    if text.sha256 != bundle.card["corpus"]["sha256"]:
-        raise ExportError(f"{text.source} is not the corpus {bundle.path} was trained on")
+    text = trained_on(bundle, corpus)
     section = poem_section(bundle.card["corpus"]["name"], text.text, unit)
     train_text = split(text.text)[0]
     if section.get("words"):
@@ -485,14 +582,7 @@ def export_run(
     known = KNOWN_CORPORA.get(corpus.name)
     mixture = None
     if ngram:
-        mixture = (NGram.fit(vocab.encode(train_text)[0], len(vocab), ngram), ngram_weight)
-        ngrams = sum(level.ngrams for level in mixture[0].levels)
-        if ngrams > MAX_NGRAMS:
-            raise ExportError(
-                f"a {ngram}-gram model of this corpus holds {ngrams:,} n-grams (about "
-                f"{ngrams * BYTES_PER_NGRAM / 1e6:.0f} MB in the bot's memory), over the "
-                f"{MAX_NGRAMS:,} limit; use a lower --ngram order"
-            )
+        mixture = (fit_ngram(train_text, vocab, ngram), ngram_weight)
 
     with tempfile.TemporaryDirectory(prefix="poembot-export-") as tmp_name:
         tmp = Path(tmp_name)

@@ -181,6 +181,31 @@ def test_derive_adds_prefill_and_int8_to_a_bundle_that_lacks_them(runs, tmp_path
     assert wrong == 2
 
 
+def test_derive_gives_a_shipped_bundle_an_ngram_as_a_new_version(runs, tmp_path, capsys):
+    models = tmp_path / "models"
+    assert export_main([str(runs["lstm"]), "--models", str(models), "--int8"]) == 0
+    old = load_bundle(models / "tiny-lstm" / "v1")
+    derive = ["derive", str(old.path), "--corpus", CORPUS, "--ngram", "3", "--ngram-weight", "0.6"]
+    assert export_main([*derive, "--new-version", "v2"]) == 0
+    new = load_bundle(models / "tiny-lstm" / "v2")
+    card, metrics = new.card, new.card["metrics"]
+    assert card["derived_from"] == "tiny-lstm/v1" and card["ngram"]["weight"] == 0.6
+    assert metrics["val_loss_network"] == old.card["metrics"]["val_loss"]
+    # Served as a mixture: its loss is at most the same mix of the two models' losses.
+    average = 0.6 * metrics["val_loss_network"] + 0.4 * card["ngram"]["val_loss"]
+    assert metrics["val_loss"] <= average + 1e-4
+    assert abs(metrics["val_loss_int8"] - metrics["val_loss"]) < 0.02
+    assert StepModel.load(new.path, providers="cpu").ngram.order == 3
+    assert load_bundle(old.path).card == old.card and old.load_ngram() is None  # kept as it was
+    # An existing version is never overwritten; a flag that needs another is named.
+    assert export_main([*derive, "--new-version", "v2"]) == 2
+    assert "exists already" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        export_main(["derive", str(old.path), "--new-version", "v3"])
+    assert "--new-version goes with" in capsys.readouterr().err
+    assert sorted(p.name for p in old.path.parent.iterdir()) == ["v1", "v2"]
+
+
 def test_init_from_a_finished_run_starts_where_it_ended(runs, tmp_path, capsys):
     fresh = json.loads((runs["lstm"] / "state.json").read_text())["history"][0]["loss"]
     out = tmp_path / "warm"
