@@ -81,7 +81,7 @@ Rhyme = tuple[int, str]  # (section 1-19, tang.PING or tang.ZE)
 
 
 @functools.cache
-def _sections_of_group() -> dict[str, tuple[int, ...]]:
+def group_sections() -> dict[str, tuple[int, ...]]:
     """Each 平水韻 group -> the sections it belongs to (two for a split group)."""
     out: dict[str, list[int]] = {}
     for section, (level, oblique) in SECTIONS.items():
@@ -92,7 +92,7 @@ def _sections_of_group() -> dict[str, tuple[int, ...]]:
 
 def _sections(ch: str, group: str) -> tuple[int, ...]:
     """The sections a traditional character of `group` rhymes in."""
-    sections = _sections_of_group()[group]
+    sections = group_sections()[group]
     if len(sections) == 1:
         return sections
     final = lyrics.final(ch)

@@ -1,0 +1,68 @@
+"""宋詞 through Discord (the loopback, the real discord.py) and the shell: `/poem style:songci`
+with the tune autocompleted writes a 詞 of it, shown under the tune's name, a rhyme a line,
+its halves apart; a tune the style does not know, or an acrostic of the wrong count, is
+answered in words (privately in Discord, status 2 in the shell)."""
+
+from __future__ import annotations
+
+from bot.forms import ci
+
+from .botworld import asynchronous, bot_world, footer, make_settings
+from .bundles import make_songci_bundle
+from .test_cli import run
+
+
+def songci_models(root):
+    models = root / "models"
+    make_songci_bundle(models)
+    (models / "songci" / "ACTIVE").write_text("v1\n")
+    return models
+
+
+@asynchronous
+async def test_poem_style_songci_with_the_tune_autocompleted(tmp_path):
+    models = songci_models(tmp_path)
+    settings = make_settings(tmp_path, models, default_style="songci")
+    tunes = ci.Tunes.load(models / "songci" / "v1" / ci.TUNES_FILE)
+    async with bot_world(tmp_path, settings=settings) as w:
+        for typed in ("浣", "鷓鴣"):  # either script
+            choices = await w.discord.autocomplete(
+                w.guild, w.channel, w.member, "poem", {"style": "songci", "form": typed},
+                focused="form",
+            )  # fmt: skip
+            assert len(choices) == 1, choices
+        assert choices[0] == {"name": "鹧鸪天 (鷓鴣天) · 55字", "value": "鹧鸪天"}
+        _, message = await w.poem({"style": "songci", "form": choices[0]["value"], "seed": 5})
+        shown = message.embeds[0]["description"]
+        title, blank, *lines = shown.split("\n")
+        assert (title, blank) == ("鹧鸪天", ""), shown
+        # 7。7。7，7。 and, after a blank line, 3，3。7。7，7。: a line ends at each 。.
+        assert [len(line) for line in lines] == [8, 8, 16, 0, 8, 8, 16], shown
+        assert ci.check("".join(lines), tunes.tunes["鹧鸪天"]).shape == 0
+        assert "鹧鸪天" in footer(message) and "seed 5" in footer(message)
+        _, other = await w.poem({"style": "songci", "form": "鷓鴣天", "seed": 5})
+        assert other.embeds[0]["description"] == shown  # the name typed in traditional script
+        assert not w.discord.violations
+
+
+@asynchronous
+async def test_an_unknown_tune_or_a_wrong_acrostic_is_answered_privately(tmp_path):
+    settings = make_settings(tmp_path, songci_models(tmp_path), default_style="songci")
+    async with bot_world(tmp_path, settings=settings) as w:
+        _, reply = await w.poem({"style": "songci", "form": "浣沙溪"})
+        assert reply.ephemeral and "浣溪沙" in reply.content, reply.content
+        _, reply = await w.poem({"style": "songci", "form": "浣溪沙", "acrostic": "春花秋月"})
+        assert reply.ephemeral and "6, not 4" in reply.content, reply.content
+        assert not w.discord.violations
+
+
+def test_the_shell_writes_a_tune_and_refuses_in_words(tmp_path):
+    models = ["--models", str(songci_models(tmp_path))]
+    base = ["generate", "--style", "songci", *models]
+    done = run(*base, "--form", "鷓鴣天", "--script", "traditional", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("鷓鴣天\n\n") and "鹧鸪天" in done.stderr
+    unknown = run(*base, "--form", "浣沙溪")
+    assert unknown.returncode == 2 and "Near names: 浣溪沙" in unknown.stderr
+    heads = run(*base, "--form", "浣溪沙", "--acrostic", "春花秋月")
+    assert heads.returncode == 2 and "one character per clause: 6, not 4" in heads.stderr
