@@ -1,15 +1,20 @@
-"""宋詞 through Discord (the loopback, the real discord.py) and the shell: `/poem style:songci`
-with the tune autocompleted writes a 詞 of it, shown under the tune's name, a rhyme a line,
-its halves apart; a tune the style does not know, or an acrostic of the wrong count, is
-answered in words (privately in Discord, status 2 in the shell)."""
+"""宋詞 through Discord (the loopback, the real discord.py), the page and the shell: `/poem
+style:songci` with the tune autocompleted writes a 詞 of it, shown under the tune's name, a
+rhyme a line, its halves apart; the page lists the tunes and streams a 詞 laid out alike; a
+tune the style does not know, or an acrostic of the wrong count, is answered in words
+(privately in Discord, status 2 in the shell)."""
 
 from __future__ import annotations
 
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.composition import build_page, build_registry
 from bot.forms import ci
 
 from .botworld import asynchronous, bot_world, footer, make_settings
 from .bundles import make_songci_bundle
 from .test_cli import run
+from .test_page import events
 
 
 def songci_models(root):
@@ -66,3 +71,27 @@ def test_the_shell_writes_a_tune_and_refuses_in_words(tmp_path):
     assert unknown.returncode == 2 and "Near names: 浣溪沙" in unknown.stderr
     heads = run(*base, "--form", "浣溪沙", "--acrostic", "春花秋月")
     assert heads.returncode == 2 and "one character per clause: 6, not 4" in heads.stderr
+
+
+@asynchronous
+async def test_the_page_lists_the_tunes_and_streams_a_poem_under_its_name(tmp_path):
+    settings = make_settings(tmp_path, songci_models(tmp_path), default_style="songci")
+    registry = build_registry(settings)
+    await registry.reload()
+    client = TestClient(TestServer(build_page(settings, registry).app()))
+    await client.start_server()
+    try:
+        (style,) = (await (await client.get("/api/styles")).json())["styles"]
+        assert len(style["forms"]) == 20 and style["scripts"]
+        assert {"name": "鹧鸪天", "label": "鹧鸪天 (鷓鴣天)"}.items() <= style["forms"][2].items()
+        options = {"style": "songci", "form": "菩萨蛮", "seed": 2, "script": "traditional"}
+        stream = await client.post(
+            "/api/poems", json=options, headers={"Accept": "text/event-stream"}
+        )
+        got = await events(stream)
+        streamed = "".join(d["text"] for n, d in got if n == "chunk")
+        assert streamed == got[-1][1]["text"], streamed
+        assert streamed.startswith("菩薩蠻\n\n") and streamed.count("\n\n") == 2, streamed
+    finally:
+        await client.close()
+        await registry.close()
