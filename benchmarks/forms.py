@@ -88,8 +88,10 @@ STYLE_FORMS = {
     "tang": ("wujue", "qijue", "wulv", "qilv"),
     "shakespeare": ("speech", "sonnet", "couplet"),
     "jaychou": ("verse",),
-    "songci": (),  # its tunes, as its bundle's card names them (`forms_of`)
 }
+# Styles measured when named (`--styles songci`), whose forms their bundle's card names: a
+# 詞 style's tunes (`forms_of`).
+CARD_FORMS = ("songci",)
 # Characters of free samples per style: enough for the first unit (a regulated poem is at
 # most 64 characters; the longest bound of the English forms; the verse's bound).
 FREE_LENGTH = {"tang": 160, "shakespeare": 1000, "jaychou": 240, "songci": 200}
@@ -159,7 +161,7 @@ def shown(path: Path) -> str:
 
 def forms_of(style: Style) -> tuple[str, ...]:
     """The forms measured: a 詞 style's tunes, as its card names them, else STYLE_FORMS's."""
-    if style.name == "songci":
+    if style.name in CARD_FORMS:
         return tuple(style.card["poem"]["forms"])
     return STYLE_FORMS[style.name]
 
@@ -1441,7 +1443,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, help="seeds per form (default 200, --quick 20)")
     p.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA, help="the corpus files")
     p.add_argument("--quick", action="store_true", help="fewer seeds and speed runs")
-    p.add_argument("--styles", nargs="+", choices=tuple(STYLE_FORMS), default=list(STYLE_FORMS))
+    p.add_argument(
+        "--styles", nargs="+", choices=(*STYLE_FORMS, *CARD_FORMS), default=list(STYLE_FORMS)
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--models", type=Path, default=ROOT / "models", help="the bundles' folder")
     p.add_argument(
