@@ -1,4 +1,5 @@
-"""宋詞 through Discord (the loopback, the real discord.py), the page and the shell: `/poem
+"""宋詞 through Discord (the loopback, the real discord.py), the page and the shell, and from
+a model trained and exported on 詞 in seconds: `/poem
 style:songci` with the tune autocompleted writes a 詞 of it, shown under the tune's name, a
 rhyme a line, its halves apart; the page lists the tunes and streams a 詞 laid out alike; a
 tune the style does not know, or an acrostic of the wrong count, is answered in words
@@ -6,13 +7,18 @@ tune the style does not know, or an acrostic of the wrong count, is answered in 
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.composition import build_page, build_registry
-from bot.forms import ci
+from bot.engine.bundle import load_bundle
+from bot.engine.scheduler import Request, generate_once
+from bot.forms import catalog, ci
 
 from .botworld import asynchronous, bot_world, footer, make_settings
-from .bundles import make_songci_bundle
+from .bundles import SONG_CI, make_songci_bundle
 from .test_cli import run
 from .test_page import events
 
@@ -95,3 +101,25 @@ async def test_the_page_lists_the_tunes_and_streams_a_poem_under_its_name(tmp_pa
     finally:
         await client.close()
         await registry.close()
+
+
+def test_a_model_trained_on_ci_exports_its_tunes_and_writes_them(tmp_path):
+    pytest.importorskip("tensorflow", reason="the train extra is not installed")
+    from export.__main__ import main as export_main
+    from training.__main__ import main as train_main
+
+    from .test_training_export import TINY
+
+    run_dir, models = tmp_path / "run", tmp_path / "models"
+    args = ["--corpus", str(SONG_CI), "--style", "songci", "--out", str(run_dir), "--epochs", "1"]
+    assert train_main([*args, *TINY]) == 0
+    assert export_main([str(run_dir), "--models", str(models), "--language", "zh-Hans"]) == 0
+    bundle = load_bundle(models / "songci" / "v1")
+    section = bundle.card["poem"]
+    assert section["tunes"] == ci.TUNES_FILE and len(section["forms"]) == 20
+    assert section["script"] == "simplified" and "readings" not in section
+    tunes = ci.Tunes.load(bundle.path / ci.TUNES_FILE)
+    plan = catalog.plan(bundle.card, bundle.vocab.chars, bundle.path, form="菩萨蛮")
+    request = Request(prompt=plan.prompt, length=plan.length, seed=1, rules=plan.rules)
+    poem = asyncio.run(generate_once(bundle.path, request, "cpu"))
+    assert ci.check(poem.text, tunes.tunes["菩萨蛮"]).shape == 0, poem.text
