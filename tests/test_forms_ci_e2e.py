@@ -1,9 +1,9 @@
-"""宋詞 through Discord (the loopback, the real discord.py), the page and the shell, and from
-a model trained and exported on 詞 in seconds: `/poem
-style:songci` with the tune autocompleted writes a 詞 of it, shown under the tune's name, a
-rhyme a line, its halves apart; the page lists the tunes and streams a 詞 laid out alike; a
-tune the style does not know, or an acrostic of the wrong count, is answered in words
-(privately in Discord, status 2 in the shell)."""
+"""宋詞 through Discord (the loopback, the real discord.py), the page, the shell and export:
+`/poem style:songci` with the tune autocompleted writes a 詞 of it, shown under the tune's
+name, a rhyme a line, its halves apart; the page lists the tunes and streams a 詞 laid out
+alike; a tune the style does not know, or an acrostic of the wrong count, is answered in words
+(privately in Discord, status 2 in the shell); a model trained in seconds on 詞 exports its
+tunes and writes them."""
 
 from __future__ import annotations
 
