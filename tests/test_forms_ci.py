@@ -17,7 +17,7 @@ from bot.corpus import split
 from bot.engine.bundle import load_bundle
 from bot.engine.scheduler import Limits, Request, Scheduler
 from bot.engine.sessions import StepModel
-from bot.forms import catalog, ci, cilin, tang
+from bot.forms import catalog, ci, ci_writer, cilin, tang
 from bot.forms.rules import FormError
 from bot.forms.tang import PING, ZE
 
@@ -236,6 +236,16 @@ def test_a_prompt_begins_the_poem_in_its_shape(bundle, model):
     (poem,) = write(model, [Request(prompt=asked.prompt, length=asked.length, rules=asked.rules)])
     assert poem.text.startswith("浣溪沙：一曲新词酒一杯。")
     assert ci.check(poem.text, TUNES.tunes["浣溪沙"]).shape == 0
+    # A clause typed with another mark ends with the tune's own.
+    assert plan(bundle, form="浣溪沙", prompt="一曲新词酒一杯,去年").prompt == (
+        "浣溪沙：一曲新词酒一杯。去年"
+    )
+
+
+def test_a_model_that_knows_too_few_rhymes_is_told_so():
+    vocab = frozenset("一曲新词酒一杯去年天气旧亭台。，、")
+    with pytest.raises(FormError, match="too few rhyming characters for 浣溪沙"):
+        ci_writer.plan(TUNES, vocab, "浣溪沙", (), "", None)
 
 
 @pytest.mark.parametrize(

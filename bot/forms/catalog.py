@@ -418,7 +418,7 @@ def plan(
             raise FormError("This style's bundle lacks its tunes; ask the operators.")
         got = ci_writer.plan(tunes, chars, form, heads, prompt, length)
         make = _guarded(got.make, lines)
-        return PoemPlan(make, got.prompt, got.length, got.form, output_script, layout=got.layout)
+        return PoemPlan(make, got.prompt, got.length, form, output_script, layout=got.layout)
     names = section.get("forms", [])
     name = form if form is not None else section.get("default")
     if name is not None and name not in names:

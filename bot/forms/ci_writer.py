@@ -36,6 +36,7 @@ from bot.forms.tang import PING, ZE
 
 MIN_SECTION = 12  # characters the model knows in a section, at a tone, for a rhyme to choose it
 MIN_RHYMES = 3  # rhymes a position keeps after the reuse ban (else only used rhymes are banned)
+TYPED_MARKS = frozenset(MARKS + ",.;；?？!！")  # what a prompt may end a clause with
 _NOTHING: frozenset[str] = frozenset()
 
 
@@ -168,6 +169,10 @@ class CiWriter:
             relax=f"tone at clause {clause + 1}, position {position + 1}",
         )
 
+    def can_rhyme(self) -> bool:
+        """Whether the model knows enough characters of some section for every rhyme."""
+        return all(_viable(self.vocab, tones) for tones in self._segment_tones.values())
+
     def _rhyme_set(self, segment: int, tone: str | None) -> frozenset[str]:
         sections = self._sections.get(segment)
         if sections is None:
@@ -216,28 +221,34 @@ class CiWriter:
 @dataclass(frozen=True)
 class CiPlan:
     """What catalog.plan needs for a 詞: the writer by seed, the prompt as the model reads it
-    (the tune's name first), the length bound, the form's name and the poem's layout."""
+    (the tune's name first), the length bound and the poem's layout."""
 
     make: Callable[[int], CiWriter]
     prompt: str
     length: int
-    form: str
     layout: Callable[[str], str]
 
 
-def _feed(writer: CiWriter, prompt: str) -> None:
-    """The user's prompt through a writer that has read its header: FormError where the
-    shape or an acrostic head refuses a character."""
+def _feed(writer: CiWriter, prompt: str) -> str:
+    """The user's prompt through a writer that has read its header, as the tune writes it
+    (any clause mark typed where the tune ends a clause becomes the tune's own: `，` `。` `、`);
+    FormError where the shape or an acrostic head refuses a character."""
+    out = []
     for i, ch in enumerate(prompt):
-        if any(ch not in chars for chars in writer.allowed().required):
+        required = writer.allowed().required
+        if ch in TYPED_MARKS and len(required) == 1 and len(required[0]) == 1:
+            ch = next(iter(required[0])) if required[0] <= frozenset(MARKS) else ch
+        if any(ch not in chars for chars in required):
             shown = repr(ch) if ch.strip() else "a space or line break"
             raise FormError(
                 f"The prompt breaks the tune's shape at character {i + 1} ({shown}); a prompt "
                 f"is the poem's beginning: {writer.tune.name}'s clauses and marks."
             )
         writer.advance(ch)
+        out.append(ch)
         if writer.done:
             raise FormError("The prompt is a whole poem already; give the tune's beginning.")
+    return "".join(out)
 
 
 def plan(
@@ -261,7 +272,8 @@ def plan(
         _check_heads(choices, len(heads))
     refusal: FormError | None = None
     for choice in choices:
-        fitting = []
+        fitting: list[int] = []
+        written = prompt  # as the first fitting shape writes it (its marks)
         for k in choice.shapes:
             shape = choice.tune.shapes[k]
             if heads and len(shape.lengths) != len(heads):
@@ -275,16 +287,23 @@ def plan(
             writer = CiWriter(vocab, choice.tune, k, heads)
             for ch in choice.tune.header:
                 writer.advance(ch)
+            if not writer.can_rhyme():
+                refusal = refusal or FormError(
+                    f"This style's model knows too few rhyming characters for {choice.label}; "
+                    "choose another tune."
+                )
+                continue
             try:
-                _feed(writer, prompt)
+                fed = _feed(writer, written)
             except FormError as err:
                 refusal = refusal or err
                 continue
+            written = fed if not fitting else written
             fitting.append(k)
             if not choice.any:
                 break
         if fitting:
-            return _plan(choice, fitting, vocab, heads, prompt, length)
+            return _plan(choice, fitting, vocab, heads, written, length)
     raise refusal or FormError("No tune fits that prompt.")
 
 
@@ -319,6 +338,5 @@ def _plan(
         make,
         tune.header + prompt,
         bound if length is None else max(bound, length),
-        choice.label,
         lambda text: layout(text, tune, shapes),
     )
