@@ -4,20 +4,25 @@ against the corpus's own poems.
     python -m benchmarks.forms [--seeds 200] [--corpora DIR] [--quick]
 
 For each form of the shipped styles (tang: wujue, qijue, wulv, qilv; shakespeare: speech,
-sonnet, couplet; jaychou: verse), over N seeds at temperature 0.8 (Tang: the odd seeds with an
-acrostic of 4 or 8 characters from a fixed list), three kinds of text are measured alike:
+sonnet, couplet; jaychou: verse; songci: its bundle's tunes, `--styles songci`), over N
+seeds at temperature 0.8 (Tang: the odd seeds with an acrostic of 4 or 8 characters from a
+fixed list), three kinds of text are measured alike:
 
 - constrained: `catalog.plan(...)` for the form, its writer in `Request.rules`;
 - unconstrained: `Request(rules=None)` of the same seeds, its first unit (Tang: the first
   line; shakespeare: the first speech, up to the first blank line; jaychou: the first k lines,
-  k the line count the verse writer draws for that seed, 4-8);
+  k the line count the verse writer draws for that seed, 4-8; songci: the first line after
+  the tune's name as the prompt);
 - corpus: the validation tail's own poems (Tang: each shape's poems; shakespeare: speeches;
-  jaychou: lines in chunks of the same k's). There are no sonnets or couplets in the plays.
+  jaychou: lines in chunks of the same k's; songci: the tune's). There are no sonnets or
+  couplets in the plays.
 
 Measured on each: the rules, by the project's checkers (`tang.check`, `english.check_sonnet`,
-`check_couplet`, `lyrics.check_verse`); issue 22's measures: reused characters per poem
-(`tang.repeats`: Tang and lyrics), the rhyme by usual readings (the bundle's table: Tang groups,
-lyric heteronyms), English lines per poem, the share of poems that end a sentence, content words
+`check_couplet`, `lyrics.check_verse`, `ci.check`: a 詞's shape, rhyme and tones against the
+bundle's tune table, read from the training split, for the bot's poems and the poets' alike);
+issue 22's measures: reused characters per poem (`tang.repeats`: Tang, lyrics and 詞), the
+rhyme by usual readings (the bundle's table: Tang groups, lyric heteronyms), English lines per
+poem, the share of poems that end a sentence, content words
 and lines written again, poems naming a character of the plays (the bundle's names), lines
 starting in lower case; whether the text ends at a unit boundary; the relaxed
 rules the writer reported; words outside a lexicon of the training split and CMU (English);
@@ -63,7 +68,7 @@ from bot.corpus import load_corpus, split
 from bot.engine.bundle import active_version
 from bot.engine.scheduler import Generation, Limits, Request, Scheduler
 from bot.engine.sessions import StepModel
-from bot.forms import catalog, english, lyrics, script, tang
+from bot.forms import catalog, ci, english, lyrics, script, tang
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -77,15 +82,19 @@ CORPUS_FILES = {
     "tang": "tang_poems.txt",
     "shakespeare": "shakespeare.txt",
     "jaychou": "jaychou_lyrics.txt",
+    "songci": "song_ci.txt",
 }
 STYLE_FORMS = {
     "tang": ("wujue", "qijue", "wulv", "qilv"),
     "shakespeare": ("speech", "sonnet", "couplet"),
     "jaychou": ("verse",),
 }
+# Styles measured when named (`--styles songci`), whose forms their bundle's card names: a
+# 詞 style's tunes (`forms_of`).
+CARD_FORMS = ("songci",)
 # Characters of free samples per style: enough for the first unit (a regulated poem is at
 # most 64 characters; the longest bound of the English forms; the verse's bound).
-FREE_LENGTH = {"tang": 160, "shakespeare": 1000, "jaychou": 240}
+FREE_LENGTH = {"tang": 160, "shakespeare": 1000, "jaychou": 240, "songci": 200}
 # Acrostics (traditional script, all known to the Tang model), drawn by seed.
 ACROSTICS = {
     4: (
@@ -107,7 +116,10 @@ ACROSTICS = {
         "天長地久詩酒年華",
     ),
 }
-SPEED_FORMS = tuple((style, form) for style, forms in STYLE_FORMS.items() for form in forms)
+SPEED_FORMS = (
+    *((style, form) for style, forms in STYLE_FORMS.items() for form in forms),
+    ("songci", "水调歌头"),
+)
 SAMPLE_SEEDS = (0, 1)  # poems shown in the markdown (Tang: seed 1 has an acrostic)
 _CLAUSE = re.compile(f"[{tang.IDEOGRAPH}]+")
 _RELAX_KIND = re.compile(r"^([^0-9]*?)(?: at .*)?$")
@@ -142,8 +154,19 @@ class Style:
         return self.model.bundle.vocab.chars
 
 
-def load_style(name: str, corpora: Path) -> Style:
-    models = ROOT / "models"
+def shown(path: Path) -> str:
+    """A path as the results name it: within the project, relative to it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def forms_of(style: Style) -> tuple[str, ...]:
+    """The forms measured: a 詞 style's tunes, as its card names them, else STYLE_FORMS's."""
+    if style.name in CARD_FORMS:
+        return tuple(style.card["poem"]["forms"])
+    return STYLE_FORMS[style.name]
+
+
+def load_style(name: str, corpora: Path, models: Path = ROOT / "models") -> Style:
     version = active_version(models, name)
     if version is None:
         raise SystemExit(f"no live version of {name} in {models}")
@@ -151,14 +174,14 @@ def load_style(name: str, corpora: Path) -> Style:
     corpus = load_corpus(str(corpora / CORPUS_FILES[name]))
     train, val = split(corpus.text)
     style = Style(name, bundle, StepModel.load(bundle, providers="cpu"), corpus.text, train, val)
-    if name == "tang":
+    if name in ("tang", "songci"):
         style.train_units = frozenset(_CLAUSE.findall(train))
     else:
         style.train_units = frozenset(line.strip() for line in train.split("\n") if line.strip())
     if name == "shakespeare":
         style.lexicon = english.Lexicon.from_text(train, cmu=True)
-    kind = {"tang": "tang", "jaychou": "verse", "shakespeare": "names"}[name]
-    key = "names" if name == "shakespeare" else "readings"
+    kind = {"tang": "tang", "jaychou": "verse", "shakespeare": "names", "songci": "tunes"}[name]
+    key = {"shakespeare": "names", "songci": "tunes"}.get(name, "readings")
     style.tables = catalog.table(bundle, style.card, key, kind)
     return style
 
@@ -241,9 +264,10 @@ def write_constrained(style: Style, form: str, seeds: list[int]) -> list[Written
     return out
 
 
-def write_free(style: Style, seeds: list[int]) -> list[str | None]:
+def write_free(style: Style, seeds: list[int], prompt: str = "") -> list[str | None]:
     requests = [
-        Request(length=FREE_LENGTH[style.name], temperature=TEMPERATURE, seed=s) for s in seeds
+        Request(prompt=prompt, length=FREE_LENGTH[style.name], temperature=TEMPERATURE, seed=s)
+        for s in seeds
     ]
     return [None if isinstance(g, Exception) else g.text for g in generate(style.model, requests)]
 
@@ -283,7 +307,7 @@ def verse_lines(seed: int, style: Style) -> int:
 def clean_end(text: str, style: str) -> bool:
     """Whether a text ends where a line (Tang: a couplet) ends, never mid-word or mid-line:
     Tang after a 。, English and lyrics after the newline that closes a line."""
-    return text.endswith("。") if style == "tang" else text.endswith("\n")
+    return text.endswith("。") if style in ("tang", "songci") else text.endswith("\n")
 
 
 def whole_end(text: str, style: str, form: str) -> bool:
@@ -364,6 +388,8 @@ def units_of(text: str, style: Style) -> list[str]:
     """The lines the copying measure looks up (Tang: clauses; English: the poem's lines)."""
     if style.name == "tang":
         return _CLAUSE.findall(text)
+    if style.name == "songci":  # its clauses, not the tune's name before them
+        return _CLAUSE.findall(text.partition(ci.HEADER)[2])
     if style.name == "shakespeare":
         return english.poem_lines(text)
     return [line.strip() for line in text.split("\n") if line.strip()]
@@ -475,9 +501,25 @@ def verse_rules(texts: list[str], tables: lyrics.VerseReadings | None) -> dict[s
     }
 
 
+def ci_rules(texts: list[str], tune: ci.Tune) -> dict[str, Any]:
+    checks = [ci.check(t, tune) for t in texts]
+    return {
+        "shape": share(c.shape is not None for c in checks),
+        "rhyme": share(c.rhyme for c in checks),
+        "tone": share(c.tone for c in checks),
+        "all_rules": share(c.all_rules for c in checks),
+        "rhyme_given_shape": share(c.rhyme for c in checks if c.shape is not None),
+        "tone_given_shape": share(c.tone for c in checks if c.shape is not None),
+        "shapes": dict(Counter(c.shape for c in checks if c.shape is not None)),
+        "repeats": mean(tang.repeats(ci.strip_header(t, tune)) for t in texts),
+    }
+
+
 def rules_of(style: Style, form: str, texts: list[str], acrostics: list[str | None]) -> dict:
     if style.name == "tang":
         return tang_rules(texts, form, acrostics, style.tables)
+    if style.name == "songci":
+        return ci_rules(texts, style.tables.tunes[form])
     if style.name == "shakespeare":
         assert style.lexicon is not None
         return english_rules(texts, form, style.lexicon, style.tables or frozenset())
@@ -543,6 +585,9 @@ def free_units(style: Style, form: str, free: list[str | None], seeds: list[int]
         elif style.name == "shakespeare":
             unit, done = first_speech(text)
             acrostics.append(None)
+        elif style.name == "songci":  # the tune's name (the prompt) and the line after it
+            unit, done = first_line(text)
+            acrostics.append(None)
         else:
             unit, done = first_lines(text, verse_lines(seed, style))
             acrostics.append(None)
@@ -558,6 +603,10 @@ def corpus_units(style: Style, form: str, seeds: list[int]) -> tuple[list[str], 
         poems = [p for p in style.val.split("\n")[1:-1] if p.strip()]
         mine = [p for p in poems if tang.check(p).form == form]
         return mine, f"the validation tail's {tang.FORMS[form].traditional} poems"
+    if style.name == "songci":
+        lines = style.val.split("\n")[1:-1]
+        mine = [line for line in lines if (ci.parse_line(line) or ("",))[0] == form]
+        return mine, f"the validation tail's {form}"
     if style.name == "shakespeare":
         if form != "speech":
             return [], "the plays hold no sonnets or couplets"
@@ -579,12 +628,18 @@ def form_report(
     started = time.perf_counter()
     written = write_constrained(style, form, seeds)
     seconds = time.perf_counter() - started
+    if style.name == "songci":  # free samples of the tune: its name as the prompt
+        free = write_free(style, seeds, style.tables.tunes[form].header)
     units, whole, acrostics = free_units(style, form, free, seeds)
     corpus, note = corpus_units(style, form, seeds)
     texts = [w.generation.text for w in written if w.generation is not None]
     return {
         "form": form,
-        "label": catalog.FORMS[form].label(str(style.card.get("language", "en"))),
+        "label": next(
+            f.label(str(style.card.get("language", "en")))
+            for f in catalog.offered(style.card)
+            if f.name == form
+        ),
         "written": written,
         "free": (units, whole, acrostics),
         "corpus": (corpus, note),
@@ -629,13 +684,15 @@ def finish_form(style: Style, draft: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def style_report(name: str, corpora: Path, seeds: list[int]) -> tuple[Style, dict[str, Any]]:
+def style_report(
+    name: str, corpora: Path, seeds: list[int], models: Path
+) -> tuple[Style, dict[str, Any]]:
     started = time.perf_counter()
-    style = load_style(name, corpora)
-    say(f"{name}: {style.bundle.relative_to(ROOT)}, writing {len(seeds)} free samples")
+    style = load_style(name, corpora, models)
+    say(f"{name}: {shown(style.bundle)}, writing {len(seeds)} free samples")
     free = write_free(style, seeds)
     drafts, texts = [], [t for t in free if t]
-    for form in STYLE_FORMS[name]:
+    for form in forms_of(style):
         draft, written = form_report(style, form, seeds, free)
         drafts.append(draft)
         texts += written
@@ -654,7 +711,7 @@ def style_report(name: str, corpora: Path, seeds: list[int]) -> tuple[Style, dic
     return style, {
         "style": name,
         "unconstrained_units": units[0],
-        "bundle": str(style.bundle.relative_to(ROOT)),
+        "bundle": shown(style.bundle),
         "corpus": CORPUS_FILES[name],
         "train_chars": len(style.train),
         "val_chars": len(style.val),
@@ -900,6 +957,18 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"measure": label, "value": value, "target": target, "met": met})
 
     styles = {s["style"] for s in report["styles"]}
+    if "songci" in styles:
+        for f in next(s for s in report["styles"] if s["style"] == "songci")["forms"]:
+            c, poets = f["constrained"], f["corpus"] or {}
+            add(f"{f['label']}: attested shape", pct(c["shape"]), "100%", c["shape"] == 1.0)
+            for rule in ("rhyme", "tone"):
+                theirs = poets.get(f"{rule}_given_shape")
+                add(
+                    f"{f['label']}: {rule} kept, bot (poets of an attested shape)",
+                    f"{pct(c[rule])} ({pct(theirs)})",
+                    ">= the poets'",
+                    None if theirs is None else c[rule] >= theirs,
+                )
     if "tang" in styles:
         for form in STYLE_FORMS["tang"]:
             f = _form(report, "tang", form)
@@ -1103,6 +1172,22 @@ ENGLISH_COLUMNS = (
     ("network nats/char", "network_nats", ".3f"),
     ("KN nats/char", "kn_nats", ".3f"),
 )
+CI_COLUMNS = (
+    ("n", "n", "d"),
+    ("whole", "whole", "%"),
+    ("ends at 。", "ends_clean", "%"),
+    ("attested shape", "shape", "%"),
+    ("rhyme", "rhyme", "%"),
+    ("tone", "tone", "%"),
+    ("all rules", "all_rules", "%"),
+    ("rhyme, given the shape", "rhyme_given_shape", "%"),
+    ("tone, given the shape", "tone_given_shape", "%"),
+    ("reused chars / poem", "repeats", ".2f"),
+    ("relaxed / poem", "relaxed_mean", ".2f"),
+    ("copied clauses", "copied_lines", "%"),
+    ("network nats/char", "network_nats", ".3f"),
+    ("KN nats/char", "kn_nats", ".3f"),
+)
 VERSE_COLUMNS = (
     ("n", "n", "d"),
     ("whole", "whole", "%"),
@@ -1139,7 +1224,7 @@ def cell(row: dict[str, Any] | None, key: str, fmt: str) -> str:
 
 
 def style_table(sty: dict[str, Any]) -> list[str]:
-    columns = {"tang": TANG_COLUMNS, "shakespeare": ENGLISH_COLUMNS}.get(
+    columns = {"tang": TANG_COLUMNS, "shakespeare": ENGLISH_COLUMNS, "songci": CI_COLUMNS}.get(
         sty["style"], VERSE_COLUMNS
     )
     lines = [
@@ -1184,9 +1269,11 @@ def markdown(report: dict[str, Any]) -> str:
         "- unconstrained, first unit: `Request(rules=None)` of the same seeds "
         f"({', '.join(f'{s} {FREE_LENGTH[s]}' for s in FREE_LENGTH)} characters), its first "
         "unit: Tang the first line, Shakespeare the first speech (up to its blank line), "
-        "Jay Chou the first k lines, k the line count (4-8) the verse writer draws for the seed;",
+        "Jay Chou the first k lines, k the line count (4-8) the verse writer draws for the seed, "
+        "宋詞 the line after the tune's name (the prompt);",
         "- corpus: the validation tail's own poems (Tang: those of the form's shape; "
-        "Shakespeare: speeches; Jay Chou: its lines in chunks of the same k's).",
+        "Shakespeare: speeches; Jay Chou: its lines in chunks of the same k's; 宋詞: the "
+        "tune's, checked against the same tune table, read from the training split).",
         "",
         "Rules by the project's checkers: `tang.check` (with the form and the seed's acrostic; "
         "acrostic over the acrostic seeds only), `english.check_sonnet` / `check_couplet` "
@@ -1317,7 +1404,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Sample poems",
         "",
-        "Tang and Shakespeare only: the Jay Chou corpus is copyrighted, so no Jay Chou text, "
+        "All but Jay Chou: the Jay Chou corpus is copyrighted, so no Jay Chou text, "
         "generated or not, is shown here or kept in the json.",
     ]
     for sty in report["styles"]:
@@ -1356,8 +1443,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, help="seeds per form (default 200, --quick 20)")
     p.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA, help="the corpus files")
     p.add_argument("--quick", action="store_true", help="fewer seeds and speed runs")
-    p.add_argument("--styles", nargs="+", choices=tuple(STYLE_FORMS), default=list(STYLE_FORMS))
+    p.add_argument(
+        "--styles", nargs="+", choices=(*STYLE_FORMS, *CARD_FORMS), default=list(STYLE_FORMS)
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--models", type=Path, default=ROOT / "models", help="the bundles' folder")
+    p.add_argument(
+        "--no-speed", action="store_true", help="leave out the speed runs and the engine's"
+    )
     args = p.parse_args(argv)
     n = args.seeds or (20 if args.quick else 200)
     seeds = list(range(n))
@@ -1367,7 +1460,7 @@ def main(argv: list[str] | None = None) -> int:
     styles: dict[str, Style] = {}
     reports = []
     for name in args.styles:
-        style, rep = style_report(name, args.corpora, seeds)
+        style, rep = style_report(name, args.corpora, seeds, args.models)
         styles[name] = style
         reports.append(rep)
 
@@ -1375,7 +1468,7 @@ def main(argv: list[str] | None = None) -> int:
     load_speed = " ".join(f"{x:.2f}" for x in os.getloadavg())
     speeds = []
     for name, form in SPEED_FORMS:
-        if name not in styles:
+        if name not in styles or args.no_speed:
             continue
         say(f"speed: {name} {form}")
         bound = plan_for(styles[name], form).length
@@ -1386,12 +1479,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         speeds.append(speed(styles[name], form, levels, repeats))
 
-    say("engine: unconstrained requests, before forms and now")
-    engine = before_and_now(
-        repeats=2 if args.quick else 5,
-        total=64 if args.quick else 192,
-        rounds=1 if args.quick else 3,
-    )
+    engine = None
+    if not args.no_speed:
+        say("engine: unconstrained requests, before forms and now")
+        engine = before_and_now(
+            repeats=2 if args.quick else 5,
+            total=64 if args.quick else 192,
+            rounds=1 if args.quick else 3,
+        )
 
     report: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "benchmarks.forms", *argv]),

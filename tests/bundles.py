@@ -12,12 +12,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from bot.corpus import split
 from bot.engine.bundle import INT8_FILE, MODEL_FILE, NGRAM_FILE, PREFILL_FILE, Vocab, write_bundle
 from bot.engine.copyguard import GUARD_FILE, CopyIndex
 from bot.engine.ngram import NGram
+from bot.forms import catalog
+from bot.forms.lines import LINES_FILE, LineIndex
 from export import graphs
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# 207 詞 of the 20 commonest tunes, each tune's spread over the file so that its training
+# split (the first 90%) holds nine: lines of the 全宋詞 in chinese-poetry/chinese-poetry
+# (`宋词/ci.song.*.json`, MIT; shared/corpora/song_ci.txt), in its simplified script.
+SONG_CI = FIXTURES / "song_ci_excerpt.txt"
 
 
 def step_graph(vocab_size: int, *args, **kwargs) -> onnx.ModelProto:
@@ -93,3 +100,16 @@ def make_bundle(
         return write_bundle(models_dir, vocab, card, paths)
     finally:
         shutil.rmtree(scratch)
+
+
+def make_songci_bundle(models_dir: Path, style: str = "songci", version: str = "v1") -> Path:
+    """A random-weight 宋詞 bundle of the SONG_CI excerpt, with what export gives such a
+    style: the card's poem section (its tunes), the tune table and the training lines."""
+    text = SONG_CI.read_text(encoding="utf-8")
+    section = catalog.poem_section("song_ci", text)
+    path = make_bundle(models_dir, style, version, text=text, seed=7, poem=section, scale=2.0)
+    train = split(text)[0]
+    for name, content in catalog.poem_files(section, train).items():
+        (path / name).write_text(content, encoding="utf-8")
+    LineIndex.build(train).save(path / LINES_FILE)
+    return path

@@ -186,7 +186,7 @@ class _Group:
     lines: list[LineChoice] = field(default_factory=list)
 
 
-LINE_ENDS = frozenset("\n，。")  # a candidate's line ends with one of these (or the poem)
+LINE_ENDS = frozenset("\n，。、")  # a candidate's line (a 詞's clause) ends with one of these
 CANDIDATE_UNITS = ("line", "poem")
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.forms import lyrics, script, tang
+from bot.corpus import split
+from bot.forms import ci, ci_writer, lyrics, script, tang
 from bot.forms.english import NAMES_FILE, speaker_names
 from bot.forms.hidden import hidden_at, visible
 from bot.forms.lines import LINES_FILE, LineGuard, LineIndex
@@ -31,13 +32,15 @@ from bot.forms.units import UnitWriter
 
 WORDS_FILE = "words.txt"
 READINGS_FILE = tang.READINGS_FILE  # the same name for Tang's table and a lyric style's
-MAX_ACROSTIC = 20  # heads, so lines, of an acrostic (Discord shows a poem of 20 lines whole)
+# Heads, so lines, of an acrostic: a 詞 of the longest shipped tune (賀新郎) has 26 clauses,
+# shown in 13 lines (Discord shows a poem of 20 lines whole).
+MAX_ACROSTIC = 26
 
 
 @dataclass(frozen=True)
 class Form:
     name: str
-    kind: str  # tang, english, verse or unit
+    kind: str  # tang, english, verse, unit or ci (a tune)
     en: str  # its name in English, and in each script
     traditional: str
     simplified: str
@@ -48,6 +51,10 @@ class Form:
 
     def label(self, language: str) -> str:
         """The name shown for the form, in the style's language."""
+        if self.kind == "ci":  # a tune's name in both scripts, the style's first
+            names = (self.traditional, self.simplified)
+            first, other = names if "Hant" in language else names[::-1]
+            return first if first == other else f"{first} ({other})"
         if language.startswith("zh"):
             name = self.traditional if "Hant" in language else self.simplified
             return f"{name} ({self.name})"
@@ -92,7 +99,7 @@ def poem_section(corpus_name: str, text: str, unit: str | None = None) -> dict[s
     text suggests, for an uploaded corpus); every style names its training lines' index, and
     a Tang or verse style its readings, a style of speeches its characters' names."""
     section = {**_section(corpus_name, text, unit), "lines": LINES_FILE}
-    if section.get("script"):
+    if section.get("script") and not section.get("tunes"):
         section["readings"] = READINGS_FILE
     if section.get("words"):
         section["names"] = NAMES_FILE
@@ -102,6 +109,8 @@ def poem_section(corpus_name: str, text: str, unit: str | None = None) -> dict[s
 def poem_files(section: dict[str, Any], train_text: str) -> dict[str, str]:
     """The tables a `poem` section names, from the training split: file name -> content."""
     files = {}
+    if section.get("tunes"):
+        files[section["tunes"]] = ci.Tunes.derive(train_text).to_json()
     if section.get("readings"):
         if "wujue" in section["forms"]:
             poems = train_text.split("\n")
@@ -127,6 +136,8 @@ def _section(corpus_name: str, text: str, unit: str | None) -> dict[str, Any]:
     if corpus_name == "jaychou":
         return {"unit": "line", "forms": ["verse"], "default": "verse", "script": "simplified"}
     unit = unit or infer_unit(text)
+    if ci.looks_like_ci(text):
+        return _ci_section(text)
     if _han_share(text[:200_000]) > 0.5:
         sample = text[:20_000]
         written = "simplified" if script.to_simplified(sample) == sample else "traditional"
@@ -136,16 +147,56 @@ def _section(corpus_name: str, text: str, unit: str | None) -> dict[str, Any]:
     return {"unit": unit, "forms": [unit], "default": unit}
 
 
+def _ci_section(text: str) -> dict[str, Any]:
+    """A 詞 style's section: its tunes (from the training split, as `poem_files` writes
+    them), and each tune's shapes' sizes for the form option's labels."""
+    tunes = ci.Tunes.derive(split(text)[0])
+    sample = text[:20_000]
+    # The script fewer of its characters would change to (the 全宋詞 mixes in a few
+    # traditional ones).
+    changed = {
+        name: sum(a != b for a, b in zip(sample, script.convert(sample, name), strict=False))
+        for name in script.SCRIPTS
+    }
+    return {
+        "unit": "line",
+        "forms": tunes.names(),
+        "default": None,
+        "script": min(script.SCRIPTS, key=changed.__getitem__),
+        "tunes": ci.TUNES_FILE,
+        "sizes": {t.name: [s.chars for s in t.shapes] for t in tunes.tunes.values()},
+    }
+
+
+def _tune(name: str) -> Form:
+    return Form(name, "ci", name, script.to_traditional(name), script.to_simplified(name))
+
+
 def offered(card: dict[str, Any]) -> list[Form]:
     """The forms a style offers (none for a bundle whose card predates forms)."""
-    return [FORMS[name] for name in card.get("poem", {}).get("forms", []) if name in FORMS]
+    section = card.get("poem", {})
+    if section.get("tunes"):
+        return [_tune(name) for name in section.get("forms", [])]
+    return [FORMS[name] for name in section.get("forms", []) if name in FORMS]
 
 
 def choices(card: dict[str, Any], typed: str = "") -> list[tuple[str, str]]:
-    """(label, name) of the forms a style offers whose name or label contains `typed`."""
+    """(label, name) of the forms a style offers whose name or label contains `typed`; for
+    a 詞 style its tunes, then their other shapes (`水调歌头/2`) and any by the seed (`/*`)."""
     language = str(card.get("language", "en"))
     typed = typed.casefold().strip()
     shown = [(form.label(language), form.name) for form in offered(card)]
+    sizes = card.get("poem", {}).get("sizes")
+    if sizes:
+        tunes = [name for _, name in shown]
+        shown = [(f"{label} · {sizes[name][0]}字", name) for label, name in shown]
+        for name in tunes:
+            other = [(f"{name}/{k}", [n]) for k, n in enumerate(sizes[name][1:], start=2)]
+            if len(sizes[name]) > 1:
+                other.append((f"{name}/*", sizes[name]))
+            shown += [
+                (f"{_tune(v).label(language)} · {'/'.join(map(str, n))}字", v) for v, n in other
+            ]
     return [(label, name) for label, name in shown if typed in label.casefold()]
 
 
@@ -176,12 +227,14 @@ def _table(path: Path, mtime: float, kind: str) -> Any:
         return frozenset(path.read_text(encoding="utf-8").split())
     if kind == "tang":
         return tang.Readings.load(path)
+    if kind == "tunes":
+        return ci.Tunes.load(path)
     return lyrics.VerseReadings.load(path)
 
 
 def table(bundle_path: Path, card: dict[str, Any], key: str, kind: str) -> Any:
     """The bundle's table the `poem` section names under `key`, read as `kind` ("tang",
-    "verse" or "names"; cached by file), or None for a bundle without one."""
+    "verse", "names" or "tunes"; cached by file), or None for a bundle without one."""
     name = card.get("poem", {}).get(key)
     path = Path(bundle_path) / name if name else None
     if path is None or not path.is_file():
@@ -237,10 +290,13 @@ class PoemPlan:
     form: str | None  # the form asked for (None with Tang: the seed picks one)
     script: str | None  # convert the poem to this script for display
     couplets: bool = False  # a Tang poem: shown one couplet a line
+    layout: Callable[[str], str] | None = None  # how a form lays its poem out (a 詞's)
 
     def present(self, text: str) -> str:
-        """The poem as shown everywhere (Discord, the page, `generate`): in the script asked
-        for; a Tang poem one couplet (two clauses, up to its 。) a line."""
+        """The poem as shown everywhere (Discord, the page, `generate`): laid out as its form
+        says (a 詞 under its tune's name, a line a rhyme), in the script asked for; a Tang
+        poem one couplet (two clauses, up to its 。) a line."""
+        text = self.layout(text) if self.layout else text
         text = script.convert(text, self.script) if self.script else text
         return _COUPLET_END.sub("。\n", text) if self.couplets else text
 
@@ -354,13 +410,20 @@ def plan(
         converted = script.convert(prompt, written)
         if sum(c not in chars for c in converted) < sum(c not in chars for c in prompt):
             prompt = converted
+    heads = _heads(_clean_acrostic(acrostic), chars, written) if acrostic else ()
+    lines = line_index(bundle_path, card)
+    if section.get("tunes"):
+        tunes = table(bundle_path, card, "tunes", "tunes")
+        if tunes is None:
+            raise FormError("This style's bundle lacks its tunes; ask the operators.")
+        got = ci_writer.plan(tunes, chars, form, heads, prompt, length)
+        make = _guarded(got.make, lines)
+        return PoemPlan(make, got.prompt, got.length, form, output_script, layout=got.layout)
     names = section.get("forms", [])
     name = form if form is not None else section.get("default")
     if name is not None and name not in names:
         shown = ", ".join(FORMS[n].label(language) for n in names if n in FORMS)
         raise FormError(f"This style has no form {name!r}; it offers {shown}.")
-    heads = _heads(_clean_acrostic(acrostic), chars, written) if acrostic else ()
-    lines = line_index(bundle_path, card)
     if name is None or FORMS[name].kind == "tang":
         readings = table(bundle_path, card, "readings", "tang") or tang.TABLE_READINGS
         return _plan_tang(chars, name, heads, prompt, length, output_script, lines, readings)

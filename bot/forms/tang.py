@@ -77,6 +77,7 @@ class _Table:
 
     tones: dict[str, frozenset[str]]
     level_groups: dict[str, frozenset[str]]
+    all_groups: dict[str, frozenset[str]]  # every group a character is in, level or oblique
     groups: dict[str, frozenset[str]]  # level-tone group name -> its characters
     short_names: dict[str, str]  # "一東" -> "上平聲一東"
 
@@ -90,6 +91,7 @@ def _table() -> _Table:
     raw = json.loads(path.read_text(encoding="utf-8"))
     tones: dict[str, set[str]] = {}
     level_groups: dict[str, set[str]] = {}
+    all_groups: dict[str, set[str]] = {}
     groups: dict[str, frozenset[str]] = {}
     for tone in TONES:
         for part in raw[tone].values():
@@ -97,6 +99,7 @@ def _table() -> _Table:
                 chars = frozenset(c for s in strings for c in s if is_ideograph(c))
                 for c in chars:
                     tones.setdefault(c, set()).add(tone)
+                    all_groups.setdefault(c, set()).add(group)
                     if tone == PING:
                         level_groups.setdefault(c, set()).add(group)
                 if tone == PING:
@@ -106,6 +109,7 @@ def _table() -> _Table:
             groups[group] = groups[group] | {ch}
             tones.setdefault(ch, set()).add(PING)
             level_groups.setdefault(ch, set()).add(group)
+            all_groups.setdefault(ch, set()).add(group)
     short_names = {}
     for group in groups:
         for prefix in _LEVEL_PARTS:
@@ -114,6 +118,7 @@ def _table() -> _Table:
     return _Table(
         tones={c: frozenset(t) for c, t in tones.items()},
         level_groups={c: frozenset(g) for c, g in level_groups.items()},
+        all_groups={c: frozenset(g) for c, g in all_groups.items()},
         groups=groups,
         short_names=short_names,
     )
@@ -141,6 +146,12 @@ def fits(ch: str, tone: str | None) -> bool:
 def level_groups(ch: str) -> frozenset[str]:
     """The level-tone (平聲) rhyme groups `ch` belongs to, by their JSON names ("上平聲一東")."""
     return _table().level_groups.get(ch, frozenset())
+
+
+def all_groups(ch: str) -> frozenset[str]:
+    """Every group of the 106 `ch` belongs to, level or oblique, by their JSON names
+    ("上平聲一東", "上聲一董", "去聲一送", "入聲一屋")."""
+    return _table().all_groups.get(ch, frozenset())
 
 
 def level_group_names() -> tuple[str, ...]:
