@@ -255,10 +255,10 @@ class PoemPlan:
         text = script.convert(text, self.script) if self.script else text
         return _COUPLET_END.sub("。\n", text) if self.couplets else text
 
-    def about(self, text: str) -> str | None:
-        """The footer's line naming the theme and the plan's words the poem holds, in the
-        script asked for (`about 秋風: 秋風 · 落葉 · 歸雁 · 寒燈`); None without a theme."""
-        return self.theme.line(text, self.script) if self.theme else None
+    def about(self, text: str) -> tuple[str, list[str]] | None:
+        """The theme as typed and the plan's words the poem holds, in the script asked for
+        (the footer's `about 秋風: 秋風 · 落葉 · 歸雁 · 寒燈`); None without a theme."""
+        return self.theme.shown(text, self.script) if self.theme else None
 
 
 _COUPLET_END = re.compile(r"。[ \t]*(?=[^\s])")
@@ -575,9 +575,8 @@ def _wanted(
     if written is None:
         words = lexicon(bundle_path, card)
         known = (words.words if words is not None else frozenset(related.words)) - leave_out
-    typed = visible(about)
-    users = themes.read(typed, related, chars, written, known)
-    return _Wanted(visible(about), users, related, _writable(related, chars, known))
+    users = themes.read(about, related, chars, written, known)
+    return _Wanted(about, users, related, _writable(related, chars, known))
 
 
 @functools.cache

@@ -228,10 +228,16 @@ class Cooccurrence:
         a, b, s = self.a[keep], self.b[keep], scores[keep]
         order = np.lexsort((b, -s, a))
         a, b, s = a[order], b[order], s[order]
-        starts = np.searchsorted(a, np.arange(len(self.counts) + 1))
+        starts = np.searchsorted(a, np.arange(len(self.counts) + 1)).tolist()
         return [
-            list(zip(b[lo : lo + top].tolist(), s[lo : lo + top].tolist(), strict=True))
-            for lo in starts[:-1].tolist()
+            list(
+                zip(
+                    b[lo : min(lo + top, hi)].tolist(),
+                    s[lo : min(lo + top, hi)].tolist(),
+                    strict=True,
+                )
+            )
+            for lo, hi in zip(starts[:-1], starts[1:], strict=True)
         ]
 
 
@@ -435,11 +441,17 @@ class Theme:
                     break
         return named
 
-    def line(self, text: str, output_script: str | None = None) -> str:
-        """The footer's line: `about 秋風: 秋風 · 落葉 · 歸雁 · 寒燈` (in the script asked for)."""
-        shown = " · ".join(self.keywords(text))
-        line = f"about {self.typed}: {shown}"
-        return script.convert(line, output_script) if output_script else line
+    def shown(self, text: str, output_script: str | None = None) -> tuple[str, list[str]]:
+        """The theme as typed and the plan's words the poem holds, in the script asked for."""
+        words = self.keywords(text)
+        if output_script and self.chinese:
+            words = [script.convert(w, output_script) for w in words]
+        return self.typed, words
+
+
+def about_line(typed: str, words: Sequence[str]) -> str:
+    """The footer's line naming a theme and its plan: `about 秋風: 秋風 · 落葉 · 歸雁`."""
+    return f"about {typed}: {' · '.join(words)}"
 
 
 def _refuse(message: str) -> FormError:
