@@ -89,6 +89,9 @@ def test_a_plan_is_the_users_words_then_related_ones_the_same_in_either_script()
     assert len(set("".join(words))) == len("".join(words)), words  # no character twice
     assert plan_of(TANG, form="qilv", about="秋风").theme.plan == words  # simplified in
     assert plan_of(TANG, form="qilv", about=" 秋風 ").theme.plan == words
+    # A typed word the model knows in both scripts is taken in the one its corpus uses.
+    assert plan_of(TANG, about="黄昏").theme.words == ("黃昏",)
+    assert plan_of(TANG, about="头发").theme.words == ("頭髮",)
     # Derived again from the same text, the data and so every plan are the same.
     first = themes.Related.derive(TANG_TEXT, "tang").to_bytes()
     assert themes.Related.derive(TANG_TEXT, "tang").to_bytes() == first

@@ -525,12 +525,19 @@ def _read_chinese(
 
 
 def _in_script(run: str, related: Related, chars: frozenset[str], written: str) -> str:
-    """A typed run in the model's script: OpenCC's phrase-aware conversion where it leaves
-    fewer unknown characters; then each unknown character as the form of it the model knows
-    (the commonest in the corpus where there are several: 发 -> 發 or 髮)."""
+    """A typed run in the model's script: as typed or by OpenCC's phrase-aware conversion,
+    whichever leaves fewer unknown characters, then the commoner in the corpus (黄昏 -> 黃昏
+    for a traditional model that knows both 黄 and 黃); then each unknown character as the
+    form of it the model knows (the commonest where there are several: 发 -> 發 or 髮)."""
     converted = script.convert(run, written)
-    if sum(c not in chars for c in converted) < sum(c not in chars for c in run):
-        run = converted
+    run = min(
+        (run, converted),
+        key=lambda r: (
+            sum(c not in chars for c in r),
+            -_count(related, r) if r in related.index else 0,
+            -sum(_count(related, c) for c in r),
+        ),
+    )
     out = []
     for c in run:
         if c not in chars:
