@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import itertools
 import json
 import math
 import re
@@ -153,7 +154,8 @@ def unit_ids(unit: Sequence[str], index: dict[str, int], chinese: bool, tang: bo
 class Cooccurrence:
     """How often each pair of words shares a unit: pairs (a, b) both ways, their count, each
     word's count of units, and the number of units. Pairs of words that share a character
-    (明月 and 月) are left out: they say nothing about each other."""
+    (明月 and 月), or characters that make a word together (天 and 涯), are left out: they
+    say nothing about each other's theme."""
 
     a: np.ndarray
     b: np.ndarray
@@ -199,6 +201,12 @@ class Cooccurrence:
                 [[chars.get(w[0], -1 - i), chars.get(w[-1], -1 - i)] for i, w in enumerate(words)]
             )
             shared = (own[a][:, :, None] == own[b][:, None, :]).any(axis=(1, 2))
+            # Two characters that make a word of the corpus (天 and 涯) are a collocation.
+            made = [
+                (chars[w[0]], chars[w[1]]) for w in words if len(w) == 2 and set(w) <= chars.keys()
+            ]
+            joined = np.array([x * n + y for x, y in made] + [y * n + x for x, y in made], np.int64)
+            shared |= np.isin(a * n + b, joined)
             a, b, together = a[~shared], b[~shared], together[~shared]
         return cls(a, b, together, counts, sum(1 for unit in ids if unit))
 
@@ -229,15 +237,10 @@ class Cooccurrence:
         order = np.lexsort((b, -s, a))
         a, b, s = a[order], b[order], s[order]
         starts = np.searchsorted(a, np.arange(len(self.counts) + 1)).tolist()
+        ends = [min(lo + top, hi) for lo, hi in itertools.pairwise(starts)]
         return [
-            list(
-                zip(
-                    b[lo : min(lo + top, hi)].tolist(),
-                    s[lo : min(lo + top, hi)].tolist(),
-                    strict=True,
-                )
-            )
-            for lo, hi in zip(starts[:-1], starts[1:], strict=True)
+            list(zip(b[lo:end].tolist(), s[lo:end].tolist(), strict=True))
+            for lo, end in zip(starts, ends, strict=False)
         ]
 
 
