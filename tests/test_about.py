@@ -181,6 +181,22 @@ def test_a_paragraph_starts_each_line_with_its_keyword(tmp_path):
         assert len(lines) >= 2 and lines[0].startswith("people") and lines[1].startswith("gods")
 
 
+def test_a_users_word_gives_way_until_the_lines_left_are_its_own():
+    """A line takes the first plan word with a place by every rule; a user's word that has
+    none gives way, until the lines left are no more than the user's words to write: then it
+    may bend a preferred rule (a tone), and is written."""
+    thread = themes.Thread(("秋風", "落葉", "明月"), frozenset({"秋風"}))
+
+    def places(word: str, strict: bool) -> list[int]:
+        return [] if word == "秋風" and strict else [0, 2, 4]
+
+    left = ["秋風", "落葉", "明月"]
+    assert thread.choose(left, 3, places, 0) == ("落葉", 0)
+    assert thread.choose(left, 2, places, 1) == ("落葉", 2)
+    assert thread.choose(left, 1, places, 2) == ("秋風", 4)
+    assert thread.choose(["明月"], 1, lambda w, s: [], 0) is None  # no word fits: none
+
+
 def test_a_keyword_that_ends_a_training_clause_is_judged_not_stuck():
     """Where the line guard would ban the only character the writer allows (a keyword's
     last, completing a training clause), the line is written and its penalty rejects it."""
