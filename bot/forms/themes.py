@@ -18,7 +18,9 @@ bundle (THEMES_FILE): words and numbers only, never a line of the corpus.
 
 A plan is the user's words, then words related to them (and, more weakly, to the words
 chosen so far), one per line and SPARE more for keywords that cannot fit a line; a Chinese
-plan's words share no character. The same bundle and words always give the same plan.
+plan's words share no character, and a character's related characters that make a word with
+it (天 and 涯) are its collocations, not its theme: a plan does not take them from it. The
+same bundle and words always give the same plan.
 """
 
 from __future__ import annotations
@@ -154,8 +156,7 @@ def unit_ids(unit: Sequence[str], index: dict[str, int], chinese: bool, tang: bo
 class Cooccurrence:
     """How often each pair of words shares a unit: pairs (a, b) both ways, their count, each
     word's count of units, and the number of units. Pairs of words that share a character
-    (明月 and 月), or characters that make a word together (天 and 涯), are left out: they
-    say nothing about each other's theme."""
+    (明月 and 月) are left out: they say nothing about each other."""
 
     a: np.ndarray
     b: np.ndarray
@@ -201,12 +202,6 @@ class Cooccurrence:
                 [[chars.get(w[0], -1 - i), chars.get(w[-1], -1 - i)] for i, w in enumerate(words)]
             )
             shared = (own[a][:, :, None] == own[b][:, None, :]).any(axis=(1, 2))
-            # Two characters that make a word of the corpus (天 and 涯) are a collocation.
-            made = [
-                (chars[w[0]], chars[w[1]]) for w in words if len(w) == 2 and set(w) <= chars.keys()
-            ]
-            joined = np.array([x * n + y for x, y in made] + [y * n + x for x, y in made], np.int64)
-            shared |= np.isin(a * n + b, joined)
             a, b, together = a[~shared], b[~shared], together[~shared]
         return cls(a, b, together, counts, sum(1 for unit in ids if unit))
 
@@ -362,7 +357,8 @@ class Related:
             ids = self._ids(word)
             for i in ids:
                 for j, s in self.related_to(i):
-                    score[j] += weight * s / len(ids)
+                    if not self._compound(i, j):
+                        score[j] += weight * s / len(ids)
 
         def usable(j: int) -> bool:
             word = self.words[j]
@@ -392,6 +388,14 @@ class Related:
             score.pop(best, None)
             spread(word, SECOND_ORDER)
         return tuple(chosen)
+
+    def _compound(self, i: int, j: int) -> bool:
+        """Whether two Chinese characters make a word of the corpus together (天 and 涯): the
+        one is the other's collocation, not a keyword of its theme."""
+        a, b = self.words[i], self.words[j]
+        return (
+            self.chinese and len(a) == len(b) == 1 and (a + b in self.index or b + a in self.index)
+        )
 
     def _plain(self, j: int) -> bool:
         """Whether word `j` may fill a plan with nothing related left: a two-character
