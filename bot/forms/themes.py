@@ -5,8 +5,9 @@ Words. For Chinese styles, the single characters of the training split and its t
 words: pairs of characters at a word's place in a clause (a Tang clause reads 2+3 or 2+2+3,
 so pairs start at 0, 2, 3 of five and 0, 2, 4, 5 of seven; a lyric's pairs start anywhere)
 seen in at least MIN_PAIR distinct clauses and far likelier together than apart (pointwise
-mutual information at least PAIR_PMI). For English styles, the word forms of the training
-split other than function words and the plays' characters' names.
+mutual information at least PAIR_PMI), less a lyric's pairs that are nearly always part of a
+longer word (为什 of 为什么). For English styles, the word forms of the training split other
+than function words and the plays' characters' names.
 
 Relatedness. Two words are related when they share a unit (a couplet of Chinese verse, two
 lines of a lyric, an English speech or paragraph) more often than chance: PMI discounted by
@@ -57,6 +58,7 @@ MIN_TOGETHER = 3  # units a related pair shares at least (2 for English, a spars
 MIN_CHAR = 3  # a character is a word when seen in at least this many units
 MIN_PAIR = 5  # distinct clauses a two-character word is seen in
 PAIR_PMI = 2.0  # and how much likelier its characters are together than apart
+BOUND_SHARE = 0.8  # a lyric's pair this often beside one character is part of a longer word
 MIN_WORD = 3  # units an English word is seen in
 MAX_PLAN_WORDS = 9000  # words stored, the commonest first
 SECOND_ORDER = 0.25  # weight of relatedness to the plan's own words beside the user's
@@ -122,14 +124,26 @@ def chinese_words(units: Sequence[Sequence[str]], tang: bool) -> list[str]:
     clauses = {run for unit in units for run in unit}
     chars: Counter[str] = Counter()
     pairs: Counter[str] = Counter()
+    beside: Counter[tuple[str, str]] = Counter()  # (pair, the character before or after it)
     for run in clauses:
         chars.update(run)
-        pairs.update(run[i : i + 2] for i in word_starts(len(run), tang) if i + 1 < len(run))
+        for i in word_starts(len(run), tang):
+            if i + 1 < len(run):
+                pairs[run[i : i + 2]] += 1
+                if not tang:
+                    beside.update(
+                        (run[i : i + 2], c)
+                        for c in (f"<{run[i - 1 : i]}", f">{run[i + 2 : i + 3]}")
+                    )
     total = sum(chars.values())
     found = Counter({c: n for c, n in chars.items() if n >= MIN_CHAR})
     for pair, n in pairs.items():
         if n >= MIN_PAIR and math.log(n * total / (chars[pair[0]] * chars[pair[1]])) >= PAIR_PMI:
             found[pair] = n
+    # A lyric's pair nearly always beside one character is part of a longer word (为什 of 为什么).
+    for (pair, side), n in beside.items():
+        if len(side) == 2 and pair in found and n >= BOUND_SHARE * pairs[pair]:
+            del found[pair]
     return [w for w, _ in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))][:MAX_PLAN_WORDS]
 
 
