@@ -24,6 +24,7 @@ from bot.forms.rules import Allowed, FormError
 from .botworld import asynchronous, bot_world, buttons, footer, make_settings
 from .bundles import FIXTURES, make_bundle
 from .test_cli import run as shell
+from .test_discord_replies import unescaped
 from .test_forms_e2e import shipped
 from .test_page import page_client
 
@@ -335,4 +336,9 @@ async def test_poem_about_shows_its_plan_and_again_and_continue_keep_it(tmp_path
         assert footer(shown).startswith("主题 秋风：秋风 · ")
         _, refused = await w.poem({"style": "tang", "about": "咖啡"})
         assert refused.ephemeral and "咖 啡" in refused.content
+        # As plain text, the theme's line is subtext above the footer's.
+        await w.run("settings", w.moderator, {"value": "text"}, subcommand="format")
+        _, plain = await w.poem(options)
+        lines = unescaped(plain.content).split("\n")
+        assert lines[-2].startswith("-# about 秋风: 秋風 · ") and "seed 5" in lines[-1]
         assert not w.discord.violations
