@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.candidates import poem_logp
+from benchmarks.candidates import timed
 from benchmarks.forms import CORPUS_FILES, DEFAULT_CORPORA, ROOT, STYLE_FORMS, say
 from benchmarks.stats import cpu_name, percentile, write_results
 from bot.config import Settings
@@ -341,10 +341,9 @@ async def cost(runs: int) -> dict[str, Any]:
                 request = Request(
                     length=plan.length, seed=seed, rules=plan.rules, candidates=SETTINGS.candidates
                 )
-                started = time.perf_counter()
-                poem = await scheduler.generate(request)
-                seconds[name].append(time.perf_counter() - started)
-                fluency[name].append(poem_logp(model, poem.text))
+                took, logp = await timed(scheduler, model, request)
+                seconds[name].append(took)
+                fluency[name].append(logp)
     finally:
         await scheduler.close()
     out: dict[str, Any] = {
@@ -414,7 +413,7 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{style} {form}, about {ex['theme']}: {' · '.join(ex['plan'])}",
                     "",
                     "```text",
-                    ex["poem"],
+                    ex["poem"].rstrip(),
                     "```",
                     "",
                 ]
@@ -445,7 +444,8 @@ def markdown(report: dict[str, Any]) -> str:
         "data is PMI * c / (c + 20) over couplets (Chinese) and speeches (English).",
     ]
     for style, got in report["relatedness"].items():
-        out += ["", f"### {style} (judged on validation {got['judged_on']}s)", ""]
+        judged = {"poem": "poems", "speech": "speeches"}[got["judged_on"]]
+        out += ["", f"### {style} (judged on validation {judged})", ""]
         out += ["| trained on | method | precision | chance | lift |", "|---|---|---:|---:|---:|"]
         for unit, row in got["units"].items():
             for name, m in row["methods"].items():
