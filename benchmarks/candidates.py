@@ -51,6 +51,14 @@ def poem_logp(model: StepModel, text: str) -> float:
     return total / max(len(ids) - 1, 1)
 
 
+async def timed(scheduler: Scheduler, model: StepModel, request: Request) -> tuple[float, float]:
+    """A poem's seconds alone in the scheduler, and the network's mean log-probability per
+    character of it."""
+    started = time.perf_counter()
+    poem = await scheduler.generate(request)
+    return time.perf_counter() - started, poem_logp(model, poem.text)
+
+
 def cpu() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -72,10 +80,9 @@ async def measure(style: str, form: str | None, ks: list[int], runs: int) -> dic
         for seed in range(1, runs + 1):
             for k in ks:
                 ask = Request(length=plan.length, seed=seed, rules=plan.rules, candidates=k)
-                started = time.perf_counter()
-                poem = await scheduler.generate(ask)
-                seconds[k].append(time.perf_counter() - started)
-                fluency[k].append(poem_logp(model, poem.text))
+                took, logp = await timed(scheduler, model, ask)
+                seconds[k].append(took)
+                fluency[k].append(logp)
     finally:
         await scheduler.close()
     return {

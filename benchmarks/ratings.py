@@ -1,6 +1,7 @@
 """Blind ratings: sheets of the bot's poems beside the poets' own, and the readers' scores.
 
     python -m benchmarks.ratings sheets --out DIR [--n 12] [--styles ...] [--models DIR]
+    python -m benchmarks.ratings sheets --topic --out DIR [--n 12] [--styles ...]
     python -m benchmarks.ratings score DIR
     python -m benchmarks.ratings restore DIR
 
@@ -26,6 +27,14 @@ text in the key: the key holds the line numbers of its poems (and the bot's poem
 folder gets a .gitignore that keeps sheet.md out of git. `score` reads only keys and ratings, so
 a results folder committed without that sheet can still be recounted; `restore` writes a sheet
 back from its key and the corpus file, the same sheet `sheets` wrote.
+
+`sheets --topic` writes topic sheets instead (issue 23): per style, N poems of the bot about a
+theme (`about`, the themes of TOPIC_THEMES in turn) beside the same seeds' and forms' poems
+without one, shuffled; under each poem four themes of the sheet (for a poem about a theme, its
+own and three others; a poem without one shows its twin's four). Readers rate the four marks
+as on any sheet and pick the theme the poem is about; `score` counts, per source ("about",
+"free"), the four means and the share of readings that picked the theme (for the free poems,
+their twin's: what chance and the seed alone give).
 
 `score` validates every ratings file (each poem of the sheet, each criterion a whole number
 1-5, `human` true or false; an error names the file and the poem) and prints per style and
@@ -71,6 +80,15 @@ BOT_FORMS: dict[str, tuple[str | None, ...]] = {
     "jaychou": (None,),
 }
 SEED_BASE = 220_600  # the bot's poem i has seed SEED_BASE + i, before and after a change
+TOPIC = "topic"
+TOPIC_SOURCES = ("about", "free")
+# The themes of a topic sheet, a user's words each, in turn (N > their number repeats them).
+TOPIC_THEMES: dict[str, tuple[str, ...]] = {
+    "tang": ("秋風", "明月", "故鄉", "離別", "春雨", "酒", "邊塞", "梅花"),
+    "shakespeare": ("love", "the sea", "winter", "death", "the king", "night", "war", "spring"),
+    "jaychou": ("雨天", "离开", "青春", "故乡", "天空", "爱情", "月亮", "秋天"),
+}
+OPTIONS = 4  # themes shown under each poem of a topic sheet
 SHUFFLE_SEED = 22
 PICK_SEED = 6  # which poems of the validation tail are taken
 SONNET_LINES = 14
@@ -145,6 +163,12 @@ One JSON file per sheet and reader, in that sheet's `ratings/` folder, named aft
 Every poem number of the sheet needs an entry; the marks are whole numbers from 1 to 5; `human`
 is `true` or `false`; `note` is optional. `python -m benchmarks.ratings score DIR` checks the
 file and says what to mend.
+
+## Sheets with themes
+
+On a sheet whose poems each show a line `Themes: A · B · C · D`, also say which of the four the
+poem is about: `"theme": "B"`, written as the sheet writes it. When none seems to fit, pick the
+likeliest; never leave it out.
 """
 
 
@@ -269,11 +293,14 @@ def verse_size(text: str) -> int:
     return len(text.split("\n"))
 
 
-def render(heading: str, poems: dict[str, str]) -> str:
-    """sheet.md: the heading and the numbered poems, each as plain lines in a text block."""
+def render(heading: str, poems: dict[str, str], options: dict[str, list[str]] | None = None) -> str:
+    """sheet.md: the heading and the numbered poems, each as plain lines in a text block (on a
+    topic sheet followed by its four themes)."""
     out = [f"# {heading}"]
     for number, text in poems.items():
         out += ["", f"## {number}", "", "```text", text, "```"]
+        if options:
+            out += ["", f"Themes: {' · '.join(options[number])}"]
     return "\n".join(out) + "\n"
 
 
@@ -287,6 +314,8 @@ class Poem:
     text: str  # as shown
     seed: int | None = None
     lines: tuple[int, int] | None = None
+    theme: str | None = None  # a topic sheet's poem: its theme (a free poem: its twin's)
+    options: list[str] | None = None  # the themes shown under it
 
 
 # The bot's defaults, with what the environment (.env) changes: CANDIDATES=32 python -m
@@ -294,16 +323,23 @@ class Poem:
 SETTINGS = Settings.from_env()
 
 
-def write_bot(model: StepModel, forms: list[str | None], seeds: list[int]) -> list[Generation]:
-    """The bot's poems through its own way in (`plan_request`, default options), one batch."""
+def write_bot(
+    model: StepModel,
+    forms: list[str | None],
+    seeds: list[int],
+    themes: list[str | None] | None = None,
+) -> list[Generation]:
+    """The bot's poems through its own way in (`plan_request`, default options and the
+    `themes` given), one batch."""
+    about = themes or [None] * len(seeds)
 
     async def run() -> list[Generation]:
         scheduler = Scheduler(model, Limits(max_queue=100_000, deadline=3600.0))
         live = Live(model.bundle, scheduler)
         try:
             requests = [
-                plan_request(SETTINGS, live, form=f, seed=s)[1]
-                for f, s in zip(forms, seeds, strict=True)
+                plan_request(SETTINGS, live, form=f, seed=s, about=a)[1]
+                for f, s, a in zip(forms, seeds, about, strict=True)
             ]
             return list(await asyncio.gather(*(scheduler.generate(r) for r in requests)))
         finally:
@@ -342,17 +378,73 @@ def pick_poets(
     return out
 
 
-def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[str, Any], str]:
-    """The key and sheet.md of one style."""
+def _live_model(style: str, models: Path) -> tuple[StepModel, str, dict[str, Any]]:
+    """The style's live model, its version and its card's poem section."""
     version = active_version(models, style)
     if version is None:
         raise RatingError(f"no live version of {style} in {models}")
     bundle = models / style / version
     model = load_model(bundle, providers="cpu")
-    card = model.bundle.card
-    section = card.get("poem")
+    section = model.bundle.card.get("poem")
     if section is None:
         raise RatingError(f"{bundle}: its card has no poem section (`python -m export derive`)")
+    return model, version, section
+
+
+def topic_sheet(style: str, models: Path, n: int) -> tuple[dict[str, Any], str]:
+    """The key and sheet.md of one style's topic sheet: N poems about a theme beside the same
+    seeds' and forms' poems without one, each under four of the sheet's themes."""
+    model, version, section = _live_model(style, models)
+    card = model.bundle.card
+    written = section.get("script")
+    seeds = [SEED_BASE + i for i in range(n)]
+    asked = [BOT_FORMS[style][i % len(BOT_FORMS[style])] for i in range(n)]
+    themes = [TOPIC_THEMES[style][i % len(TOPIC_THEMES[style])] for i in range(n)]
+    rng = random.Random(f"{SHUFFLE_SEED}:{style}:{TOPIC}")
+    shown_themes = sorted(set(themes))
+    if len(shown_themes) < OPTIONS:
+        raise RatingError(f"a topic sheet needs --n {OPTIONS} at least (four themes to choose)")
+    themed = write_bot(model, asked, seeds, themes)
+    free = write_bot(model, asked, seeds)
+    poems = []
+    for seed, theme, form, about, plain in zip(seeds, themes, asked, themed, free, strict=True):
+        others = rng.sample([t for t in shown_themes if t != theme], OPTIONS - 1)
+        options = rng.sample([theme, *others], OPTIONS)
+        for source, generation in (("about", about), ("free", plain)):
+            form_shown = generation.form or form or section.get("default")
+            text = shown(generation.text, form_shown, written)
+            poems.append(Poem(source, form_shown, text, seed, theme=theme, options=options))
+    random.Random(f"{SHUFFLE_SEED}:{style}").shuffle(poems)
+    key = {
+        "kind": TOPIC,
+        "style": style,
+        "bundle": f"{style}/{version}",
+        "script": written,
+        "temperature": SETTINGS.default_temperature,
+        "candidates": SETTINGS.candidates,
+        "candidate_unit": SETTINGS.candidate_unit,
+        "heading": f"{card.get('display_name', style)}: {2 * n} poems, each with four themes",
+        "poems": {
+            str(i): {
+                "source": p.source,
+                "form": p.form,
+                "seed": p.seed,
+                "theme": p.theme,
+                "options": p.options,
+                "text": p.text,
+            }
+            for i, p in enumerate(poems, 1)
+        },
+    }
+    options = {str(i): p.options or [] for i, p in enumerate(poems, 1)}
+    sheet = render(key["heading"], {str(i): p.text for i, p in enumerate(poems, 1)}, options)
+    return key, sheet
+
+
+def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[str, Any], str]:
+    """The key and sheet.md of one style."""
+    model, version, section = _live_model(style, models)
+    card = model.bundle.card
     name = card["corpus"]["name"]
     corpus = read_corpus(corpora / CORPUS_FILES.get(name, f"{name}.txt"))
     if corpus.sha256 != card["corpus"].get("sha256"):
@@ -405,11 +497,13 @@ def write_sheet(folder: Path, key: dict[str, Any], sheet: str) -> None:
     (folder / RATINGS).mkdir(parents=True, exist_ok=True)
     (folder / KEY).write_text(json.dumps(key, indent=2, ensure_ascii=False) + "\n", "utf-8")
     (folder / SHEET).write_text(sheet, encoding="utf-8")
-    if key["corpus"]["copyrighted"]:  # the sheet holds the corpus's text: never commit it
+    if key.get("corpus", {}).get("copyrighted"):  # it holds the corpus's text: never commit it
         (folder / ".gitignore").write_text(f"{SHEET}\n", encoding="utf-8")
 
 
-def sheets(out: Path, n: int, styles: list[str], models: Path, corpora: Path) -> None:
+def sheets(
+    out: Path, n: int, styles: list[str], models: Path, corpora: Path, topic: bool = False
+) -> None:
     for style in styles:
         if any((out / style / RATINGS).glob("*.json")):
             raise RatingError(
@@ -419,7 +513,10 @@ def sheets(out: Path, n: int, styles: list[str], models: Path, corpora: Path) ->
     out.mkdir(parents=True, exist_ok=True)
     (out / "INSTRUCTIONS.md").write_text(INSTRUCTIONS, encoding="utf-8")
     for style in styles:
-        key, sheet = style_sheet(style, models, corpora, n)
+        if topic:
+            key, sheet = topic_sheet(style, models, n)
+        else:
+            key, sheet = style_sheet(style, models, corpora, n)
         write_sheet(out / style, key, sheet)
         say(f"{style}: {out / style / SHEET} ({len(key['poems'])} poems), key in {KEY}")
 
@@ -438,7 +535,9 @@ def restore(out: Path, corpora: Path) -> None:
                 raw = corpus.text(*entry["lines"])
                 text = shown(raw, entry["form"], key["script"])
             poems[number] = text
-        (key_path.parent / SHEET).write_text(render(key["heading"], poems), encoding="utf-8")
+        options = {n: e["options"] for n, e in key["poems"].items() if e.get("options")}
+        sheet = render(key["heading"], poems, options or None)
+        (key_path.parent / SHEET).write_text(sheet, encoding="utf-8")
         say(f"{key_path.parent / SHEET}: {len(poems)} poems")
 
 
@@ -455,8 +554,11 @@ class Reader:
         return statistics.fmean(self.ratings[number][c] for c in CRITERIA)
 
 
-def read_ratings(path: Path, numbers: list[str]) -> Reader:
-    """One reader's file, checked against the sheet's poem numbers."""
+def read_ratings(
+    path: Path, numbers: list[str], options: dict[str, list[str]] | None = None
+) -> Reader:
+    """One reader's file, checked against the sheet's poem numbers (and on a topic sheet,
+    each poem's `theme` against the four it showed)."""
 
     def fail(what: str) -> RatingError:
         return RatingError(f"{path}: {what}")
@@ -489,7 +591,12 @@ def read_ratings(path: Path, numbers: list[str]) -> Reader:
                 f"poem {number}: human is {marks.get('human')!r}; give true (a person wrote it) "
                 "or false (a machine did)"
             )
-        extra = set(marks) - {*CRITERIA, "human", "note"}
+        if options is not None and marks.get("theme") not in options[number]:
+            shown_options = " · ".join(options[number])
+            raise fail(
+                f"poem {number}: theme is {marks.get('theme')!r}; give one of {shown_options}"
+            )
+        extra = set(marks) - {*CRITERIA, "human", "note", *(("theme",) if options else ())}
         if extra:
             raise fail(f"poem {number}: unknown field {sorted(extra)[0]!r}")
     return Reader(reader.strip(), path.name, ratings)
@@ -514,10 +621,27 @@ def means(readers: list[Reader], numbers: list[str]) -> dict[str, Any]:
     return out
 
 
+def sources(key: dict[str, Any]) -> tuple[str, ...]:
+    return TOPIC_SOURCES if key.get("kind") == TOPIC else SOURCES
+
+
 def by_source(readers: list[Reader], key: dict[str, Any]) -> dict[str, Any]:
-    numbers = {s: [n for n, e in key["poems"].items() if e["source"] == s] for s in SOURCES}
-    out = {s: means(readers, numbers[s]) for s in SOURCES}
-    out["gap"] = out["poets"]["mean"] - out["bot"]["mean"]
+    """Per source, the means (and on a topic sheet, the share of readings that picked the
+    poem's theme); the gap: poets - bot, or on a topic sheet about - free."""
+    kinds = sources(key)
+    numbers = {s: [n for n, e in key["poems"].items() if e["source"] == s] for s in kinds}
+    out: dict[str, Any] = {s: means(readers, numbers[s]) for s in kinds}
+    if key.get("kind") == TOPIC:
+        for source in kinds:
+            picks = [
+                r.ratings[n]["theme"] == key["poems"][n]["theme"]
+                for r in readers
+                for n in numbers[source]
+            ]
+            out[source]["topic_right"] = statistics.fmean(picks)
+        out["gap"] = out["about"]["mean"] - out["free"]["mean"]
+    else:
+        out["gap"] = out["poets"]["mean"] - out["bot"]["mean"]
     return out
 
 
@@ -551,7 +675,9 @@ def score_style(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as err:
         raise RatingError(f"{key_path}: cannot read the key ({err})") from None
     numbers = list(key["poems"])
-    readers = [read_ratings(p, numbers) for p in sorted((folder / RATINGS).glob("*.json"))]
+    options = {n: e["options"] for n, e in key["poems"].items()} if key.get("kind") else None
+    files = sorted((folder / RATINGS).glob("*.json"))
+    readers = [read_ratings(p, numbers, options) for p in files]
     if not readers:
         return None
     names = [r.name for r in readers]
@@ -562,6 +688,7 @@ def score_style(folder: Path) -> dict[str, Any] | None:
     return {
         "style": key["style"],
         "bundle": key["bundle"],
+        "kind": key.get("kind", "poets"),
         "readers": names,
         "all": by_source(readers, key),
         "per_reader": {r.name: by_source([r], key) for r in readers},
@@ -607,14 +734,26 @@ def markdown(report: dict[str, Any]) -> str:
             "| source | reader " + head,
             "|---|---|" + "---:|" * (len(CRITERIA) + 2),
         ]
+        topic = sty.get("kind") == TOPIC
+        if topic:
+            out[-2] += " theme named |"
+            out[-1] += "---:|"
         rows = [("all", sty["all"]), *sty["per_reader"].items()]
-        for source in SOURCES:
+        for source in TOPIC_SOURCES if topic else SOURCES:
             for reader, got in rows:
                 row = got[source]
                 cells = [_num(row[c]) for c in (*CRITERIA, "mean")] + [f"{row['human']:.0%}"]
+                if topic:
+                    cells.append(f"{row['topic_right']:.0%}")
                 out.append(f"| {source} | {reader} | " + " | ".join(cells) + " |")
         gaps = ", ".join(f"{r} {_num(g['gap'])}" for r, g in sty["per_reader"].items())
-        out += ["", f"Gap (poets - bot): {_num(sty['all']['gap'])} ({gaps})."]
+        what = "about - free" if topic else "poets - bot"
+        out += ["", f"Gap ({what}): {_num(sty['all']['gap'])} ({gaps})."]
+        if topic:
+            out.append(
+                "Theme named: the share of readings that picked the poem's theme among its "
+                "four (a free poem: its twin's theme, which it was not written about)."
+            )
         agree = sty["agreement"]
         if agree["pairs"]:
             pairs = "; ".join(
@@ -642,6 +781,9 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--styles", nargs="+", choices=tuple(STYLE_FORMS), default=list(STYLE_FORMS))
     make.add_argument("--models", type=Path, default=ROOT / "models")
     make.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
+    make.add_argument(
+        "--topic", action="store_true", help="topic sheets: poems about a theme beside free ones"
+    )
     rate = sub.add_parser("score", help="score the readers' ratings")
     rate.add_argument("dir", type=Path)
     back = sub.add_parser("restore", help="write the sheets back from the keys and corpora")
@@ -652,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sheets":
             if args.n < 1:
                 raise RatingError("--n must be at least 1")
-            sheets(args.out, args.n, args.styles, args.models, args.corpora)
+            sheets(args.out, args.n, args.styles, args.models, args.corpora, args.topic)
             say(f"instructions for readers: {args.out / 'INSTRUCTIONS.md'}")
         elif args.command == "restore":
             restore(args.dir, args.corpora)

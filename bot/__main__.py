@@ -14,6 +14,7 @@ from bot.engine.scheduler import Busy, Request, generate_once
 from bot.engine.sessions import PRECISIONS, ProviderError
 from bot.forms.catalog import plan as plan_poem
 from bot.forms.rules import FormError
+from bot.forms.themes import about_line
 
 
 def generate_main(args: argparse.Namespace, settings: Settings) -> int:
@@ -43,6 +44,7 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
             length=args.length,
             default_length=settings.default_length,
             max_length=settings.limits.max_length,
+            about=args.about,
         )
     except (BundleError, FormError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -77,6 +79,9 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     print(poem.present(result.text))
+    about = poem.about(result.text)
+    if about is not None:
+        print(f"-- {about_line(*about)}", file=sys.stderr)
     form = f", {result.form}" if result.form else ""
     print(
         f"-- {style} {result.version}{form}, temperature {result.temperature}, seed {result.seed}",
@@ -105,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--form", help="a form the style offers (e.g. qijue, sonnet, verse)")
     gen.add_argument("--acrostic", help="藏头: line i starts with its i-th character (or letter)")
     gen.add_argument("--script", choices=("simplified", "traditional"), help="Chinese styles")
+    gen.add_argument(
+        "--about", help="what the poem is about: up to 5 words or 12 Chinese characters"
+    )
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = always the likeliest")
     gen.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = off)")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")

@@ -21,7 +21,8 @@ MAX_SEED = 2**53 - 1  # Discord's integer options, and a browser's exact numbers
 class PoemOptions:
     """Everything a user asks a poem with (None: the channel's or the bot's default), as
     /poem, its buttons and the page take them. `context` is text the model reads first (the
-    poem a Continue writes on from, a message too long to be a prompt)."""
+    poem a Continue writes on from, a message too long to be a prompt); `about` the theme,
+    which Again and Continue keep."""
 
     style: str | None = None
     prompt: str = ""
@@ -32,6 +33,7 @@ class PoemOptions:
     acrostic: str | None = None
     script: str | None = None
     context: str = ""
+    about: str | None = None  # the theme: a few words the poem is about
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PoemOptions:
@@ -52,6 +54,7 @@ def plan_request(
     acrostic: str | None = None,
     script: str | None = None,
     context: str = "",
+    about: str | None = None,
 ) -> tuple[catalog.PoemPlan, Request]:
     """The plan and the Request for a poem of `live`'s style: the form's writer and length
     bound, the settings' temperature where none is given, a seed a user can type back where
@@ -67,6 +70,7 @@ def plan_request(
         length=length,
         default_length=settings.default_length,
         max_length=settings.limits.max_length,
+        about=about,
     )
     if temperature is None:
         temperature = settings.default_temperature
@@ -98,4 +102,5 @@ def plan_poem(
         acrostic=options.acrostic,
         script=options.script,
         context=options.context,
+        about=options.about,
     )

@@ -489,6 +489,14 @@ def write_words(path: Path, train_text: str) -> Path:
     return path
 
 
+def write_table(path: Path, content: str | bytes) -> None:
+    """A table of `catalog.poem_files`: text as UTF-8, or bytes as they are."""
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+
+
 def add_poem(
     bundle_path: Path, corpus: str | None = None, unit: str | None = None, log=print
 ) -> Bundle:
@@ -508,7 +516,7 @@ def add_poem(
     os.replace(staged, bundle.path / LINES_FILE)
     for name, content in poem_files(section, train_text).items():
         staged = bundle.path / f".{name}.tmp"
-        staged.write_text(content, encoding="utf-8")
+        write_table(staged, content)
         os.replace(staged, bundle.path / name)
     update_card(bundle.path, poem=section)
     log(f"{bundle.path}: poems are one {section['unit']}; forms {', '.join(section['forms'])}")
@@ -653,7 +661,7 @@ def export_run(
         LineIndex.build(train_text).save(tmp / LINES_FILE)
         files[LINES_FILE] = tmp / LINES_FILE
         for name, content in poem_files(card["poem"], train_text).items():
-            (tmp / name).write_text(content, encoding="utf-8")
+            write_table(tmp / name, content)
             files[name] = tmp / name
         if (run / "loss.png").exists():
             files["loss.png"] = run / "loss.png"

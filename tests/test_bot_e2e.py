@@ -22,7 +22,7 @@ async def test_synced_schema_has_the_documented_options_bounds_and_permissions(t
         options = {o["name"]: o for o in poem["options"]}
         assert list(options) == [
             *("style", "prompt", "length", "temperature", "seed"),
-            *("form", "acrostic", "script"),
+            *("form", "acrostic", "script", "about"),
         ]
         assert options["style"]["autocomplete"] is True and options["form"]["autocomplete"]
         assert [c["value"] for c in options["script"]["choices"]] == ["simplified", "traditional"]
@@ -32,6 +32,7 @@ async def test_synced_schema_has_the_documented_options_bounds_and_permissions(t
             2.0,
         )
         assert options["prompt"]["max_length"] == 500
+        assert (options["about"]["min_length"], options["about"]["max_length"]) == (1, 100)
         assert not any(o.get("required") for o in options.values())
         settings = w.discord.command("settings")
         assert int(settings["default_member_permissions"]) == Permission.MANAGE_CHANNELS

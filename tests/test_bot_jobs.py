@@ -41,6 +41,10 @@ async def test_add_a_style_from_an_upload_then_retrain_it(tmp_path):
         assert any("epoch 2/2" in v.body.get("content", "") for v in progress.versions)
         _, poem = await w.poem({"style": "bard", "prompt": "KING:", "length": 400})
         assert "bard v1" in footer(poem)
+        # The new style plans themes from its own corpus.
+        _, themed = await w.poem({"style": "bard", "about": "the people", "length": 400})
+        assert footer(themed).startswith("about the people: people"), footer(themed)
+        assert "people" in themed.embeds[0]["description"]
         v1 = load_bundle(tmp_path / "models" / "bard" / "v1")
         assert (v1.card["ngram"]["order"], v1.ngram_weight) == (3, 0.5)
         assert v1.card["cell"] == "coupled"

@@ -2,7 +2,7 @@
 that leaves mid-poem freeing its row, the same seed giving the same poem; and the page itself
 in headless Chromium (Debian's, driven by Playwright): a Tang poem and a Shakespeare speech
 streamed in, the permalink writing the same poem again, a bad acrostic's error where it was
-typed, hostile markup shown as text and never run."""
+typed, a theme's plan named under its poem, hostile markup shown as text and never run."""
 
 from __future__ import annotations
 
@@ -323,20 +323,35 @@ def test_the_page_streams_poems_and_keeps_hostile_text_as_text(browser, tmp_path
         )
         assert "4" in page.text_content(".error[data-for=acrostic]")
 
-        # Hostile markup is text: nothing runs, and it shows as typed.
+        # A theme: its plan is named under the poem, each of its words in it; a theme the
+        # style cannot write is refused under its own field.
         page.fill("#acrostic", "")
+        page.fill("#about", "秋风")
+        _write(page, 3)
+        named = page.text_content("#theme")
+        assert named.startswith("about 秋风: 秋風 · "), named
+        assert all(word in page.text_content("#poem") for word in named.split(": ")[1].split(" · "))
+        page.fill("#about", "咖啡")
+        page.click("#write")
+        page.wait_for_function(
+            "document.querySelector('.error[data-for=about]').textContent.length > 0"
+        )
+        assert "咖 啡" in page.text_content(".error[data-for=about]")
+        page.fill("#about", "")
+
+        # Hostile markup is text: nothing runs, and it shows as typed.
         page.select_option("#style", "shakespeare")
         page.select_option("#form", "")  # its own: a speech
         hostile = '<img src=x onerror="window.pwned=1">'
         page.fill("#prompt", hostile)
         page.fill("#length", "200")
-        _write(page, 3)
+        _write(page, 4)
         assert page.evaluate("window.pwned === undefined")
         assert page.text_content("#poem").startswith(hostile)
         assert page.locator("#poem img").count() == 0
         # A bidi override typed before the prompt would flip the poem: it is dropped.
         page.fill("#prompt", "\u202eHello")
-        _write(page, 4)
+        _write(page, 5)
         assert page.text_content("#poem").startswith("Hello")
         page.screenshot(path=str(tmp_path / "shakespeare.png"), full_page=True)
         keep = os.environ.get("POEMBOT_SCREENSHOTS")  # a folder to keep the screenshots in

@@ -262,3 +262,69 @@ def test_a_file_that_is_not_json_is_named(rated, capsys):
     path.write_text('{"reader": "ann", "ratings": {"1": ')
     assert ratings.main(["score", str(rated)]) == 2
     assert f"{path}: not a JSON file" in capsys.readouterr().err
+
+
+# --- topic sheets (issue 23): poems about a theme beside free ones ----------------------------
+
+
+@pytest.fixture(scope="module")
+def topic_sheets(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("topic")
+    assert ratings.main(["sheets", "--topic", "--out", str(out), "--n", str(N)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_topic_sheet_shows_four_themes_under_each_poem_and_its_twin(topic_sheets, style):
+    text, poems, key = sheet_of(topic_sheets, style)
+    assert key["kind"] == "topic" and list(poems) == [str(i) for i in range(1, 2 * N + 1)]
+    shown = dict(re.findall(r"## (\d+)\n\n```text\n.*?\n```\n\nThemes: ([^\n]*)", text, re.S))
+    about = [e for e in key["poems"].values() if e["source"] == "about"]
+    free = [e for e in key["poems"].values() if e["source"] == "free"]
+    assert len(about) == len(free) == N
+    for number, entry in key["poems"].items():
+        assert shown[number].split(" · ") == entry["options"] and len(entry["options"]) == 4
+        assert entry["theme"] in entry["options"] and poems[number] == entry["text"]
+    for entry in about:
+        twin = next(e for e in free if e["seed"] == entry["seed"])
+        assert twin["options"] == entry["options"] and twin["form"] == entry["form"]
+        words = [w for w in entry["theme"].split() if w not in english.STOP_WORDS]
+        text = script.to_simplified(entry["text"]).lower()
+        assert all(script.to_simplified(w) in text for w in words), (words, text)
+    rest = _BLOCK.sub("", text)  # outside the poems, nothing tells their sources apart
+    assert not re.search(r"\b(bot|seed|about|free|poets?|machine)\b", rest, re.I)
+
+
+def test_a_topic_sheet_counts_the_themes_named(tmp_path, capsys):
+    folder = tmp_path / "tang"
+    (folder / "ratings").mkdir(parents=True)
+    options = ["秋風", "明月", "故鄉", "酒"]
+    key = {
+        "kind": "topic",
+        "style": "tang",
+        "bundle": "tang/v1",
+        "poems": {
+            "1": {"source": "about", "form": "wujue", "theme": "秋風", "options": options},
+            "2": {"source": "free", "form": "wujue", "theme": "秋風", "options": options},
+            "3": {"source": "about", "form": "wujue", "theme": "酒", "options": options},
+            "4": {"source": "free", "form": "wujue", "theme": "酒", "options": options},
+        },
+    }
+    (folder / "key.json").write_text(json.dumps(key))
+    picks = {"ann": ("秋風", "明月", "酒", "酒"), "bo": ("秋風", "故鄉", "明月", "秋風")}
+    for reader, chosen in picks.items():
+        marks = {str(i): (3, 2 + i % 2, 2, 2, False) for i in range(1, 5)}
+        data = rating_file(reader, marks)
+        for number, theme in zip(("1", "2", "3", "4"), chosen, strict=True):
+            data["ratings"][number]["theme"] = theme
+        (folder / "ratings" / f"{reader}.json").write_text(json.dumps(data))
+    assert ratings.main(["score", str(tmp_path)]) == 0
+    (sty,) = json.loads((tmp_path / "results.json").read_text())["styles"]
+    assert sty["all"]["about"]["topic_right"] == pytest.approx(3 / 4)
+    assert sty["all"]["free"]["topic_right"] == pytest.approx(1 / 4)
+    assert sty["all"]["gap"] == pytest.approx(2.5 - 2.25)  # coherence 3 on the odd poems
+    assert "75%" in capsys.readouterr().out
+    data["ratings"]["2"]["theme"] = "春"
+    (folder / "ratings" / "bo.json").write_text(json.dumps(data))
+    assert ratings.main(["score", str(tmp_path)]) == 2
+    assert "poem 2: theme is '春'; give one of 秋風 · 明月 · 故鄉 · 酒" in capsys.readouterr().err

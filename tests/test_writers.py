@@ -21,7 +21,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.forms import lyrics
-from bot.forms.english import Lexicon, check_couplet, check_sonnet, invented, poem_lines, words
+from bot.forms.english import (
+    Lexicon,
+    check_couplet,
+    check_sonnet,
+    ends_sentence,
+    invented,
+    poem_lines,
+    words,
+)
 from bot.forms.english_writer import MAX_FREE_WORD, EnglishWriter
 from bot.forms.lyric_writer import MIN_CLASS, VerseWriter
 from bot.forms.rules import Allowed, FormError
@@ -213,6 +221,7 @@ def test_speech_acrostic(seed: int, heads: str) -> None:
     assert len(text.splitlines()) == len(heads)
     assert_heads(text, heads)
     assert_real_words(text)
+    assert ends_sentence(text), text  # its last line too, even where a word ends it
 
 
 # --- English: prompts that break the rules --------------------------------------------

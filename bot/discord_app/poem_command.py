@@ -31,7 +31,7 @@ from bot.discord_app.styles import default_style, style_choices
 from bot.discord_app.words import say
 from bot.engine.registry import Live, Registry, UnknownStyle
 from bot.engine.scheduler import Busy, Generation, Request
-from bot.forms import catalog
+from bot.forms import catalog, themes
 from bot.forms.rules import FormError
 from bot.poems import MAX_SEED, PoemOptions, plan_poem, plan_request
 from bot.stores.channel_settings import ChannelSettings, PoemRecord, SettingsUnavailable
@@ -83,6 +83,7 @@ class PoemCommand:
             form="the poem's form, from what the style offers (default: the style's own)",
             acrostic="藏头 / acrostic: line i starts with its i-th character or letter",
             script="Chinese styles: the script the poem is shown in",
+            about="what the poem is about: up to 5 words or 12 Chinese characters",
         )
         @app_commands.choices(
             script=[
@@ -100,10 +101,11 @@ class PoemCommand:
             form: app_commands.Range[str, 1, 40] | None = None,
             acrostic: app_commands.Range[str, 1, catalog.MAX_ACROSTIC] | None = None,
             script: str | None = None,
+            about: app_commands.Range[str, 1, themes.MAX_TYPED] | None = None,
         ) -> None:
             """Write a poem or lyrics in one of the bot's styles."""
             options = PoemOptions(
-                style, prompt or "", length, temperature, seed, form, acrostic, script
+                style, prompt or "", length, temperature, seed, form, acrostic, script, about=about
             )
             await self.serve(interaction, lambda: self.write(interaction, options))
 
@@ -340,7 +342,9 @@ class PoemCommand:
         view = self._view(poem_id, locale)
         shown = poem.present(result.text)
         if as_text:
-            parts, attachment = text_reply(result, title, shown, poem.script, locale, note)
+            parts, attachment = text_reply(
+                result, title, shown, poem.script, locale, note, poem.about(result.text)
+            )
             last = len(parts) - 1
             sent = await interaction.edit_original_response(
                 content=parts[0],
@@ -356,7 +360,9 @@ class PoemCommand:
                     wait=True,
                 )
         else:
-            embed, attachment = poem_reply(result, title, shown, poem.script, locale, note)
+            embed, attachment = poem_reply(
+                result, title, shown, poem.script, locale, note, poem.about(result.text)
+            )
             sent = await interaction.edit_original_response(
                 content=None, embed=embed, attachments=[attachment] if attachment else [], view=view
             )

@@ -17,6 +17,7 @@ TEXT_PARTS = 5  # a plain-text poem longer than five messages comes as an attach
 EMBED_DESCRIPTION_LIMIT = 4096
 EMBED_TITLE_LIMIT = 256
 FIELD_VALUE_LIMIT = 1024
+FOOTER_LIMIT = 2048
 NO_MENTIONS = discord.AllowedMentions.none()
 
 # Every character Discord's markdown gives a meaning to, plus '<' and '@' (mention syntax) and
@@ -37,6 +38,16 @@ def quoted(text: str, limit: int = 100) -> str:
     """What a user typed, echoed in a reply: shortened (a reply that Discord refuses for its
     length reaches nobody) and shown literally."""
     return escape(_shorten(text, limit))
+
+
+def about_text(
+    about: tuple[str, list[str]] | None, locale: discord.Locale | str | None = None
+) -> str | None:
+    """The line naming a poem's theme and the plan's words it holds, or None without one."""
+    if about is None:
+        return None
+    typed, words = about
+    return say(locale, "about-line", theme=typed, plan=" · ".join(words))
 
 
 def footer_text(
@@ -87,9 +98,11 @@ def poem_reply(
     script: str | None = None,
     locale: discord.Locale | str | None = None,
     note: str | None = None,
+    about: tuple[str, list[str]] | None = None,
 ) -> tuple[discord.Embed, discord.File | None]:
     """The embed for a poem (`text`: the poem as shown, e.g. in another script), and a .txt
-    attachment when the poem does not fit in it; `note` (already escaped) is added below."""
+    attachment when the poem does not fit in it; `note` (already escaped) is added below,
+    and the theme's line (`about`: as typed, the plan's words) above the footer's."""
     text = result.text if text is None else text
     body = escape(text)
     attachment = None
@@ -102,7 +115,9 @@ def poem_reply(
     )
     for name, value in _notes(result, locale, note):
         embed.add_field(name=name, value=_shorten(value, FIELD_VALUE_LIMIT), inline=False)
-    embed.set_footer(text=footer_text(result, script, locale))
+    footer = footer_text(result, script, locale)
+    theme = about_text(about, locale)
+    embed.set_footer(text=_shorten(f"{theme}\n{footer}" if theme else footer, FOOTER_LIMIT))
     return embed, attachment
 
 
@@ -157,12 +172,16 @@ def text_reply(
     script: str | None = None,
     locale: discord.Locale | str | None = None,
     note: str | None = None,
+    about: tuple[str, list[str]] | None = None,
 ) -> tuple[list[str], discord.File | None]:
-    """A poem as plain messages: its title, the poem, what a reader should know and the footer
-    in subtext; split at line breaks into at most TEXT_PARTS messages of 2,000 characters,
-    else a preview with the whole poem attached."""
+    """A poem as plain messages: its title, the poem, what a reader should know, the theme's
+    line and the footer in subtext; split at line breaks into at most TEXT_PARTS messages of
+    2,000 characters, else a preview with the whole poem attached."""
     text = result.text if text is None else text
     tail = [f"-# {escape(name)}: {value}" for name, value in _notes(result, locale, note)]
+    theme = about_text(about, locale)
+    if theme:
+        tail.append(f"-# {escape(theme)}")
     tail.append(f"-# {escape(footer_text(result, script, locale))}")
     whole = "\n".join([f"**{escape(display_name)}**", escape(text), *tail])
     parts = split_message(whole)

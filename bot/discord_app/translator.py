@@ -51,6 +51,11 @@ TRANSLATIONS: dict[str, tuple[str, str]] = {
         "中文风格：诗以简体还是繁体显示",
         "中文風格：詩以簡體還是繁體顯示",
     ),
+    "about": ("主题", "主題"),
+    "what the poem is about: up to 5 words or 12 Chinese characters": (
+        "诗的主题：最多 5 个词或 12 个汉字",
+        "詩的主題：最多 5 個詞或 12 個漢字",
+    ),
     "简体 simplified": ("简体", "簡體"),
     "繁體 traditional": ("繁体", "繁體"),
     # the message menu (context-menu names may have spaces and capitals)

@@ -29,6 +29,11 @@ WORDS: dict[str, dict[str, str]] = {
         SIMPLIFIED: "{style} {version}{form}{script} · 温度 {temperature} · 种子 {seed}",
         TRADITIONAL: "{style} {version}{form}{script} · 溫度 {temperature} · 種子 {seed}",
     },
+    "about-line": {
+        ENGLISH: "about {theme}: {plan}",
+        SIMPLIFIED: "主题 {theme}：{plan}",
+        TRADITIONAL: "主題 {theme}：{plan}",
+    },
     "not-live": {
         ENGLISH: "Written with {live}: {old} is no longer live.",
         SIMPLIFIED: "由 {live} 写成：{old} 已不再使用。",

@@ -99,6 +99,13 @@ class RowRules:
         twin.relaxed = list(self.relaxed)
         return twin
 
+    def branch(self, k: int) -> None:
+        """Tell the writer it is candidate `k` of the line about to start, where it asks
+        (`branch`: it may write the line differently for each, e.g. put a keyword elsewhere)."""
+        branch = getattr(self.writer, "branch", None)
+        if branch is not None:
+            branch(k)
+
     def penalty(self) -> float:
         """The writer's judgement of the line just finished (0: none; inf: rejected)."""
         judge = getattr(self.writer, "penalty", None)

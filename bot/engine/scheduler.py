@@ -212,7 +212,15 @@ def _candidates(leader: _Row) -> list[_Row]:
                 listener=None,
             )
         )
+    _branch(group.members)
     return group.members
+
+
+def _branch(members: list[_Row]) -> None:
+    """Tell each candidate's writer which candidate it is, as a line starts."""
+    for k, member in enumerate(members):
+        if member.rules is not None:
+            member.rules.branch(k)
 
 
 def _logsumexp(scores: np.ndarray) -> np.ndarray:
@@ -731,6 +739,7 @@ class Scheduler:
             cols.logp[i], cols.chars[i] = 0.0, 0
         for m in members:
             m.parked = None
+        _branch(members)
         group.start = len(winner.out)
 
     def _plan(self) -> _Plan:

@@ -5,8 +5,9 @@ A bundle's card carries a `poem` section (written by export; `python -m export d
 --poem` adds it to an older bundle): its unit, the forms it offers, its script for Chinese
 styles, and the file of its training split's words for English ones; with them, the tables
 its corpus gives the writers (`poem_files`): a Chinese style's usual rhyme readings
-(`readings`), a play's characters' names (`names`). A card without a table gets the writers'
-behaviour without it; a card without a section the old behaviour: a stream of `length`
+(`readings`), a play's characters' names (`names`), the relatedness of its words that a theme
+(`about`) is planned from (`themes`). A card without a table gets the writers' behaviour
+without it (and no theme); a card without a section the old behaviour: a stream of `length`
 characters, no forms.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.corpus import split
-from bot.forms import ci, ci_writer, lyrics, script, tang
+from bot.forms import ci, ci_writer, lyrics, script, tang, themes
 from bot.forms.english import NAMES_FILE, speaker_names
 from bot.forms.hidden import hidden_at, visible
 from bot.forms.lines import LINES_FILE, LineGuard, LineIndex
@@ -99,6 +100,7 @@ def poem_section(corpus_name: str, text: str, unit: str | None = None) -> dict[s
     text suggests, for an uploaded corpus); every style names its training lines' index, and
     a Tang or verse style its readings, a style of speeches its characters' names."""
     section = {**_section(corpus_name, text, unit), "lines": LINES_FILE}
+    section["themes"] = themes.THEMES_FILE
     if section.get("script") and not section.get("tunes"):
         section["readings"] = READINGS_FILE
     if section.get("words"):
@@ -106,9 +108,9 @@ def poem_section(corpus_name: str, text: str, unit: str | None = None) -> dict[s
     return section
 
 
-def poem_files(section: dict[str, Any], train_text: str) -> dict[str, str]:
+def poem_files(section: dict[str, Any], train_text: str) -> dict[str, str | bytes]:
     """The tables a `poem` section names, from the training split: file name -> content."""
-    files = {}
+    files: dict[str, str | bytes] = {}
     if section.get("tunes"):
         files[section["tunes"]] = ci.Tunes.derive(train_text).to_json()
     if section.get("readings"):
@@ -118,8 +120,14 @@ def poem_files(section: dict[str, Any], train_text: str) -> dict[str, str]:
         else:
             table = lyrics.VerseReadings.derive(train_text, MAX_ACROSTIC)
             files[section["readings"]] = table.to_json()
+    names = speaker_names(train_text) if section.get("names") else []
     if section.get("names"):
-        files[section["names"]] = "".join(f"{n}\n" for n in speaker_names(train_text))
+        files[section["names"]] = "".join(f"{n}\n" for n in names)
+    if section.get("themes"):
+        kind = "english" if not section.get("script") else "tang"
+        if section.get("script") and "wujue" not in section["forms"]:
+            kind = "chinese"
+        files[section["themes"]] = themes.Related.derive(train_text, kind, names).to_bytes()
     return files
 
 
@@ -229,12 +237,14 @@ def _table(path: Path, mtime: float, kind: str) -> Any:
         return tang.Readings.load(path)
     if kind == "tunes":
         return ci.Tunes.load(path)
+    if kind == "themes":
+        return themes.Related.load(path)
     return lyrics.VerseReadings.load(path)
 
 
 def table(bundle_path: Path, card: dict[str, Any], key: str, kind: str) -> Any:
     """The bundle's table the `poem` section names under `key`, read as `kind` ("tang",
-    "verse", "names" or "tunes"; cached by file), or None for a bundle without one."""
+    "verse", "names", "tunes" or "themes"; cached by file), or None for a bundle without one."""
     name = card.get("poem", {}).get(key)
     path = Path(bundle_path) / name if name else None
     if path is None or not path.is_file():
@@ -291,6 +301,7 @@ class PoemPlan:
     script: str | None  # convert the poem to this script for display
     couplets: bool = False  # a Tang poem: shown one couplet a line
     layout: Callable[[str], str] | None = None  # how a form lays its poem out (a 詞's)
+    theme: themes.Theme | None = None  # what the poem is about, and its plan
 
     def present(self, text: str) -> str:
         """The poem as shown everywhere (Discord, the page, `generate`): laid out as its form
@@ -299,6 +310,11 @@ class PoemPlan:
         text = self.layout(text) if self.layout else text
         text = script.convert(text, self.script) if self.script else text
         return _COUPLET_END.sub("。\n", text) if self.couplets else text
+
+    def about(self, text: str) -> tuple[str, list[str]] | None:
+        """The theme as typed and the plan's words the poem holds, in the script asked for
+        (the footer's `about 秋風: 秋風 · 落葉 · 歸雁 · 寒燈`); None without a theme."""
+        return self.theme.shown(text, self.script) if self.theme else None
 
 
 _COUPLET_END = re.compile(r"。[ \t]*(?=[^\s])")
@@ -385,6 +401,7 @@ def plan(
     length: int | None = None,
     default_length: int = 400,
     max_length: int = 2000,
+    about: str | None = None,
 ) -> PoemPlan:
     """The plan for a poem with these options, or FormError saying what to change."""
     section = card.get("poem")
@@ -392,10 +409,11 @@ def plan(
     # Bidi overrides and other invisible characters would flip or hide the poem they head.
     prompt = visible(prompt)
     if section is None:
-        if form or acrostic or output_script:
+        if form or acrostic or output_script or about:
             raise FormError(
                 "This style's bundle predates forms (`python -m export derive --poem` adds "
-                "them); ask without form, acrostic and script."
+                "them); ask without form, acrostic, script and about.",
+                field="about" if about and not (form or acrostic or output_script) else None,
             )
         return PoemPlan(None, prompt, length or default_length, None, None)
     language = str(card.get("language", "en"))
@@ -416,6 +434,10 @@ def plan(
         tunes = table(bundle_path, card, "tunes", "tunes")
         if tunes is None:
             raise FormError("This style's bundle lacks its tunes; ask the operators.")
+        if about:
+            raise FormError(
+                "This style's tunes do not take a theme yet; ask without about.", field="about"
+            )
         got = ci_writer.plan(tunes, chars, form, heads, prompt, length)
         make = _guarded(got.make, lines)
         return PoemPlan(make, got.prompt, got.length, form, output_script, layout=got.layout)
@@ -424,10 +446,16 @@ def plan(
     if name is not None and name not in names:
         shown = ", ".join(FORMS[n].label(language) for n in names if n in FORMS)
         raise FormError(f"This style has no form {name!r}; it offers {shown}.")
-    if name is None or FORMS[name].kind == "tang":
+    shape = FORMS[name] if name is not None else None
+    leave_out = frozenset()
+    if shape is not None and shape.name in ("sonnet", "couplet"):
+        leave_out = table(bundle_path, card, "names", "names") or frozenset()
+    wanted = _wanted(about, bundle_path, card, chars, written, leave_out)
+    if shape is None or shape.kind == "tang":
         readings = table(bundle_path, card, "readings", "tang") or tang.TABLE_READINGS
-        return _plan_tang(chars, name, heads, prompt, length, output_script, lines, readings)
-    shape = FORMS[name]
+        return _plan_tang(
+            chars, name, heads, prompt, length, output_script, lines, readings, wanted
+        )
     if heads and shape.heads is not None and len(heads) not in shape.heads:
         raise FormError(
             f"A {shape.label(language)} acrostic needs {shape.heads[0]} characters, "
@@ -441,9 +469,12 @@ def plan(
             f"ask for a longer length (up to {max_length})."
         )
     whole = bound + len(prompt)  # the characters a writer advances at most
-    make = _guarded(_maker(shape, section, chars, heads, bundle_path, card, whole), lines)
+    most = _line_count(shape, heads)
+    theme = wanted.theme(most, shape.label(language)) if wanted else None
+    thread = theme.thread(len(prompt)) if theme else None
+    make = _guarded(_maker(shape, section, chars, heads, bundle_path, card, whole, thread), lines)
     _feed(make(0), prompt, check=shape.kind not in ("english", "verse"))
-    return PoemPlan(make, prompt, bound, name, output_script)
+    return PoemPlan(make, prompt, bound, name, output_script, theme=theme)
 
 
 def _maker(
@@ -454,6 +485,7 @@ def _maker(
     bundle_path: Path,
     card: dict[str, Any],
     length: int,
+    thread: themes.Thread | None = None,
 ) -> Callable[[int], Any]:
     acrostic = "".join(sorted(h)[0] for h in heads) or None
     if shape.kind == "english":
@@ -465,7 +497,7 @@ def _maker(
         names = table(bundle_path, card, "names", "names") or frozenset()
 
         def english(seed: int) -> EnglishWriter:
-            return EnglishWriter(words, chars, shape.name, acrostic, seed, names, length)
+            return EnglishWriter(words, chars, shape.name, acrostic, seed, names, length, thread)
 
         english(0)  # FormError for options it refuses
         return english
@@ -475,12 +507,12 @@ def _maker(
         readings = table(bundle_path, card, "readings", "verse") or lyrics.NO_READINGS
 
         def verse(seed: int) -> VerseWriter:
-            return VerseWriter(chars, None, acrostic, seed, readings=readings)
+            return VerseWriter(chars, None, acrostic, seed, readings=readings, thread=thread)
 
         verse(0)
         return verse
     unit = shape.name if shape.kind == "unit" else section.get("unit", "paragraph")
-    return lambda seed: UnitWriter(unit, heads=heads)
+    return lambda seed: UnitWriter(unit, heads=heads, thread=thread)
 
 
 def _plan_tang(
@@ -492,10 +524,18 @@ def _plan_tang(
     output_script: str | None,
     lines: LineIndex | None = None,
     readings: tang.Readings = tang.TABLE_READINGS,
+    wanted: _Wanted | None = None,
 ) -> PoemPlan:
-    """Tang forms: each (form, tone start) the prompt and acrostic fit; the seed picks one
-    of them when no form was named."""
+    """Tang forms: each (form, tone start) the prompt, acrostic and theme fit; the seed picks
+    one of them when no form was named."""
     names = [name] if name is not None else list(TANG_FORMS)
+    if wanted is not None:
+        roomy = [n for n in names if tang.FORMS[n].lines >= len(wanted.words)]
+        if not roomy:
+            widest = max(names, key=lambda n: tang.FORMS[n].lines)
+            label = FORMS[widest].traditional if name is not None else ""
+            wanted.theme(tang.FORMS[widest].lines, label)  # refuses, saying why
+        names = roomy
     if heads:
         fitting = [n for n in names if tang.FORMS[n].lines == len(heads)]
         if not fitting:
@@ -538,11 +578,103 @@ def _plan_tang(
     if not options:
         raise refusal or FormError("No Tang form fits that prompt.")
 
+    most = max(tang.FORMS[n].lines for n, _ in options)
+    theme = wanted.theme(most, "") if wanted is not None else None
+    thread = theme.thread(len(prompt)) if theme else None
+
     def make(seed: int) -> TangWriter:
         chosen = random.Random(seed).choice(options)
-        return TangWriter(chars, tang.FORMS[chosen[0]], chosen[1], heads, readings)
+        form = tang.FORMS[chosen[0]]
+        return TangWriter(chars, form, chosen[1], heads, readings, thread, seed)
 
     make = _guarded(make, lines)
     size = max(FORMS[n].min_chars for n, _ in options)
     bound = size if length is None else max(length, size)
-    return PoemPlan(make, prompt, bound, name, output_script, couplets=True)
+    return PoemPlan(make, prompt, bound, name, output_script, couplets=True, theme=theme)
+
+
+# --- themes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """A theme read from what the user typed, before the form says how many lines it has."""
+
+    typed: str
+    words: tuple[str, ...]
+    related: themes.Related
+    fits: frozenset[str]
+
+    def theme(self, lines: int, label: str) -> themes.Theme:
+        """The theme for a poem of `lines` lines; FormError when it has fewer lines than
+        the user's words (one keyword a line)."""
+        if len(self.words) > lines:
+            what = f"A {label}" if label else "This poem"
+            raise FormError(
+                f"{what} has {lines} lines and holds one word of the theme a line; give at "
+                f"most {lines} words, not {len(self.words)} ({' · '.join(self.words)}).",
+                field=themes.FIELD,
+            )
+        plan = self.related.plan(self.words, lines, self.fits)
+        return themes.Theme(self.typed.strip(), self.words, plan, self.related.chinese)
+
+
+def _wanted(
+    about: str | None,
+    bundle_path: Path,
+    card: dict[str, Any],
+    chars: frozenset[str],
+    written: str | None,
+    leave_out: frozenset[str],
+) -> _Wanted | None:
+    """The user's theme as words the style can write, or None without one; FormError for
+    a theme the style cannot take (or a bundle without the data to plan it)."""
+    if about is None or about == "":
+        return None
+    related = table(bundle_path, card, "themes", "themes")
+    if related is None:
+        raise FormError(
+            "`about` is not available for this style: its bundle has no theme data "
+            "(`python -m export derive --poem` adds it). Ask without about.",
+            field=themes.FIELD,
+        )
+    known = None
+    if written is None:
+        words = lexicon(bundle_path, card)
+        known = (words.words if words is not None else frozenset(related.words)) - leave_out
+    users = themes.read(about, related, chars, written, known)
+    return _Wanted(about, users, related, _writable(related, chars, known))
+
+
+@functools.cache
+def _writable(
+    related: themes.Related, chars: frozenset[str], known: frozenset[str] | None
+) -> frozenset[str]:
+    """The plan words a style can write: every character in its vocabulary (an English word
+    in either case), and an English word in its lexicon (`known`)."""
+    if related.chinese:
+        return frozenset(w for w in related.words if all(c in chars for c in w))
+    return frozenset(
+        w
+        for w in related.words
+        if (known is None or w in known) and all(c in chars or c.upper() in chars for c in w)
+    )
+
+
+def _line_count(shape: Form, heads: tuple[frozenset[str], ...]) -> int:
+    """The most lines a poem of `shape` has: the acrostic's, else the form's."""
+    if heads:
+        return len(heads)
+    if shape.name == "sonnet":
+        return 14
+    if shape.name == "couplet":
+        return 2
+    if shape.kind == "verse":
+        from bot.forms.lyric_writer import MAX_LINES
+
+        return MAX_LINES
+    if shape.name == "line":
+        return 1
+    from bot.forms.english_writer import SPEECH_MAX
+
+    return SPEECH_MAX

@@ -60,6 +60,15 @@ longer word can continue it, nor its last letter come where another letter may (
 no dead end), and `penalty` is infinite for a line that repeats one anyway. No poem writes a
 line twice: a speech's line may not end while it repeats an earlier one, and `penalty` is
 infinite for a line that does (the engine's candidates drop it).
+
+A theme (`themes.Thread`): each line holds one keyword of the plan as one of its first words
+(never first on a line an acrostic heads unless it begins with the head: the head wins).
+Until it is written the line may not end, and on a sonnet or couplet line the words before it
+leave room for its syllables (only ordinary words, of a budget less the keyword's); it is
+written where its place comes, or where that room runs out, as an ordinary word (a line's rhyme
+word stays the rhyme's). The plan's words are not written elsewhere in a sonnet or couplet (they
+count as used). A speech has at least as many lines as the user's words. Each candidate of a
+line (the engine's `branch`) starts the keyword at another word of the line.
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ import string
 from collections import defaultdict
 from collections.abc import Iterable
 
+from bot.forms import themes
 from bot.forms.english import (
     SENTENCE_ENDS,
     SONNET_PAIRS,
@@ -92,6 +102,7 @@ MATE_SYLLABLES = 3
 MAX_GAP = 4  # non-letters in a row within a line
 MAX_END_PUNCT = 3  # characters after a line's final word before its newline
 MAX_FREE_WORD = 24  # letters of a prompt's word outside the lexicon before a non-letter
+KEYWORD_PLACES = 4  # a line's keyword is one of its first this many words
 SPEECH_MIN, SPEECH_MAX = 4, 14  # lines of a speech (the corpus's longer speeches)
 END_SOON = 120  # characters left: a line ends only at a sentence's end, and the speech there
 END_NOW = 48  # characters left: the next word ends the sentence
@@ -235,6 +246,12 @@ def _plan(lexicon: Lexicon, vocab: frozenset[str], leave_out: frozenset[str]) ->
     return _Plan(lexicon, vocab, leave_out)
 
 
+@functools.lru_cache(maxsize=256)
+def _keyword_trie(word: str) -> Trie:
+    """A trie of one word: the only word that may start where a line's keyword is due."""
+    return Trie((word,))
+
+
 def prepare(lexicon: Lexicon, vocab: frozenset[str], names: frozenset[str] = frozenset()) -> None:
     """Build ahead what the first sonnet or couplet of this lexicon, vocabulary and names would
     build on its way (the ordinary tries of every syllable budget and the A-line final tries):
@@ -273,7 +290,7 @@ def _heads(acrostic: str | None, shape: str, vocab: frozenset[str]) -> tuple[str
     return tuple(c.lower() for c in acrostic)
 
 
-class EnglishWriter:
+class EnglishWriter(themes.Keyed):
     """One English poem's rules as a state machine (the module docstring has the rules).
 
     `shape` is "speech" (a play's unit: up to a blank line), "sonnet" or "couplet"; `acrostic`
@@ -292,6 +309,7 @@ class EnglishWriter:
         seed: int = 0,
         names: frozenset[str] = frozenset(),
         length: int | None = None,
+        thread: themes.Thread | None = None,
     ) -> None:
         if shape not in SHAPES:
             raise FormError(f"Unknown English form {shape!r}: choose one of {', '.join(SHAPES)}.")
@@ -305,7 +323,8 @@ class EnglishWriter:
         self._heads = _heads(acrostic, shape, plan.vocab)
         self._total = LINES.get(shape, len(self._heads) or None)
         self._most = self._total or SPEECH_MAX  # lines at most
-        self._fewest = self._total or SPEECH_MIN  # lines before the poem may end
+        users = len(thread.users) if thread else 0
+        self._fewest = self._total or max(SPEECH_MIN, users)  # lines before the poem may end
         self._length = length
         self._pairs = PARTNERS[shape]
         self.seed = seed
@@ -343,6 +362,12 @@ class EnglishWriter:
         self._lines: set[str] = set()  # the lines closed, as their words
         self._repeated = False  # the current line repeats a content word
         self._penalty = 0.0  # of the last closed line (see `penalty`)
+        self._start_theme(thread, seed)
+        if thread and self._metred:
+            self._used.update(w for w in thread.words if w not in STOP_WORDS)
+        self._placed = False  # the line's keyword is written
+        self._forcing = False  # the word in progress is the keyword
+        self._words = 0  # words started on this line
 
     # --- the contract ---------------------------------------------------------------------
 
@@ -366,6 +391,49 @@ class EnglishWriter:
         if now is None:
             now = self._now = self._compute()
         return now
+
+    # --- the theme ------------------------------------------------------------------------
+
+    def _plan_line(self) -> None:
+        """Choose the line's keyword where it is not chosen yet (after the prompt)."""
+        thread = self._thread
+        if thread is None or self._count < thread.skip or self._planned == self._line:
+            return
+        self._planned = self._line
+        lines_left = None if self._total is None else self._total - self._line
+        chosen = thread.choose(self._unwritten, lines_left, self._places, self._branch + self._line)
+        self._keyword, self._at = chosen if chosen else ("", -1)
+        self._placed = False
+
+    def _places(self, word: str, strict: bool) -> list[int]:
+        """Which of the line's words (by index) `word` may be: one of the next
+        KEYWORD_PLACES, with syllables to spare on a metred line, not first on a line an
+        acrostic heads unless it begins with the head."""
+        syllables = self._plan.syllables.get(word)
+        if syllables is None or (self._metred and self._s + syllables > ORDINARY_MAX):
+            return []
+        first = self._words
+        if first == 0 and self._heads and word[0] != self._heads[self._line]:
+            first = 1
+        return list(range(first, self._words + KEYWORD_PLACES))
+
+    def _pending(self) -> bool:
+        return bool(self._keyword) and not self._placed
+
+    def _due(self) -> bool:
+        """Whether the word starting now must be the keyword: its place has come, or on a
+        metred line the room for it would run out, or a speech nears its end."""
+        if self._words >= self._at:
+            return True
+        if self._metred:
+            return ORDINARY_MAX - self._s - self._syllables(self._keyword) < 1
+        return self._ending(END_SOON)
+
+    def _word_tries(self) -> tuple[Trie, Trie]:
+        """(ordinary, final) tries for a word starting now on a speech's line."""
+        if self._pending() and self._due():
+            return _keyword_trie(self._keyword), _NO_TRIE
+        return self._plan.trie, _NO_TRIE
 
     def advance(self, ch: str) -> None:
         """`ch` came next: a prompt's character (any) or a sampled one."""
@@ -397,6 +465,7 @@ class EnglishWriter:
         plan = self._plan
         if self._done:
             return plan.mask(_EMPTY, _EMPTY, plan.nl)
+        self._plan_line()
         if self._word:
             return self._in_word()
         if self._metred:
@@ -419,7 +488,9 @@ class EnglishWriter:
         """The non-letters that may close `word` (finished) where the tries do not say."""
         plan = self._plan
         if not self._metred:
-            return plan.stops if self._ending(END_NOW) else plan.sep_nl
+            if self._ending(END_NOW):
+                return plan.stops
+            return plan.sep_nl if self._may_break() else plan.sep
         if self._s + self._syllables(word) <= ORDINARY_MAX:
             return plan.gap
         return plan.period if self._last_line() else plan.end
@@ -475,7 +546,7 @@ class EnglishWriter:
 
     def _speech_gap(self) -> Allowed:
         plan = self._plan
-        a = plan.trie.next_chars("")
+        a = self._word_tries()[0].next_chars("")
         line_start = not self._line_chars
         if line_start and self._heads:
             return plan.head(a, _EMPTY, self._heads[self._line])
@@ -485,11 +556,7 @@ class EnglishWriter:
             if self._sentence and (self._line >= self._fewest or self._ending(END_SOON)):
                 return plan.mask(_EMPTY, _EMPTY, plan.nl)
             return plan.mask(a, _EMPTY, plan.sep)
-        newline = self._content and self._may_end_line()
-        if newline and self._heads and not self._seen_first:
-            # An acrostic's first line must not read as a speaker's ("O FEAR:"): the checker
-            # (`poem_lines`) would not count it as a line of the poem.
-            newline = bool(poem_lines("".join(self._line_chars)))
+        newline = self._may_break()
         if self._ending(END_NOW) and self._content:  # the sentence ends with the next word
             return plan.mask(_EMPTY, _EMPTY, plan.nl) if newline else plan.mask(a, _EMPTY, _EMPTY)
         sep = plan.sep
@@ -498,6 +565,17 @@ class EnglishWriter:
         if self._run >= MAX_GAP:
             return plan.mask(a, _EMPTY, plan.nl if newline else _EMPTY)
         return plan.mask(a, _EMPTY, plan.sep_nl if newline and sep is plan.sep else sep)
+
+    def _may_break(self) -> bool:
+        """Whether a speech's line may end now, by a newline in a gap or right after a word:
+        it has text, its keyword is written, `_may_end_line` allows it, and an acrostic's
+        first line does not read as a speaker's ("O FEAR:"), which the checker
+        (`poem_lines`) would not count as a line of the poem."""
+        if not self._content or self._pending() or not self._may_end_line():
+            return False
+        return not (self._heads and not self._seen_first) or bool(
+            poem_lines("".join(self._line_chars))
+        )
 
     def _may_end_line(self) -> bool:
         """Whether a speech's line with text may end now: not while it repeats an earlier
@@ -518,8 +596,14 @@ class EnglishWriter:
         return self._plan.lexicon.syllables(word) if count is None else count
 
     def _start_tries(self) -> tuple[Trie, Trie]:
-        """(ordinary, final) word tries for a word starting now on a metred line."""
+        """(ordinary, final) word tries for a word starting now on a metred line: while the
+        line's keyword is to come, it (when due) or ordinary words that leave it room."""
         plan = self._plan
+        if self._pending():
+            if self._due():
+                return _keyword_trie(self._keyword), _NO_TRIE
+            room = ORDINARY_MAX - self._s - self._syllables(self._keyword)
+            return plan.ordinary(room), _NO_TRIE
         return plan.ordinary(ORDINARY_MAX - self._s), plan.finals(self._s, self._partner)
 
     def _letter(self, c: str) -> None:
@@ -527,8 +611,10 @@ class EnglishWriter:
             self._extend(self._word + c)
             return
         self._mode = _ACTIVE
+        self._forcing = self._pending() and self._due()
+        self._words += 1
         if not self._metred:
-            self._tries = (self._plan.trie, _NO_TRIE)
+            self._tries = self._word_tries()
         elif self._s <= ORDINARY_MAX:
             self._tries = self._start_tries()
         else:
@@ -550,9 +636,12 @@ class EnglishWriter:
         word = self._word
         if word.endswith("'"):
             word = word[:-1]
-        if self._metred and word not in STOP_WORDS:
+        if self._forcing and word == self._keyword:
+            self._placed = True
+        elif self._metred and word not in STOP_WORDS:
             self._repeated |= word in self._used
             self._used.add(word)
+        self._forcing = False
         self._s += self._syllables(word)
         self._last = word
         self._word = ""
@@ -576,6 +665,8 @@ class EnglishWriter:
                 self._done = True
         elif not self._line_chars and self._total is None and self._line >= 1:
             self._done = True  # the blank line after a speech
+        self._end_theme_line(self._placed)
+        self._words = 0
         self._line_chars = []
         self._content = False
         self._repeated = False

@@ -10,11 +10,14 @@ text (the Jay Chou corpus is copyrighted), only hashes and final characters.
 `LineGuard` wraps a writer: a line may not end (at a line break or clause mark) while it is a
 training line, where anything else may come; and where the writer says the line's last
 character comes next (a Tang clause's fixed length), the characters that would complete a
-training line are banned.
+training line are banned, unless the writer allows one character only there (a theme's
+keyword ending the clause): then the line is judged instead, its `penalty` infinite when it is
+a training line (the engine's candidates drop it).
 """
 
 from __future__ import annotations
 
+import math
 import unicodedata
 import zlib
 from collections.abc import Iterable
@@ -106,6 +109,8 @@ class LineGuard:
         self.index = index
         self.form = getattr(inner, "form", None)
         self._line = ""  # the current line, normalised
+        self._yielded = False  # the guard let the writer's one character end this line
+        self._copied = False  # the line just closed is a training line the guard let through
 
     @property
     def done(self) -> bool:
@@ -115,9 +120,18 @@ class LineGuard:
         return self.inner.cut()
 
     def penalty(self) -> float:
-        """The inner writer's `penalty` (rules.py), 0.0 where it has none."""
+        """The inner writer's `penalty` (rules.py), 0.0 where it has none; infinite for a
+        line the guard let end as a training line."""
+        if self._copied:
+            return math.inf
         penalty = getattr(self.inner, "penalty", None)
         return 0.0 if penalty is None else penalty()
+
+    def branch(self, k: int) -> None:
+        """The inner writer's `branch` (a line's k-th candidate), where it has one."""
+        branch = getattr(self.inner, "branch", None)
+        if branch is not None:
+            branch(k)
 
     def allowed(self) -> Allowed:
         allowed = self.inner.allowed()
@@ -125,6 +139,9 @@ class LineGuard:
         last = getattr(self.inner, "last_of_line", None)
         if last is not None and last():
             banned = self.index.completions(self._line)
+            if any(chars <= banned for chars in allowed.required):
+                banned = frozenset()  # one character is all the writer allows: judged after
+                self._yielded = True
         elif self.index.holds(self._line) and not any(
             chars <= CLOSERS for chars in allowed.required
         ):  # unless ending the line is all the writer allows (then the line is the form's)
@@ -136,6 +153,8 @@ class LineGuard:
     def advance(self, ch: str) -> None:
         self.inner.advance(ch)
         if ch in CLOSERS:
+            self._copied = self._yielded and self.index.holds(self._line)
+            self._yielded = False
             self._line = ""
         elif not ignored(ch):
             self._line += ch.lower()

@@ -30,6 +30,15 @@ the ban would leave a rhyme position fewer than MIN_LEFT characters. Jay Chou re
 (5.6 characters in 4 lines, 18 in 8: refrains, 我 你 的), so a Tang-like ban would make the
 verses unlike his; an average bound keeps the bot from its own loops and no stricter than him.
 Rhyme classes are the usual ones of the table's heteronyms (了 着 at a line's end).
+
+A theme (`themes.Thread`): each line holds one keyword of the plan, its characters together
+(no space inside it), ending before the line's last character (the rhyme's); never at the
+start of a line an acrostic heads unless it begins with the head (the head wins). The line
+may not end before its keyword is written; the keyword is exempt from the reuse ban where it
+stands and banned elsewhere in its line. A keyword too long for the line (or a related word
+whose characters the verse has already) gives way to the next of the plan. The verse has at
+least as many lines as the user's words. Each candidate of a line (the engine's `branch`)
+starts the keyword at another place.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import functools
 import random
 from dataclasses import replace
 
-from bot.forms import lyrics
+from bot.forms import lyrics, themes
 from bot.forms.rules import Allowed, FormError
 from bot.forms.tang import after, reuse_ban
 
@@ -93,7 +102,7 @@ def _plan(vocab: frozenset[str], readings: lyrics.VerseReadings) -> _VersePlan:
     return _VersePlan(vocab, readings)
 
 
-class VerseWriter:
+class VerseWriter(themes.Keyed):
     """One verse of Mandarin lyrics as a state machine (the module docstring has the rules).
 
     The constructor raises FormError for options that cannot work: heads the model does not
@@ -111,6 +120,7 @@ class VerseWriter:
         min_chars: int = 5,
         max_chars: int = 14,
         readings: lyrics.VerseReadings = lyrics.NO_READINGS,
+        thread: themes.Thread | None = None,
     ) -> None:
         self._plan = plan = _plan(frozenset(vocab), readings)
         if not 1 <= min_chars <= max_chars or max_chars < 2:
@@ -138,6 +148,7 @@ class VerseWriter:
             count = lines
         else:
             count = random.Random(seed).randint(MIN_LINES, MAX_LINES)
+            count = max(count, len(thread.users) if thread else 0)
         self.lines = count
         self.form = "verse"  # named in the reply's footer
         self._heads = acrostic or ""
@@ -159,6 +170,7 @@ class VerseWriter:
         self._seen: set[str] = set()
         self._previous = ""  # the Han character just written ("" after anything else)
         self._doubled = False  # it doubled the one before it
+        self._start_theme(thread, seed)
 
     def _span(self) -> int:
         """The next line's longest: a draw from LINE_SPAN within min_chars..max_chars."""
@@ -178,21 +190,54 @@ class VerseWriter:
         """What may come next (computed once per character, from shared masks)."""
         now = self._now
         if now is None:
-            now = self._now = self._banned(self._compute())
+            keyword = self._keyword_here()
+            now = self._plan.head(keyword) if keyword else self._banned(self._compute())
+            self._now = now
         return now
+
+    def _keyword_here(self) -> str:
+        """The keyword's character due next ("" none), the line's keyword chosen first where
+        it is not yet."""
+        if self._thread is None or self._count < self._thread.skip or self._done:
+            return ""
+        if self._planned != self._line:
+            self._planned = self._line
+            chosen = self._thread.choose(
+                self._unwritten, self.lines - self._line, self._places, self._branch + self._line
+            )
+            self._keyword, self._at = chosen if chosen else ("", -1)
+        offset = self._n - self._at
+        return self._keyword[offset] if self._keyword and 0 <= offset < len(self._keyword) else ""
+
+    def _places(self, word: str, strict: bool) -> list[int]:
+        """The counts of the line's characters after which `word` may start: from here, so
+        that it ends before the line's last (rhyming) character, not at a head's place."""
+        if any(c not in self._plan.han for c in word):
+            return []
+        if self._thread and word not in self._thread.users and self._seen.intersection(word):
+            return []  # a related word the verse has written already gives way
+        first = self._n
+        if self._n == 0 and self._heads and word[0] != self._heads[self._line]:
+            first = 1
+        return list(range(first, self._max - len(word)))
+
+    def _pending(self) -> bool:
+        """Whether the line's keyword is still to be written."""
+        return bool(self._keyword) and self._n < self._at + len(self._keyword)
 
     def _banned(self, allowed: Allowed) -> Allowed:
         """`allowed` with the characters already in the verse banned, once it has reused its
-        budget (never an acrostic head, nor where the ban would leave too little)."""
-        if self._budget is None or self._repeats < self._budget or self._done:
-            return allowed
-        if self._n == 0 and self._heads:
-            return allowed
+        budget (never an acrostic head, nor where the ban would leave too little), and the
+        line's keyword banned until it is written (never at a head)."""
+        at_head = self._n == 0 and bool(self._heads)
+        extra = frozenset(self._keyword) if self._pending() and not at_head else frozenset()
+        if self._budget is None or self._repeats < self._budget or self._done or at_head:
+            return replace(allowed, banned=allowed.banned | extra) if extra else allowed
         banned = reuse_ban(self._seen, self._previous, self._doubled)
         chars = allowed.required[0]
         if len(chars) < len(banned) + MIN_LEFT and len(chars - banned) < MIN_LEFT:
-            return allowed
-        return replace(allowed, banned=frozenset(banned))
+            banned = set()
+        return replace(allowed, banned=frozenset(banned) | extra)
 
     def _compute(self) -> Allowed:
         plan = self._plan
@@ -200,7 +245,7 @@ class VerseWriter:
             return plan.mask(plan.nl)
         n = self._n
         target = self._target
-        can_end = n >= self._min and self._last in target
+        can_end = n >= self._min and self._last in target and not self._pending()
         if n >= self._max - 1:  # max_chars >= 2, so this line has a character
             if can_end:
                 return plan.mask(plan.nl) if n >= self._max else plan.mask(target, plan.nl)
@@ -232,6 +277,7 @@ class VerseWriter:
         self._last = ch
 
     def _close_line(self) -> None:
+        self._end_theme_line()
         if self.rhyme_class is None:
             name = lyrics.rhyme_class(self._last, self._plan.readings.usual)
             if name in self._plan.classes:

@@ -61,6 +61,11 @@ class Writer(Protocol):
         a whole line (0: none does)."""
         ...
 
+    # Optional: `branch(self, k: int) -> None`, called as each line starts on the writer of
+    # each of its K candidates (k = 0 .. K-1), before anything of the line is asked: the
+    # candidates may write the line differently (a keyword in another place), so that the
+    # choice among them is also a choice among those ways.
+    #
     # Optional: `penalty(self) -> float`, asked of a candidate's writer once its line is
     # complete (its last character, the newline or the clause's punctuation, advanced): 0.0
     # for a good line; a positive number lowers the candidate's score (its mean
@@ -71,4 +76,9 @@ class Writer(Protocol):
 class FormError(ValueError):
     """Options a form cannot take (an acrostic of the wrong length or with characters the
     model does not know, a prompt that breaks the shape, a length too short); the message
-    says, in words for the user, what to change."""
+    says, in words for the user, what to change; `field` names the option at fault where
+    the message alone does not (the page shows the message under that field)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

@@ -18,6 +18,17 @@ No worn-out repeats: a character already in the poem (the prompt's included), or
 later clause of the acrostic, is `banned`, except an immediate doubling (蕭蕭, never 蕭蕭蕭).
 The ban never breaks a rule: an acrostic head is written even if used, and where the ban
 would leave a rhyme position fewer than MIN_RHYMES characters, only the rhymes used are banned.
+
+A theme (`themes.Thread`): each clause holds one keyword of the plan, written where a word
+may start (a two-character word at 0, 2, 3 of five or 0, 2, 4, 5 of seven; one character
+anywhere), each of its characters keeping the clause's rules: the tone of its position, the
+rhyme at a rhyme clause's end, the acrostic's head at the start (the head wins: a keyword
+starts there only if it begins with the head). A keyword that fits nowhere in the clause (or a
+related word whose characters the poem has already) gives way to the next of the plan; a
+user's word may bend a tone only where the clauses left are
+no more than the user's words still to write. The keyword's characters are exempt from the
+reuse ban where it stands and banned elsewhere in its clause. Each candidate of a line (the
+engine's `branch`) takes another of the keyword's places.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from bot.forms import tang
+from bot.forms import tang, themes
 from bot.forms.rules import Allowed
 from bot.forms.tang import PING, ZE, TangForm
 
@@ -63,7 +74,7 @@ _PUNCTUATION = {COMMA: frozenset(COMMA), STOP: frozenset(STOP)}
 _NOTHING: frozenset[str] = frozenset()
 
 
-class TangWriter:
+class TangWriter(themes.Keyed):
     """One regulated poem of `form`, its tone pattern starting level or oblique, with an
     acrostic's candidates per clause (each a set of characters the model knows; the likeliest
     is taken where there are several, e.g. 發 and 髮 for a typed 发); `readings` the usual
@@ -76,6 +87,8 @@ class TangWriter:
         level_start: bool,
         heads: Sequence[frozenset[str]] = (),
         readings: tang.Readings = tang.TABLE_READINGS,
+        thread: themes.Thread | None = None,
+        seed: int = 0,
     ) -> None:
         self.vocab = vocab
         self.form = form.name
@@ -95,6 +108,7 @@ class TangWriter:
         self._fed = 0
         self._whole = 0  # characters up to the last couplet's 。
         self._done = False
+        self._start_theme(thread, seed)
 
     @property
     def done(self) -> bool:
@@ -113,21 +127,26 @@ class TangWriter:
         chars = self._form.chars
         if self._position == chars:
             return Allowed(required=(_PUNCTUATION[COMMA if self._clause % 2 == 0 else STOP],))
+        tone = self._pattern[self._clause][self._position]
+        keyword = self._keyword_here()
+        if keyword:
+            return Allowed(
+                required=(frozenset(keyword),),
+                preferred=(self._sets[tone],) if tone else (),
+                relax=f"tone at clause {self._clause + 1}, position {self._position + 1} "
+                f"(the theme's {self._keyword})",
+            )
         if self._position == 0 and self._clause < len(self._heads):
             return Allowed(required=(self._heads[self._clause],), greedy=True)
         required = [self._sets["han"]]
-        banned = self._reused()
+        banned = self._reused() | frozenset(self._keyword)
         last = self._position == chars - 1
         if last and self._clause in self._rhyme_clauses:
-            if self._groups is None:
-                rhymes = self._sets["first_rhyme"]
-            else:
-                rhymes = _rhymes(self._groups, self.vocab, self._readings)
+            rhymes = self._rhymes_now()
             required.append(rhymes)
             banned |= self._used
             if len(rhymes) < len(banned) + MIN_RHYMES and len(rhymes - banned) < MIN_RHYMES:
                 banned = frozenset(self._used)
-        tone = self._pattern[self._clause][self._position]
         if tone is None:
             return Allowed(required=tuple(required), banned=banned)
         return Allowed(
@@ -136,6 +155,56 @@ class TangWriter:
             preferred=(self._sets[tone],),
             relax=f"tone at clause {self._clause + 1}, position {self._position + 1}",
         )
+
+    def _keyword_here(self) -> str:
+        """The keyword's character due at this position ("" none), the clause's keyword
+        chosen first where it is not yet."""
+        if self._thread is None or self._fed < self._thread.skip:
+            return ""
+        if self._planned != self._clause:
+            self._planned = self._clause
+            chosen = self._thread.choose(
+                self._unwritten,
+                self._form.lines - self._clause,
+                self._places,
+                self._branch + self._clause,
+            )
+            self._keyword, self._at = chosen if chosen else ("", -1)
+        offset = self._position - self._at
+        return self._keyword[offset] if self._keyword and 0 <= offset < len(self._keyword) else ""
+
+    def _places(self, word: str, strict: bool) -> list[int]:
+        """Where in this clause, from the position reached, `word` may start keeping every
+        rule (without `strict`, bending tones); nowhere for a related word whose characters
+        the poem has written already."""
+        chars, clause = self._form.chars, self._clause
+        if self._thread and word not in self._thread.users and self._seen.intersection(word):
+            return []  # a related word the poem has written already gives way
+        starts = range(chars) if len(word) == 1 else themes.word_starts(chars, True)
+        tones = self._pattern[clause]
+        places = []
+        for start in starts:
+            if start < self._position or start + len(word) > chars:
+                continue
+            fits = True
+            for i, ch in enumerate(word):
+                p = start + i
+                tone = tones[p]
+                fits = fits and ch in self._sets["han"]
+                if p == 0 and clause < len(self._heads):
+                    fits = fits and ch in self._heads[clause]
+                if p == chars - 1 and clause in self._rhyme_clauses:
+                    fits = fits and ch in self._rhymes_now() and ch not in self._used
+                if strict and tone is not None:
+                    fits = fits and ch in self._sets[tone]
+            if fits:
+                places.append(start)
+        return places
+
+    def _rhymes_now(self) -> frozenset[str]:
+        if self._groups is None:
+            return self._sets["first_rhyme"]
+        return _rhymes(self._groups, self.vocab, self._readings)
 
     def _reused(self) -> frozenset[str]:
         """The characters no position but an acrostic head may take: those in the poem and
@@ -156,6 +225,7 @@ class TangWriter:
             self._position = 0
             if self._clause % 2 == 0:
                 self._whole = self._fed
+            self._end_theme_line()
             if self._clause == self._form.lines:
                 self._done = True
             return

@@ -30,7 +30,7 @@ from aiohttp import web
 from bot.config import Settings
 from bot.engine.registry import Registry, UnknownStyle
 from bot.engine.scheduler import Busy, Generation, Request
-from bot.forms import catalog
+from bot.forms import catalog, themes
 from bot.forms.rules import FormError
 from bot.poems import MAX_SEED, PoemOptions, plan_poem, plan_request
 from bot.throttle import Throttle, Throttled
@@ -56,6 +56,7 @@ _OPTIONS = {
     "acrostic": str,
     "script": str,
     "context": str,
+    "about": str,
 }
 
 
@@ -112,6 +113,7 @@ class PoemPage:
             ],
             "default_form": section.get("default"),
             "scripts": ["simplified", "traditional"] if section.get("script") else [],
+            "about": bool(section.get("themes")),
             "copy_guard": live.bundle.copy_guard,
             "card": {
                 "model": f"{card.get('layers')} x {str(card.get('cell', '')).upper()} "
@@ -161,6 +163,7 @@ class PoemPage:
                     "max_temperature": MAX_TEMPERATURE,
                     "max_seed": MAX_SEED,
                     "max_acrostic": catalog.MAX_ACROSTIC,
+                    "max_about": themes.MAX_TYPED,
                     "default_length": self.settings.default_length,
                     "default_temperature": self.settings.default_temperature,
                 },
@@ -248,7 +251,7 @@ class PoemPage:
             raise Refused(400, f"The seed must be between 0 and {MAX_SEED}.", "seed")
         if len(values.get("context", "")) > limits.max_length + limits.max_prompt:
             raise Refused(400, "The text to write on from is too long.", "context")
-        for name in ("form", "acrostic", "script"):
+        for name in ("form", "acrostic", "script", "about"):
             if values.get(name) == "":
                 values.pop(name)
         return PoemOptions(**values)
@@ -258,7 +261,7 @@ class PoemPage:
         try:
             plan, request = plan_poem(self.settings, live, options)
         except FormError as err:
-            raise Refused(400, str(err), _field_of(str(err))) from None
+            raise Refused(400, str(err), err.field or _field_of(str(err))) from None
         return plan, request, str(live.bundle.card.get("display_name", options.style))
 
     def _slot(self, request: web.Request, style: str, poem: Request):
@@ -385,9 +388,18 @@ def _poem(result: Generation, plan: catalog.PoemPlan, display: str, options: Poe
         "unknown": result.unknown,
         "relaxed": list(result.relaxed),
         "whole": result.whole,
+        "about": _about(plan.about(result.text)),
         "seconds": round(result.seconds, 3),
         "options": link,
     }
+
+
+def _about(about: tuple[str, list[str]] | None) -> dict[str, Any] | None:
+    """A poem's theme for the page: as typed, the plan's words it holds, the footer's line."""
+    if about is None:
+        return None
+    typed, words = about
+    return {"theme": typed, "plan": words, "line": themes.about_line(typed, words)}
 
 
 async def _event(response: web.StreamResponse, name: str, data: dict) -> None:

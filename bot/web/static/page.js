@@ -6,6 +6,7 @@ const WORDS = {
   en: {
     title: "poembot", style: "Style", form: "Form",
     acrostic: "Acrostic (each line starts with one character)", script: "Script",
+    about: "About (a few words the poem is about)", aboutShown: "about",
     "as-trained": "as the model writes", prompt: "Prompt (the poem's beginning)",
     length: "Length", temperature: "Temperature", seed: "Seed", write: "Write",
     writing: "writing…", again: "Again", continue: "Continue", link: "Link to this poem",
@@ -17,6 +18,7 @@ const WORDS = {
   },
   zh: {
     title: "诗机", style: "风格", form: "诗体", acrostic: "藏头（每行以一字开头）", script: "字体",
+    about: "主题（诗写什么，几个词）", aboutShown: "主题",
     "as-trained": "按模型原样", prompt: "开头（诗的起句）", length: "长度", temperature: "温度",
     seed: "种子", write: "写诗", writing: "正在写…", again: "再来一首", continue: "续写",
     link: "此诗链接", "default-form": "该风格默认", unknown: "本风格不认识的字（已略去）：",
@@ -64,6 +66,7 @@ function renderStyle() {
   $("form-row").hidden = s.forms.length === 0;
   $("acrostic-row").hidden = s.forms.length === 0;
   $("script-row").hidden = s.scripts.length === 0;
+  $("about-row").hidden = !s.about;
   const parts = [`${s.display_name} · ${s.version} · ${s.card.model}`];
   if (s.card.val_loss != null) parts.push(`${t("loss")} ${s.card.val_loss.toFixed(3)} ${t("nats")}`);
   if (s.copy_guard) parts.push(`${t("guard")} ${s.copy_guard} ${t("chars")}`);
@@ -91,7 +94,8 @@ function showError(message, field) {
 
 function options(overrides = {}) {
   const out = { style: $("style").value };
-  for (const name of ["form", "acrostic", "script", "prompt"]) {
+  for (const name of ["form", "acrostic", "script", "prompt", "about"]) {
+    if (name === "about" && $("about-row").hidden) continue;
     const value = $(name).value;
     if (value !== "") out[name] = value;
   }
@@ -185,6 +189,11 @@ function finish(data, keep, opts) {
   if (data.script) meta.push(data.script);
   meta.push(`${t("temperatureShown")} ${data.temperature}`, `${t("seedShown")} ${data.seed}`);
   $("meta").textContent = meta.join(" · ");
+  const theme = $("theme");
+  theme.hidden = !data.about;
+  theme.textContent = data.about
+    ? `${t("aboutShown")} ${data.about.theme}: ${data.about.plan.join(" · ")}`
+    : "";
   const notes = [];
   if (data.unknown.length) notes.push(t("unknown") + data.unknown.join(" "));
   if (data.relaxed.length) notes.push(t("relaxed") + data.relaxed.join("; "));
@@ -197,7 +206,7 @@ function finish(data, keep, opts) {
 }
 
 function fill(params) {
-  for (const name of ["style", "form", "acrostic", "script", "prompt", "length", "temperature", "seed"]) {
+  for (const name of ["style", "form", "acrostic", "script", "about", "prompt", "length", "temperature", "seed"]) {
     const value = params.get(name);
     if (value === null) continue;
     if (name === "style") {
@@ -240,6 +249,7 @@ async function start() {
   $("length").max = body.limits.max_length;
   $("prompt").maxLength = body.limits.max_prompt;
   $("acrostic").maxLength = body.limits.max_acrostic;
+  $("about").maxLength = body.limits.max_about;
   $("temperature").placeholder = String(body.limits.default_temperature);
   select.addEventListener("change", renderStyle);
   applyLanguage();

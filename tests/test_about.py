@@ -1,0 +1,344 @@
+"""Poems about something (`about`, issue 23): a theme is the user's words, expanded into one
+keyword a line from words related to them in the style's own corpus. The plan is the same for
+a bundle and theme, in either script; every line holds its keyword with every rule of its form
+kept, the user's own words each at least once; the line's candidates try the keyword in
+different places; words a style cannot write are refused in words (status 2 in the shell, a
+400 naming `about` in the API); through Discord the footer names the theme and its plan, and
+Again and Continue keep it; a bundle without theme data says `about` is not available."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.engine.bundle import load_bundle
+from bot.engine.scheduler import Request, Scheduler
+from bot.engine.sessions import StepModel
+from bot.forms import catalog, english, lyrics, tang, themes
+from bot.forms.lines import LINES_FILE, LineGuard, LineIndex
+from bot.forms.rules import Allowed, FormError
+
+from .botworld import asynchronous, bot_world, buttons, footer, make_settings
+from .bundles import FIXTURES, make_bundle
+from .test_cli import run as shell
+from .test_discord_replies import unescaped
+from .test_forms_e2e import shipped
+from .test_page import page_client
+
+ROOT = Path(__file__).resolve().parent.parent
+TANG = ROOT / "models" / "tang" / "v1"
+SHAKESPEARE = ROOT / "models" / "shakespeare" / "v1"
+TANG_TEXT = (FIXTURES / "tang_excerpt.txt").read_text(encoding="utf-8")
+PLAY_TEXT = (FIXTURES / "shakespeare_excerpt.txt").read_text(encoding="utf-8")
+pytestmark = pytest.mark.timeout(300)
+
+
+def themed(models: Path, style: str, text: str, corpus: str, **section: object) -> Path:
+    """A random-weight bundle of `text` with the poem section and tables export would give
+    a style trained on it (its themes among them)."""
+    poem = {**catalog.poem_section(corpus, text), **section}
+    path = make_bundle(models, style, text=text, poem=poem, seed=5, scale=2.0)
+    LineIndex.build(text).save(path / LINES_FILE)
+    if poem.get("words"):
+        (path / poem["words"]).write_text("\n".join(sorted(set(english.words(text)))))
+    for name, content in catalog.poem_files(poem, text).items():
+        target = path / name
+        target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+    return path
+
+
+def write(path: Path, plan: catalog.PoemPlan, seeds: range, candidates: int = 4) -> list:
+    """The poems of `plan` for each seed, written together by one scheduler."""
+    model = StepModel.load(path, providers="cpu")
+
+    async def go():
+        scheduler = Scheduler(model)
+        try:
+            requests = [
+                Request(
+                    plan.prompt, plan.length, 0.9, seed=s, rules=plan.rules, candidates=candidates
+                )
+                for s in seeds
+            ]
+            return await asyncio.gather(*(scheduler.generate(r) for r in requests))
+        finally:
+            await scheduler.close()
+
+    return asyncio.run(go())
+
+
+def plan_of(path: Path, **options: object) -> catalog.PoemPlan:
+    bundle = load_bundle(path)
+    return catalog.plan(bundle.card, bundle.vocab.chars, bundle.path, **options)
+
+
+def clauses(text: str) -> list[str]:
+    return [c for c in re.split(r"[，。\n]", text) if c.strip()]
+
+
+# --- the plan ---------------------------------------------------------------------------
+
+
+def test_a_plan_is_the_users_words_then_related_ones_the_same_in_either_script():
+    plan = plan_of(TANG, form="qilv", about="秋風")
+    assert plan.theme is not None and plan.theme.words == ("秋風",)
+    words = plan.theme.plan
+    assert words[0] == "秋風" and len(words) == 8 + themes.SPARE
+    assert len(set("".join(words))) == len("".join(words)), words  # no character twice
+    assert plan_of(TANG, form="qilv", about="秋风").theme.plan == words  # simplified in
+    assert plan_of(TANG, form="qilv", about=" 秋風 ").theme.plan == words
+    # A typed word the model knows in both scripts is taken in the one its corpus uses.
+    assert plan_of(TANG, about="黄昏").theme.words == ("黃昏",)
+    assert plan_of(TANG, about="头发").theme.words == ("頭髮",)
+    # Derived again from the same text, the data and so every plan are the same.
+    first = themes.Related.derive(TANG_TEXT, "tang").to_bytes()
+    assert themes.Related.derive(TANG_TEXT, "tang").to_bytes() == first
+
+
+def test_the_stored_relatedness_holds_words_and_numbers_only(tmp_path):
+    related = themes.Related.derive(TANG_TEXT, "tang")
+    (tmp_path / themes.THEMES_FILE).write_bytes(related.to_bytes())
+    loaded = themes.Related.load(tmp_path / themes.THEMES_FILE)
+    assert loaded.words == related.words and all(1 <= len(w) <= 2 for w in loaded.words)
+    mountain = related.related_to(related.index["山"])
+    stored = loaded.related_to(loaded.index["山"])
+    assert [j for j, _ in stored] == [j for j, _ in mountain]
+    assert [s for _, s in stored] == pytest.approx([s for _, s in mountain], rel=1e-3)
+    assert [s for _, s in mountain] == sorted((s for _, s in mountain), reverse=True)
+    (tmp_path / "broken.npz").write_bytes(b"not a table")
+    with pytest.raises(ValueError, match="unreadable"):
+        themes.Related.load(tmp_path / "broken.npz")
+
+
+# --- lines that hold their keyword ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("form", "about", "acrostic"),
+    [("qijue", "明月", None), ("wulv", "春風 白雲", None), ("qijue", "山", "春夏秋冬")],
+)
+def test_each_tang_clause_holds_its_keyword_and_every_rule(tmp_path, form, about, acrostic):
+    path = themed(tmp_path, "tang", TANG_TEXT, "tang")
+    plan = plan_of(path, form=form, about=about, acrostic=acrostic)
+    places: set[int] = set()
+    for poem in write(path, plan, range(6)):
+        check = tang.check(poem.text, form, acrostic)
+        assert check.all_rules, (poem.text, check)
+        keywords = plan.theme.keywords(poem.text)
+        assert len(keywords) == len(clauses(poem.text)), (poem.text, keywords)
+        for clause, word in zip(clauses(poem.text), keywords, strict=True):
+            assert word in clause
+        assert all(word in poem.text for word in plan.theme.words)
+        # The candidates of a line tried its keyword in more than one place.
+        for choice in poem.lines:
+            for text in choice.texts:
+                word = next((w for w in plan.theme.plan if w in text), None)
+                if word is not None:
+                    places.add(text.index(word))
+    assert len(places) >= 3
+
+
+def test_verse_lines_hold_their_keywords_and_still_rhyme(tmp_path):
+    path = themed(tmp_path, "lyrics", TANG_TEXT, "lyrics")
+    plan = plan_of(path, form="verse", about="明月 春風 白雲 秋 山")
+    for poem in write(path, plan, range(4)):
+        lines = poem.text.strip().split("\n")
+        assert len(lines) >= 5, poem.text  # one line at least for each of the user's words
+        assert all(word in poem.text for word in plan.theme.words), poem.text
+        assert all(any(w in line for w in plan.theme.plan) for line in lines), poem.text
+        assert lyrics.check_verse(poem.text).rhyme_rate == 1.0, poem.text
+
+
+def test_an_english_speech_holds_a_keyword_a_line(tmp_path):
+    path = themed(tmp_path, "plays", PLAY_TEXT, "plays")
+    plan = plan_of(path, form="speech", about="the people", length=600)
+    assert plan.theme.words == ("people",)  # function words are no theme
+    for poem in write(path, plan, range(4)):
+        lines = english.poem_lines(poem.text)
+        assert "people" in english.words(poem.text), poem.text
+        for line in lines:
+            assert set(english.words(line)) & set(plan.theme.plan), (line, poem.text)
+
+
+def test_a_sonnet_about_the_sea_keeps_its_metre_and_rhymes():
+    plan = plan_of(SHAKESPEARE, form="sonnet", about="the sea")
+    words = english.Lexicon.from_text((SHAKESPEARE / "words.txt").read_text(), cmu=True)
+    (poem,) = write(SHAKESPEARE, plan, range(3, 4), candidates=8)
+    check = english.check_sonnet(poem.text, words)
+    assert check.fourteen and check.rhyme_pairs_kept == 7 and check.syllable_ok == 14, poem.text
+    assert "sea" in english.words(poem.text)
+    for line in english.poem_lines(poem.text):
+        assert set(english.words(line)) & set(plan.theme.plan), (line, poem.text)
+
+
+def test_a_paragraph_starts_each_line_with_its_keyword(tmp_path):
+    path = themed(tmp_path, "plays", PLAY_TEXT, "plays", forms=["speech", "paragraph"])
+    plan = plan_of(path, form="paragraph", about="people gods", length=400)
+    for poem in write(path, plan, range(3)):
+        lines = [line for line in poem.text.split("\n") if line.strip()]
+        assert len(lines) >= 2 and lines[0].startswith("people") and lines[1].startswith("gods")
+
+
+def test_a_users_word_gives_way_until_the_lines_left_are_its_own():
+    """A line takes the first plan word with a place by every rule; a user's word that has
+    none gives way, until the lines left are no more than the user's words to write: then it
+    may bend a preferred rule (a tone), and is written."""
+    thread = themes.Thread(("秋風", "落葉", "明月"), frozenset({"秋風"}))
+
+    def places(word: str, strict: bool) -> list[int]:
+        return [] if word == "秋風" and strict else [0, 2, 4]
+
+    left = ["秋風", "落葉", "明月"]
+    assert thread.choose(left, 3, places, 0) == ("落葉", 0)
+    assert thread.choose(left, 2, places, 1) == ("落葉", 2)
+    assert thread.choose(left, 1, places, 2) == ("秋風", 4)
+    assert thread.choose(["明月"], 1, lambda w, s: [], 0) is None  # no word fits: none
+
+
+def test_a_keyword_that_ends_a_training_clause_is_judged_not_stuck():
+    """Where the line guard would ban the only character the writer allows (a keyword's
+    last, completing a training clause), the line is written and its penalty rejects it."""
+
+    class Forced:
+        done = False
+
+        def allowed(self) -> Allowed:
+            return Allowed(required=(frozenset("居"),))
+
+        def last_of_line(self) -> bool:
+            return True
+
+        def advance(self, ch: str) -> None: ...
+
+        def cut(self) -> int:
+            return 0
+
+    guard = LineGuard(Forced(), LineIndex.build("秦川雄帝宅，函谷壯皇居。"))
+    for ch in "函谷壯皇":
+        guard.advance(ch)
+    assert "居" not in guard.allowed().banned
+    for ch in "居。":
+        guard.advance(ch)
+    assert guard.penalty() == float("inf")
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bundle", "options", "says"),
+    [
+        (TANG, {"about": "☕ 秋天"}, "without markup, punctuation or emoji (☕)"),
+        (TANG, {"about": "**秋**"}, "without markup"),
+        (TANG, {"about": "<@123> 秋"}, "without markup"),
+        (TANG, {"about": "秋\x00天"}, "control or invisible"),
+        (TANG, {"about": " " * 200}, "at most 100 characters"),
+        (TANG, {"about": " " * 50}, "empty"),
+        (TANG, {"about": "咖啡"}, "does not know 咖 啡"),
+        (TANG, {"about": "咖月"}, "Words it knows near it:"),
+        (TANG, {"about": "秋风 autumn"}, "writes Chinese; 'autumn'"),
+        (TANG, {"about": "一二三四五六七八九十百千萬"}, "at most 12 Chinese characters"),
+        (TANG, {"about": "春 夏 秋 冬 花", "form": "qijue"}, "has 4 lines"),
+        (TANG, {"about": "春夏秋冬花鳥風月雲", "form": "qilv"}, "has 8 lines"),
+        (SHAKESPEARE, {"about": "秋天"}, "writes English"),
+        (SHAKESPEARE, {"about": "lovingly"}, "try loving"),
+        (SHAKESPEARE, {"about": "qwzx"}, "never written 'qwzx'"),
+        (SHAKESPEARE, {"about": "sea sky sun moon star rain"}, "at most 5 words"),
+        (SHAKESPEARE, {"about": "sea land", "form": "couplet", "acrostic": "A"}, "needs 2"),
+        (SHAKESPEARE, {"about": "sea land star", "form": "couplet"}, "has 2 lines"),
+        (SHAKESPEARE, {"about": "romeo", "form": "sonnet"}, "never written 'romeo'"),
+    ],
+)
+def test_words_a_style_cannot_write_are_refused_in_words(bundle, options, says):
+    with pytest.raises(FormError) as refused:
+        plan_of(bundle, **options)
+    assert says in str(refused.value)
+    assert refused.value.field == ("about" if "acrostic" not in options else None)
+
+
+def test_a_bundle_without_theme_data_says_about_is_not_available(tmp_path):
+    path = themed(tmp_path, "old", TANG_TEXT, "tang")
+    (path / themes.THEMES_FILE).unlink()
+    with pytest.raises(FormError, match="`about` is not available for this style") as refused:
+        plan_of(path, about="山")
+    assert refused.value.field == "about"
+    assert plan_of(path).theme is None  # without a theme it writes as before
+
+
+def test_the_shell_writes_about_a_theme_and_exits_2_on_a_bad_one():
+    done = shell("generate", "--style", "tang", "--form", "qijue", "--about", "秋风", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stderr.splitlines() if line.startswith("-- about 秋风: "))
+    named = line.split(": ", 1)[1].split(" · ")
+    assert len(named) == 4 and named[0] == "秋風"
+    assert all(word in done.stdout for word in named)
+    refused = shell("generate", "--style", "tang", "--about", "咖啡")
+    assert refused.returncode == 2 and "does not know 咖 啡" in refused.stderr
+    assert refused.stdout == ""
+
+
+@asynchronous
+async def test_the_api_writes_about_a_theme_and_names_the_field_of_a_bad_one(tmp_path):
+    async with page_client(tmp_path) as (client, _):
+        styles = (await (await client.get("/api/styles")).json())["styles"]
+        assert all(s["about"] for s in styles)
+        options = {"style": "tang", "form": "wujue", "about": "明月", "seed": 2}
+        response = await client.post("/api/poems", json=options)
+        assert response.status == 200
+        poem = await response.json()
+        assert poem["about"]["theme"] == "明月" and poem["about"]["plan"][0] == "明月"
+        assert poem["about"]["line"].startswith("about 明月: 明月 · ")
+        assert all(word in poem["text"] for word in poem["about"]["plan"])
+        assert poem["options"]["about"] == "明月"
+        for bad in ("咖啡", "🎉", " " * 200, "<b>秋</b>"):
+            refused = await client.post("/api/poems", json={"style": "tang", "about": bad})
+            body = await refused.json()
+            assert refused.status == 400 and body["field"] == "about", body
+        empty = await client.post("/api/poems", json={"style": "tang", "about": "", "seed": 2})
+        assert empty.status == 200 and (await empty.json())["about"] is None
+
+
+# --- through Discord ------------------------------------------------------------------------
+
+
+@asynchronous
+async def test_poem_about_shows_its_plan_and_again_and_continue_keep_it(tmp_path):
+    settings = make_settings(tmp_path, shipped(tmp_path, "tang"), default_style="tang")
+    async with bot_world(tmp_path, settings=settings) as w:
+        options = {"style": "tang", "form": "qijue", "about": "秋风", "seed": 5}
+        _, message = await w.poem(options)
+        poem = message.embeds[0]["description"]
+        about = footer(message).split("\n")[0]
+        assert about.startswith("about 秋风: 秋風 · ") and "seed 5" in footer(message)
+        named = about.split(": ", 1)[1].split(" · ")
+        assert len(named) == 4 and all(word in poem for word in named)
+        again = await (await w.discord.press(message, buttons(message)["Again"], w.member)).final(
+            30
+        )
+        assert footer(again).startswith("about 秋风: 秋風 · ")
+        more = await (await w.discord.press(message, buttons(message)["Continue"], w.member)).final(
+            30
+        )
+        assert footer(more).startswith("about 秋风: 秋風 · ")
+        # In a Chinese client the line is in its words, in the script asked for.
+        record = await w.discord.invoke(
+            w.guild,
+            w.channel,
+            w.member,
+            "poem",
+            {**options, "script": "simplified"},
+            locale="zh-CN",
+        )
+        shown = await record.final(timeout=30)
+        assert footer(shown).startswith("主题 秋风：秋风 · ")
+        _, refused = await w.poem({"style": "tang", "about": "咖啡"})
+        assert refused.ephemeral and "咖 啡" in refused.content
+        # As plain text, the theme's line is subtext above the footer's.
+        await w.run("settings", w.moderator, {"value": "text"}, subcommand="format")
+        _, plain = await w.poem(options)
+        lines = unescaped(plain.content).split("\n")
+        assert lines[-2].startswith("-# about 秋风: 秋風 · ") and "seed 5" in lines[-1]
+        assert not w.discord.violations
