@@ -320,6 +320,14 @@ def test_event_loop_stays_responsive_while_generating(held):
     assert steps <= turns
 
 
+def test_a_session_of_its_own_beside_the_shared_pool_is_refused_in_words(model, bundle_path):
+    from bot.engine import sessions
+
+    assert sessions._shared_pool  # set up by the first session, the model's
+    with pytest.raises(sessions.ProviderError, match="share one onnxruntime thread pool"):
+        StepModel.load(bundle_path, providers="cpu", threads=2)
+
+
 def test_providers_auto_runs_on_the_cpu_here_and_cuda_is_an_error_not_a_fallback(tmp_path):
     import onnxruntime as ort
 
