@@ -23,6 +23,20 @@ def cpu_name() -> str:
     return names[0] if names else "unknown"
 
 
+ISA = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+
+
+def isa_flags() -> list[str]:
+    """The CPU's instruction-set extensions that decide onnxruntime's kernels (Linux; VNNI and
+    AMX for the integer products), as /proc/cpuinfo names them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set(next((x for x in text.splitlines() if x.startswith("flags")), "").split())
+    return [f for f in ISA if f in flags]
+
+
 def write_results(out: Path, name: str, report: Any, markdown: str) -> None:
     """benchmarks/results/<name>.json and .md."""
     out.mkdir(parents=True, exist_ok=True)

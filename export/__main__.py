@@ -1,6 +1,7 @@
 """`python -m export RUN --models DIR`: turn a finished training run into a verified bundle.
-`python -m export derive BUNDLE...`: add the prefill and int8 graphs, the poem section or a copy
-guard to bundles that exist."""
+`python -m export derive BUNDLE...`: build the prefill and int8 graphs again (with
+--new-version, the one-step graph too, as a new version), add the poem section or a copy guard,
+for bundles that exist."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ def derive_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m export derive",
         description="Add to existing bundles, without a training run: the prompt prefill graph "
-        "and the int8 step graph (from their own model.onnx); with --poem, the card's poem "
-        "section; with --copy-guard, a copy guard; with --ngram, an n-gram model.",
+        "and the int8 step graph (from their own model.onnx; with --new-version, a new version "
+        "whose one-step graph is built again too, checked against the old one); with --poem, "
+        "the card's poem section; with --copy-guard, a copy guard; with --ngram, an n-gram "
+        "model.",
     )
     p.add_argument("bundles", type=Path, nargs="+", help="bundle folders, models/STYLE/VERSION")
     p.add_argument("--corpus", help="the corpus the bundle was trained on (default: the card's)")
@@ -55,17 +58,23 @@ def derive_main(argv: list[str]) -> int:
         f"{DEFAULT_WEIGHT})",
     )
     p.add_argument(
-        "--new-version", help="with --copy-guard or --ngram: write it as this new version"
+        "--new-version",
+        help="write the result as this new version of the style (the bundle given stays as it "
+        "is); without --copy-guard, --ngram or --poem, its one-step graph is built again from "
+        "the weights",
     )
     args = p.parse_args(argv)
+    if args.poem and args.new_version:
+        p.error(
+            "--poem changes a bundle in place; --new-version goes with the graphs, --copy-guard "
+            "or --ngram"
+        )
 
     from bot.corpus import CorpusError
     from bot.engine.bundle import BundleError
     from export.graphs import GraphError
     from export.onnx_export import ExportError, add_guard, add_ngram, add_poem, derive
 
-    if args.new_version and args.copy_guard is None and args.ngram is None:
-        p.error("--new-version goes with --copy-guard or --ngram")
     for path in args.bundles:
         try:
             if args.copy_guard is not None:
@@ -75,7 +84,8 @@ def derive_main(argv: list[str]) -> int:
             elif args.poem:
                 add_poem(path, args.corpus, args.unit)
             else:
-                derive(path, args.corpus, int8=not args.no_int8)
+                command = shlex.join(["python", "-m", "export", "derive", *argv])
+                derive(path, args.corpus, not args.no_int8, args.new_version, command=command)
         except (ExportError, BundleError, CorpusError, GraphError, ValueError) as err:
             print(f"error: {path}: {err}", file=sys.stderr)
             return 2

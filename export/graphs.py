@@ -1,31 +1,43 @@
 """ONNX graphs built from a bundle's weights: the one-step graph, the prompt prefill graph and
-the int8 step graph with per-row activation scales.
+the int8 step graph.
 
 `read_weights` takes the weights back out of any one-step graph that keeps the bundle contract
-(the tf2onnx export or one built here), so the derived graphs can be added to a bundle that
-already ships without TensorFlow and without its training run. numpy and onnx only.
+(tf2onnx's export in the bundles made before, or one built here), so every graph of a bundle can
+be built again from its own model.onnx, without TensorFlow and without its training run. numpy
+and onnx only.
 
-- `step_graph`: ids [batch] + states -> logits + states, ONNX LSTM/GRU operators (a peephole
-  layer: LSTM with its `P` input); a coupled-gate layer is plain arithmetic (one MatMul of
-  [x, h] for its three gates, Sigmoid, Tanh), ONNX having no coupled LSTM, its initializers
-  named `coupled<layer>_W/_R/_B` so `read_weights` finds them again.
+- `step_graph`: ids [batch] + states -> logits + states. Each layer takes one of two forms
+  (`STEP_FORMS` says which per cell, as `python -m benchmarks.step_forms` measured them):
+  `operator`, the ONNX LSTM/GRU operator (a peephole layer: LSTM with its `P` input; a coupled
+  layer: the LSTM `as_lstm` makes of it), or `matmul`, one MatMul of [x, h] with [W; R] and the
+  gate arithmetic (a GRU multiplies x and h apart: its reset gate sits between R and the
+  candidate). A `matmul` layer's initializers are named `<cell><layer>_W/_R/_B` (a GRU's
+  recurrent bias `_RB`, peepholes `_P`) so `read_weights` finds them again.
 - `prefill_graph`: ids [batch, time] + lengths [batch] + states -> logits at each row's last
   character + states after it. One LSTM/GRU operator per layer runs the whole prompt (its
   `sequence_lens` input stops each row at its own length), so the input projections of a
   prompt are one matrix multiply instead of one per character. A coupled layer is an ONNX
   LSTM too: its input gate 1 - sigmoid(z) = sigmoid(-z) is an input gate whose weights are the
   forget gate's negated, so every cell has a prefill graph.
-- `int8_step_graph`: the step with int8 weights (7-bit, one scale per output column) and int8
-  activations with one scale per batch row. The integer products are exact and every scale
-  belongs to one row, so a row's logits do not depend on the other rows of the batch.
-  onnxruntime's dynamic quantisation uses one activation scale for the whole batch, which
-  makes a request's text depend on its neighbours. Each LSTM layer is one integer product of
-  [x, h] with [W; R]; where the vocabulary is small, the first layer's input projection is a
-  table lookup instead.
+- `int8_step_graph`: the step with int8 weights (7-bit, one scale per output column) and uint8
+  activations. Every activation a product reads is a hidden state, which lies in (-1, 1) for
+  every cell (h = o * tanh(c) in the LSTM family; a GRU's h mixes tanh values and the h
+  before), so each is quantised once per layer and step at the fixed scale 1/127, element by
+  element: a row's logits never depend on the other rows of the batch. (onnxruntime's dynamic
+  quantisation uses one activation scale for the whole batch, which makes a request's text
+  depend on its neighbours; scales per row, as before, cost more passes over the data (|x|
+  and its row maxima before each product, one more multiply after it) and bought nothing:
+  the largest |h| of a row is 0.86 to 1.0, median 0.98 to 1.0, on the shipped models' real
+  text.) Each product is one onnxruntime MatMulIntegerToFloat (com.microsoft, in every
+  onnxruntime's CPU provider): the integer product, one multiply per column (activation and
+  weight scales folded together) and the bias, written out at once. The first layer's input
+  projection of every character, its biases included, is a table of int8 rows with one scale
+  each.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +49,10 @@ from bot.engine.bundle import state_names
 OPSET = 17
 IR_VERSION = 8
 GATES = {"lstm": 4, "gru": 3, "peephole": 4, "coupled": 3}
+FORMS = ("operator", "matmul")
+# The faster form of each cell's step on this project's CPU (benchmarks/results/step_forms.md).
+STEP_FORMS = {"lstm": "operator", "gru": "matmul", "peephole": "operator", "coupled": "matmul"}
+CONTRIB = "com.microsoft"  # onnxruntime's own operators (the int8 graph's products)
 _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
 
 
@@ -62,6 +78,23 @@ class Layer:
 
         wb, rb = np.split(self.b, 2)
         return Layer(widen(self.w), widen(self.r), np.concatenate([widen(wb), widen(rb)]))
+
+    def as_coupled(self) -> Layer | None:
+        """The coupled layer an LSTM layer computes, if its input gate is its forget gate
+        negated (as `as_lstm` writes it); None otherwise."""
+        if self.p is not None:
+            return None
+        parts = [np.split(m, 4) for m in (self.w, self.r, *np.split(self.b, 2))]
+        if not parts[0][2].any() or not all(np.array_equal(i, -f) for i, _, f, _ in parts):
+            return None
+        w, r, wb, rb = (np.concatenate([o, f, c]) for _, o, f, c in parts)
+        return Layer(w, r, np.concatenate([wb, rb]))
+
+    @property
+    def biases(self) -> tuple[np.ndarray, np.ndarray]:
+        """(input bias, recurrent bias), each [gates * units]."""
+        wb, rb = np.split(self.b, 2)
+        return wb, rb
 
 
 @dataclass
@@ -95,11 +128,28 @@ class StepWeights:
         mults = sum(layer.w.size + layer.r.size for layer in self.layers) + self.dense_w.size
         return 2 * mults
 
-    def matmul_shapes(self) -> list[tuple[int, int]]:
-        """(inner, outer) of every matrix multiply of one step, in order."""
+    def matmul_shapes(self, form: str = "operator") -> list[tuple[int, int]]:
+        """(inner, outer) of every matrix multiply of one fp32 step in `form`, in order: the
+        operator multiplies x and h apart, the matmul form [x, h] at once (a GRU: apart)."""
         shapes = []
         for layer in self.layers:
-            shapes += [(layer.w.shape[1], layer.w.shape[0]), (layer.r.shape[1], layer.r.shape[0])]
+            (outer, inner), units = layer.w.shape, layer.r.shape[1]
+            apart = form == "operator" or self.cell == "gru"
+            shapes += [(inner, outer), (units, outer)] if apart else [(inner + units, outer)]
+        return [*shapes, self.dense_w.shape]
+
+    def int8_shapes(self) -> list[tuple[int, int]]:
+        """(inner, outer) of every integer product of one int8 step: the first layer's input
+        projection is a table, so only its recurrent product remains there."""
+        shapes = []
+        for i, layer in enumerate(self.layers):
+            (outer, inner), units = layer.w.shape, layer.r.shape[1]
+            if i == 0:
+                shapes.append((units, outer))
+            elif self.cell == "gru":
+                shapes += [(inner, outer), (units, outer)]
+            else:
+                shapes.append((inner + units, outer))
         return [*shapes, self.dense_w.shape]
 
 
@@ -112,8 +162,10 @@ def random_weights(
     seed: int = 0,
     scale: float = 0.6,
     ids_type: int = TensorProto.INT64,
+    bias: float = 0.0,
 ) -> StepWeights:
-    """Random weights of the given shape: tests and benchmarks that need no trained model."""
+    """Random weights of the given shape: tests and benchmarks that need no trained model
+    (`bias`: the spread of random biases, 0 for none)."""
     rng = np.random.default_rng(seed)
 
     def weight(*shape: int) -> np.ndarray:
@@ -122,8 +174,8 @@ def random_weights(
     gates = GATES[cell]
     stack, width = [], embedding
     for _ in range(layers):
-        bias = np.zeros(2 * gates * units, np.float32)
-        stack.append(Layer(weight(gates * units, width), weight(gates * units, units), bias))
+        b = (rng.standard_normal(2 * gates * units) * bias).astype(np.float32)
+        stack.append(Layer(weight(gates * units, width), weight(gates * units, units), b))
         if cell == "peephole":
             # Diagonal: one weight per unit, the size of one recurrent weight.
             stack[-1].p = weight(3 * units, units)[:, 0]
@@ -133,9 +185,12 @@ def random_weights(
         weight(vocab_size, embedding),
         stack,
         weight(units, vocab_size),
-        np.zeros(vocab_size, np.float32),
+        (rng.standard_normal(vocab_size) * bias).astype(np.float32),
         ids_type,
     )
+
+
+_MATMUL_LAYER = re.compile(r"^(lstm|gru|peephole|coupled)(\d+)_W$")
 
 
 def read_weights(model: onnx.ModelProto) -> StepWeights:
@@ -144,20 +199,22 @@ def read_weights(model: onnx.ModelProto) -> StepWeights:
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
     recurrent = [n for n in graph.node if n.op_type in ("LSTM", "GRU")]
-    if not recurrent and f"{COUPLED}0_W" in inits:
-        cell, layers = "coupled", _coupled_layers(inits)
-    elif recurrent and len({n.op_type for n in recurrent}) == 1:
+    matmul = {m.group(1) for m in map(_MATMUL_LAYER.match, inits) if m}
+    if not recurrent and len(matmul) == 1:
+        cell = matmul.pop()
+        layers = _matmul_layers(cell, inits)
+    elif recurrent and not matmul and len({n.op_type for n in recurrent}) == 1:
         cell, layers = _recurrent_layers(recurrent, inits)
     else:
         raise GraphError(
-            "the graph needs one kind of recurrent operator, LSTM or GRU, or coupled-gate "
-            "layers built by export.graphs"
+            "the graph needs one kind of recurrent layer: ONNX LSTM or GRU operators, or "
+            "layers of one cell in plain arithmetic built by export.graphs"
         )
     gathers = [n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits]
     if len(gathers) != 1 or inits[gathers[0].input[0]].ndim != 2:
         raise GraphError("the graph needs exactly one embedding lookup (Gather on a weight)")
     top = producer[graph.output[0].name]
-    while top.op_type == "Identity":  # the graphs built here name their outputs so
+    while top.op_type == "Identity":  # tf2onnx names its outputs so
         top = producer[top.input[0]]
     dense_w, dense_b = _dense(top, producer, inits)
     return StepWeights(
@@ -168,6 +225,13 @@ def read_weights(model: onnx.ModelProto) -> StepWeights:
         dense_b,
         graph.input[0].type.tensor_type.elem_type,
     )
+
+
+def form_of(model: onnx.ModelProto) -> str:
+    """The form of a one-step graph's layers: `operator` where it has ONNX LSTM/GRU operators,
+    else `matmul`."""
+    ops = {node.op_type for node in model.graph.node}
+    return "operator" if ops & {"LSTM", "GRU"} else "matmul"
 
 
 def _recurrent_layers(nodes, inits) -> tuple[str, list[Layer]]:
@@ -196,22 +260,26 @@ def _recurrent_layers(nodes, inits) -> tuple[str, list[Layer]]:
     peepholes = {layer.p is not None for layer in layers}
     if len(peepholes) != 1:
         raise GraphError("some LSTM layers have peepholes and some do not")
+    coupled = [layer.as_coupled() for layer in layers] if op == "LSTM" else [None]
+    if all(coupled):
+        return "coupled", coupled
     return ("peephole" if peepholes == {True} else op.lower()), layers
 
 
-COUPLED = "coupled"  # initializer names of a coupled layer: coupled<i>_W, _R, _B
-
-
-def _coupled_layers(inits) -> list[Layer]:
+def _matmul_layers(cell: str, inits) -> list[Layer]:
+    """The layers of a step in the matmul form, from its named initializers."""
     layers = []
-    while f"{COUPLED}{len(layers)}_W" in inits:
-        name = f"{COUPLED}{len(layers)}"
+    while f"{cell}{len(layers)}_W" in inits:
+        name = f"{cell}{len(layers)}"
         bias = inits[f"{name}_B"].astype(np.float32)
+        recurrent_bias = inits.get(f"{name}_RB", np.zeros_like(bias)).astype(np.float32)
+        peephole = inits.get(f"{name}_P")
         layers.append(
             Layer(
                 inits[f"{name}_W"].astype(np.float32),
                 inits[f"{name}_R"].astype(np.float32),
-                np.concatenate([bias, np.zeros_like(bias)]),
+                np.concatenate([bias, recurrent_bias]),
+                None if peephole is None else peephole.astype(np.float32),
             )
         )
     return layers
@@ -239,7 +307,8 @@ def _dense(node, producer, inits) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Builder:
-    """Nodes and initializers of one graph, with fresh names."""
+    """Nodes and initializers of one graph, with fresh names (or the name asked for: a graph
+    output is written by the node that computes it, not copied by an Identity)."""
 
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
@@ -252,18 +321,21 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attrs) -> list[str]:
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, names=None, **attrs) -> list[str]:
         self._n += 1
-        names = [f"{op_type.lower()}{self._n}_{i}" for i in range(outputs)]
+        names = names or [f"{op_type.lower()}{self._n}_{i}" for i in range(outputs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
         return names
 
-    def one(self, op_type: str, *inputs: str, **attrs) -> str:
-        return self.op(op_type, *inputs, **attrs)[0]
+    def one(self, op_type: str, *inputs: str, name: str | None = None, **attrs) -> str:
+        return self.op(op_type, *inputs, names=[name] if name else None, **attrs)[0]
 
     def model(self, name: str, inputs, outputs) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        opsets = [helper.make_opsetid("", OPSET)]
+        if any(node.domain == CONTRIB for node in self.nodes):
+            opsets.append(helper.make_opsetid(CONTRIB, 1))
+        model = helper.make_model(graph, opset_imports=opsets)
         model.ir_version = IR_VERSION
         onnx.checker.check_model(model)
         return model
@@ -284,13 +356,19 @@ def _io(w: StepWeights, ids_shape: list[str], extra_inputs=()) -> tuple[list, li
     return inputs, outputs
 
 
-def _recurrent(g: _Builder, w: StepWeights, x: str, lengths: str | None) -> tuple[str, list[str]]:
-    """Every layer's LSTM/GRU operator over x [time, batch, features]; returns the last layer's
-    final hidden state [1, batch, units] and the new states [batch, units] in contract order."""
+def _outputs(w: StepWeights, layer: int) -> list[str]:
+    """The graph output names of one layer's new states."""
+    per = w.per_layer
+    return [f"{s}_out" for s in w.state_names[layer * per : (layer + 1) * per]]
+
+
+def _recurrent(g: _Builder, w: StepWeights, x: str, lengths: str | None) -> list[str]:
+    """Every layer's LSTM/GRU operator over x [time, batch, features] (without `lengths`,
+    one step: time 1); the new states [batch, units] in contract order, written to the
+    graph's state outputs."""
     axis0, axis1 = g.const(np.array([0], np.int64)), g.const(np.array([1], np.int64))
     per = w.per_layer
     new_states: list[str] = []
-    last_h = ""
     for i, layer in enumerate(w.layers):
         names = w.state_names[i * per : (i + 1) * per]
         initial = [g.one("Unsqueeze", s, axis0) for s in names]
@@ -311,29 +389,32 @@ def _recurrent(g: _Builder, w: StepWeights, x: str, lengths: str | None) -> tupl
             hidden_size=w.units,
             **extra,
         )
-        x = g.one("Squeeze", y, axis1)  # [time, 1, batch, units] -> [time, batch, units]
-        new_states += [g.one("Squeeze", f, axis0) for f in finals]
-        last_h = finals[0]
-    return last_h, new_states
+        if i + 1 < len(w.layers):  # the next layer's input: [time, batch, units]
+            # One step (no lengths): the final hidden state [1, batch, units] is all of y.
+            x = g.one("Squeeze", y, axis1) if lengths else finals[0]
+        outs = _outputs(w, i)
+        new_states += [
+            g.one("Squeeze", f, axis0, name=o) for f, o in zip(finals, outs, strict=True)
+        ]
+    return new_states
 
 
-def _finish(g: _Builder, w: StepWeights, top: str, new_states: list[str], logits_fn) -> None:
-    logits = logits_fn(top)
-    g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
-    for s, new in zip(w.state_names, new_states, strict=True):
-        g.nodes.append(helper.make_node("Identity", [new], [f"{s}_out"]))
-
-
-def step_graph(w: StepWeights) -> onnx.ModelProto:
-    """The bundle contract's one-step graph."""
-    if w.cell == "coupled":
-        return _coupled_step_graph(w)
+def step_graph(w: StepWeights, form: str | None = None) -> onnx.ModelProto:
+    """The bundle contract's one-step graph, its layers in `form` (default: the cell's
+    faster one, STEP_FORMS)."""
+    form = form or STEP_FORMS[w.cell]
+    if form not in FORMS:
+        raise GraphError(f"form must be one of {FORMS}, not {form!r}")
     g = _Builder()
     x = g.one("Gather", g.const(w.embedding), "ids")  # [batch, embedding]
-    x = g.one("Unsqueeze", x, g.const(np.array([0], np.int64)))  # [1, batch, embedding]
-    last_h, states = _recurrent(g, w, x, None)
-    top = g.one("Squeeze", last_h, g.const(np.array([0], np.int64)))
-    _finish(g, w, top, states, lambda t: _dense_fp32(g, w, t))
+    if form == "operator":
+        x = g.one("Unsqueeze", x, g.const(np.array([0], np.int64)))  # [1, batch, embedding]
+        top = _recurrent(g, w, x, None)[-w.per_layer]
+    else:
+        for i, layer in enumerate(w.layers):
+            x = _matmul_layer(g, w, i, layer, x)
+        top = x
+    _dense_fp32(g, w, top)
     return g.model(f"step_{w.cell}", *_io(w, ["batch"]))
 
 
@@ -343,68 +424,94 @@ def prefill_graph(w: StepWeights) -> onnx.ModelProto:
     lengths = helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"])
     x = g.one("Gather", g.const(w.embedding), "ids")  # [batch, time, embedding]
     x = g.one("Transpose", x, perm=[1, 0, 2])
-    last_h, states = _recurrent(g, w, x, "lengths")
-    top = g.one("Squeeze", last_h, g.const(np.array([0], np.int64)))
-    _finish(g, w, top, states, lambda t: _dense_fp32(g, w, t))
+    _dense_fp32(g, w, _recurrent(g, w, x, "lengths")[-w.per_layer])
     return g.model(f"prefill_{w.cell}", *_io(w, ["batch", "time"], [lengths]))
 
 
-def _coupled_step_graph(w: StepWeights) -> onnx.ModelProto:
-    """One step of coupled-gate layers in plain arithmetic: per layer one MatMul of [x, h] with
-    [W; R] for the three gates, then the cell update."""
-    g = _Builder()
-    x = g.one("Gather", g.const(w.embedding), "ids")  # [batch, embedding]
-    new_states: list[str] = []
-    for i, layer in enumerate(w.layers):
-        h, c = w.state_names[2 * i : 2 * i + 2]
-        name = f"{COUPLED}{i}"
-        # Stored as the layer's own weights (read back by read_weights), multiplied as one.
-        weights = g.one(
-            "Concat",
-            g.one("Transpose", g.const(layer.w, f"{name}_W")),
-            g.one("Transpose", g.const(layer.r, f"{name}_R")),
-            axis=0,
-        )
-        wb, rb = np.split(layer.b, 2)
-        z = g.one("MatMul", g.one("Concat", x, h, axis=1), weights)
-        z = g.one("Add", z, g.const((wb + rb).astype(np.float32), f"{name}_B"))
-        new_states += _lstm_update(g, w, layer, z, c)
-        x = new_states[-2]
-    _finish(g, w, x, new_states, lambda t: _dense_fp32(g, w, t))
-    return g.model("step_coupled", *_io(w, ["batch"]))
+def _matmul_layer(g: _Builder, w: StepWeights, i: int, layer: Layer, x: str) -> str:
+    """One layer of the matmul form: its new states written to the graph's outputs; returns
+    its new h. The initializers keep the layer's own weights (read back by read_weights); the
+    products' transposed and stacked weights are constants onnxruntime folds when it loads."""
+    name = f"{w.cell}{i}"
+    per = w.per_layer
+    state = w.state_names[i * per : (i + 1) * per]
+    outs = _outputs(w, i)
+    weights = g.one("Transpose", g.const(layer.w, f"{name}_W"))
+    recurrent = g.one("Transpose", g.const(layer.r, f"{name}_R"))
+    wb, rb = layer.biases
+    if w.cell == "gru":  # x and h apart: the reset gate multiplies h's part alone
+        xz = g.one("Add", g.one("MatMul", x, weights), g.const(wb, f"{name}_B"))
+        hz = g.one("Add", g.one("MatMul", state[0], recurrent), g.const(rb, f"{name}_RB"))
+        return _gru_update(g, w, xz, hz, state[0], outs[0])
+    stacked = g.one("Concat", weights, recurrent, axis=0)
+    z = g.one("MatMul", g.one("Concat", x, state[0], axis=1), stacked)
+    z = g.one("Add", z, g.const(wb + rb, f"{name}_B"))
+    return _lstm_update(g, w, layer, z, state[1], outs, f"{name}_P")[0]
 
 
-def _lstm_update(g: _Builder, w: StepWeights, layer: Layer, z: str, c: str) -> list[str]:
-    """[h, c] after one step of an LSTM-family layer from its gates' pre-activations z
-    [batch, gates * units] (blocks in Layer order) and the previous cell state c."""
+def _lstm_update(
+    g: _Builder,
+    w: StepWeights,
+    layer: Layer,
+    z: str,
+    c: str,
+    names: list[str],
+    peephole: str | None = None,
+) -> list[str]:
+    """[h, c] after one step of an LSTM-family layer, written to `names`, from its gates'
+    pre-activations z [batch, gates * units] (blocks in Layer order) and the old cell state c
+    (`peephole`: what to name the peephole weights' initializer)."""
     units = w.units
     sigmoid, tanh = (lambda t: g.one("Sigmoid", t)), (lambda t: g.one("Tanh", t))
     if w.cell == "coupled":
         go, gf, gc = g.op("Split", z, g.const(np.full(3, units, np.int64)), axis=1, outputs=3)
         f, candidate = sigmoid(gf), tanh(gc)
         # f * c + (1 - f) * candidate = candidate + f * (c - candidate)
-        new_c = g.one("Add", candidate, g.one("Mul", f, g.one("Sub", c, candidate)))
-        return [g.one("Mul", sigmoid(go), tanh(new_c)), new_c]
+        new_c = g.one("Add", candidate, g.one("Mul", f, g.one("Sub", c, candidate)), name=names[1])
+        return [g.one("Mul", sigmoid(go), tanh(new_c), name=names[0]), new_c]
     gi, go, gf, gc = g.op("Split", z, g.const(np.full(4, units, np.int64)), axis=1, outputs=4)
     if layer.p is not None:  # peepholes: i and f read the old cell state, o the new one
-        pi, po, pf = (g.const(part) for part in np.split(layer.p, 3))
+        parts = g.const(np.full(3, units, np.int64))
+        pi, po, pf = g.op("Split", g.const(layer.p, peephole), parts, axis=0, outputs=3)
         gi = g.one("Add", gi, g.one("Mul", pi, c))
         gf = g.one("Add", gf, g.one("Mul", pf, c))
-    new_c = g.one("Add", g.one("Mul", sigmoid(gf), c), g.one("Mul", sigmoid(gi), tanh(gc)))
+    new_c = g.one(
+        "Add",
+        g.one("Mul", sigmoid(gf), c),
+        g.one("Mul", sigmoid(gi), tanh(gc)),
+        name=names[1],
+    )
     if layer.p is not None:
         go = g.one("Add", go, g.one("Mul", po, new_c))
-    return [g.one("Mul", sigmoid(go), tanh(new_c)), new_c]
+    return [g.one("Mul", sigmoid(go), tanh(new_c), name=names[0]), new_c]
+
+
+def _gru_update(g: _Builder, w: StepWeights, xz: str, hz: str, h: str, name: str) -> str:
+    """A GRU layer's new h (linear_before_reset) from the input's and the state's parts of its
+    gates [batch, 3 * units] (z r h, each with its bias) and the old h."""
+    split = g.const(np.full(3, w.units, np.int64))
+    xz_, xr, xh = g.op("Split", xz, split, axis=1, outputs=3)
+    hz_, hr, hh = g.op("Split", hz, split, axis=1, outputs=3)
+    update = g.one("Sigmoid", g.one("Add", xz_, hz_))
+    reset = g.one("Sigmoid", g.one("Add", xr, hr))
+    candidate = g.one("Tanh", g.one("Add", xh, g.one("Mul", reset, hh)))
+    # h' = (1 - z) * candidate + z * h = candidate + z * (h - candidate)
+    return g.one("Add", candidate, g.one("Mul", update, g.one("Sub", h, candidate)), name=name)
 
 
 def _dense_fp32(g: _Builder, w: StepWeights, x: str) -> str:
-    return g.one("Add", g.one("MatMul", x, g.const(w.dense_w)), g.const(w.dense_b))
+    product = g.one("MatMul", x, g.const(w.dense_w))
+    return g.one("Add", product, g.const(w.dense_b), name="logits")
 
 
 WEIGHT_LEVELS = 63  # 7-bit weights: see _quantize_columns
+STATE_SCALE = 1 / 127  # activations in (-1, 1) as uint8 codes round(127 x) + 128
+TABLE_LEVELS = 127  # the first layer's input table: int8 rows, one scale each
 
 
 def _quantize_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """m [inner, outer] -> (int8 [inner, outer], scale [outer]), symmetric per column.
+    """m [inner, outer] -> (int8 [inner, outer], step [outer]): symmetric per column, `step`
+    the value of one unit of the product with codes at STATE_SCALE.
 
     Weights use 7 bits (-63..63): x86 kernels without VNNI add pairs of uint8 x int8
     products in int16, which 8-bit weights can overflow (255 * 127 * 2 > 32767).
@@ -412,88 +519,67 @@ def _quantize_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = np.abs(m).max(axis=0) / WEIGHT_LEVELS
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     q = np.clip(np.rint(m / scale), -WEIGHT_LEVELS, WEIGHT_LEVELS).astype(np.int8)
-    return q, scale
+    return q, (scale * np.float32(STATE_SCALE)).astype(np.float32)
 
 
 class _Int8:
-    """x [batch, inner] @ m [inner, outer] with int8 weights and per-row int8 activations."""
+    """Integer products of activations in (-1, 1) with int8 weights."""
 
     def __init__(self, g: _Builder) -> None:
         self.g = g
-        self.tiny = g.const(np.array(1e-12, np.float32))
-        self.inv127 = g.const(np.array(1 / 127, np.float32))
-        self.offset = g.const(np.array(128, np.float32))
+        self.scale = g.const(np.array(STATE_SCALE, np.float32))
         self.zero_point = g.const(np.array(128, np.uint8))
-        self.nothing = g.const(np.array(0, np.float32))
-        self.axis1 = g.const(np.array([1], np.int64))
+        self.one = g.const(np.array(1.0, np.float32))  # the product's steps carry the scale
 
-    def row_quantize(self, x: str) -> tuple[str, str]:
-        """x -> (uint8 codes around 128, scale [batch, 1]): each row's own scale. One
-        QuantizeLinear along the batch axis rounds, offsets and saturates in one pass."""
-        g = self.g
-        peak = g.one("ReduceMax", g.one("Abs", x), axes=[1], keepdims=0)  # [batch]
-        scale = g.one("Max", g.one("Mul", peak, self.inv127), self.tiny)
-        zero = g.one(
-            "Cast",
-            g.one("Add", g.one("Mul", scale, self.nothing), self.offset),
-            to=TensorProto.UINT8,
-        )  # [batch] of 128
-        codes = g.one("QuantizeLinear", x, scale, zero, axis=0)
-        return codes, g.one("Unsqueeze", scale, self.axis1)
+    def codes(self, x: str) -> str:
+        """x in (-1, 1) -> uint8 round(127 x) + 128, each element on its own."""
+        return self.g.one("QuantizeLinear", x, self.scale, self.zero_point)
 
-    def matmul(self, quantized: tuple[str, str], m: np.ndarray) -> str:
+    def product(
+        self, codes: str, m: np.ndarray, bias: np.ndarray | None, name: str | None = None
+    ) -> str:
+        """codes @ m (+ bias) in float32: onnxruntime's MatMulIntegerToFloat applies the one
+        multiply (activation scale times column scale) and adds the bias as it writes the
+        integer product out, instead of three more passes (Cast, Mul, Add) over it."""
         g = self.g
-        codes, row_scale = quantized
-        q, col_scale = _quantize_columns(m)
-        acc = g.one("MatMulInteger", codes, g.const(q), self.zero_point)
-        acc = g.one("Cast", acc, to=TensorProto.FLOAT)
-        return g.one("Mul", g.one("Mul", acc, row_scale), g.const(col_scale))
+        q, step = _quantize_columns(m)
+        inputs = [codes, g.const(q), self.one, g.const(step), self.zero_point, ""]
+        inputs += [] if bias is None else [g.const(bias)]
+        return g.one("MatMulIntegerToFloat", *inputs, name=name, domain=CONTRIB)
+
+    def table(self, w: StepWeights, bias: np.ndarray) -> str:
+        """The first layer's input projection of each row's character, `bias` included: a
+        table of int8 rows with one scale per character, looked up and scaled."""
+        g = self.g
+        values = w.embedding @ w.layers[0].w.T + bias  # [vocab, gates * units]
+        scale = np.abs(values).max(axis=1, keepdims=True) / TABLE_LEVELS
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        q = np.rint(values / scale).astype(np.int8)
+        rows = g.one("Cast", g.one("Gather", g.const(q), "ids"), to=TensorProto.FLOAT)
+        return g.one("Mul", rows, g.one("Gather", g.const(scale), "ids"))
 
 
 def int8_step_graph(w: StepWeights) -> onnx.ModelProto:
-    """The one-step graph with int8 matrix multiplies and per-row activation scales; the cells
-    are written out as gate arithmetic around MatMulInteger."""
+    """The one-step graph with int8 products; the cells are written out as gate arithmetic."""
     g = _Builder()
     q = _Int8(g)
     per = w.per_layer
-    new_states: list[str] = []
-    units = w.units
-    gates = GATES[w.cell]
-    first = w.layers[0]
-    # Where the vocabulary is about as small as the embedding, the first layer's input
-    # projection of every character fits in a table as small as its weights: a lookup, exact.
-    table = w.cell != "gru" and w.vocab_size <= 2 * first.w.shape[1]
-    x = "" if table else g.one("Gather", g.const(w.embedding), "ids")  # [batch, embedding]
+    x = ""
     for i, layer in enumerate(w.layers):
-        names = w.state_names[i * per : (i + 1) * per]
-        wb, rb = layer.b[: gates * units], layer.b[gates * units :]
-        if w.cell != "gru":
-            if i == 0 and table:
-                projected = (w.embedding @ layer.w.T + wb + rb).astype(np.float32)
-                xw = g.one("Gather", g.const(projected), "ids")
-                z = g.one("Add", xw, q.matmul(q.row_quantize(names[0]), layer.r.T))
-            else:
-                # One product for input and state: [x, h] @ [W; R]^T, one scale per row.
-                both = g.one("Concat", x, names[0], axis=1)
-                stacked = np.concatenate([layer.w.T, layer.r.T])
-                z = g.one("Add", q.matmul(q.row_quantize(both), stacked), g.const(wb + rb))
-            new_states += _lstm_update(g, w, layer, z, names[1])
-        else:
-            xw = q.matmul(q.row_quantize(x), layer.w.T)
-            hr = q.matmul(q.row_quantize(names[0]), layer.r.T)
-            split = g.const(np.full(3, units, np.int64))
-            xz, xr, xh = g.op("Split", g.one("Add", xw, g.const(wb)), split, axis=1, outputs=3)
-            hz, hr_, hh = g.op("Split", g.one("Add", hr, g.const(rb)), split, axis=1, outputs=3)
-            zt = g.one("Sigmoid", g.one("Add", xz, hz))
-            rt = g.one("Sigmoid", g.one("Add", xr, hr_))
-            candidate = g.one("Tanh", g.one("Add", xh, g.one("Mul", rt, hh)))
-            # h' = (1 - z) * candidate + z * h = candidate + z * (h - candidate)
-            h = g.one("Add", candidate, g.one("Mul", zt, g.one("Sub", names[0], candidate)))
-            new_states += [h]
-        x = new_states[-per]
-
-    def dense(top: str) -> str:
-        return g.one("Add", q.matmul(q.row_quantize(top), w.dense_w), g.const(w.dense_b))
-
-    _finish(g, w, x, new_states, dense)
+        state = w.state_names[i * per : (i + 1) * per]
+        outs = _outputs(w, i)
+        wb, rb = layer.biases
+        if w.cell == "gru":
+            xz = q.table(w, wb) if i == 0 else q.product(q.codes(x), layer.w.T, wb)
+            hz = q.product(q.codes(state[0]), layer.r.T, rb)
+            x = _gru_update(g, w, xz, hz, state[0], outs[0])
+            continue
+        if i == 0:
+            recurrent = q.product(q.codes(state[0]), layer.r.T, None)
+            z = g.one("Add", q.table(w, wb + rb), recurrent)
+        else:  # one product for input and state: [x, h] @ [W; R]^T
+            both = q.codes(g.one("Concat", x, state[0], axis=1))
+            z = q.product(both, np.concatenate([layer.w.T, layer.r.T]), wb + rb)
+        x = _lstm_update(g, w, layer, z, state[1], outs)[0]
+    q.product(q.codes(x), w.dense_w, w.dense_b, name="logits")
     return g.model(f"step_{w.cell}_int8", *_io(w, ["batch"]))

@@ -1,14 +1,16 @@
 """A finished training run -> a verified bundle: the one-step graph, parity, optional int8.
 
-For lstm and gru the one-step graph is built from the trained weights with tf_keras recurrent
-layers, whose TensorFlow graphs tf2onnx rewrites into single ONNX LSTM/GRU operators (Keras 3's
-GRU graph would become an ONNX Loop). tf2onnx knows no peephole or coupled cell of ours, so
-those are built by `export.graphs` from the Keras weights (peephole: ONNX LSTM with `P`;
-coupled: plain arithmetic). Parity is measured against the trained Keras model itself.
+Every graph of a bundle is built from the trained weights by `export.graphs` (numpy and onnx):
+the one-step graph in the form its cell steps fastest in (ONNX LSTM/GRU operators, or one MatMul
+of [x, h] per layer and the gate arithmetic; `graphs.STEP_FORMS`), the prefill graph and the
+int8 graph. Parity is measured against the trained Keras model itself. `derive` builds them
+again from a bundle's own model.onnx, without TensorFlow; as a new version, it replaces the
+step graph too, checked against the old one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -17,7 +19,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +50,9 @@ from bot.forms.lines import LINES_FILE, LineIndex
 from export import graphs
 from training.model import eval_streams, evaluate_stream
 
-OPSET = 17
 PARITY_STEPS = 200
 PARITY_TOLERANCE = 1e-4
-RECURRENT_OPS = {"lstm": "LSTM", "gru": "GRU", "peephole": "LSTM"}  # coupled: none
+RECURRENT_OPS = {"lstm": "LSTM", "gru": "GRU", "peephole": "LSTM", "coupled": "LSTM"}
 # An n-gram model is held whole in the serving process: beyond this many (about 90 MB) it would
 # crowd out the other styles.
 MAX_NGRAMS = 2_000_000
@@ -87,77 +88,39 @@ def load_trained(run: Path, model_cfg_json: dict[str, Any]):
     return model, model_cfg
 
 
-def step_function(model, model_cfg):
-    """A tf.function of one step (ids [batch], *states) -> (logits, *states) on the trained
-    weights, with tf_keras LSTM/GRU layers that tf2onnx turns into ONNX LSTM/GRU operators."""
-    import tensorflow as tf
-    import tf_keras
-
-    units = model_cfg.units
-    # Kept as numpy and made constants inside the function: an eager tensor captured from
-    # outside would become an extra graph input.
-    embedding = model.get_layer("embedding").get_weights()[0]
-    dense_w, dense_b = model.get_layer("logits").get_weights()
-    cell = tf_keras.layers.LSTM if model_cfg.cell == "lstm" else tf_keras.layers.GRU
-    per_layer = 2 if model_cfg.cell == "lstm" else 1
-    layers = []
-    width = model_cfg.embedding
-    for i in range(model_cfg.layers):
-        layer = cell(units, return_sequences=True, return_state=True, name=f"rnn_{i}")
-        layer.build((None, 1, width))
-        layer.set_weights(model.get_layer(f"rnn_{i}").get_weights())
-        layers.append(layer)
-        width = units
-    specs = [tf.TensorSpec([None], tf.int32, name="ids")] + [
-        tf.TensorSpec([None, units], tf.float32, name=name) for name in model_cfg.state_names
-    ]
-
-    @tf.function(input_signature=specs)
-    def step(ids, *states):
-        x = tf.gather(tf.constant(embedding), ids)[:, None, :]
-        new_states = []
-        for i, layer in enumerate(layers):
-            out = layer(x, initial_state=list(states[i * per_layer : (i + 1) * per_layer]))
-            x = out[0]
-            new_states.extend(out[1:])
-        logits = tf.matmul(x[:, 0, :], tf.constant(dense_w)) + tf.constant(dense_b)
-        return [logits, *new_states]
-
-    return step, specs
-
-
-def convert(step, specs, model_cfg, path: Path) -> None:
-    """tf2onnx from_function with explicit specs; refuse a graph whose RNN is not one op."""
-    import tf2onnx
-
-    onnx_model, _ = tf2onnx.convert.from_function(
-        step, input_signature=specs, opset=OPSET, output_path=str(path)
-    )
-    check_ops(onnx_model, model_cfg, "tf2onnx")
-
-
-def check_ops(onnx_model, model_cfg, made_by: str) -> None:
-    """Refuse a one-step graph whose layers are not what the contract says for its cell: one
-    LSTM/GRU operator per layer (coupled: none), never a Loop or Scan."""
+def check_ops(onnx_model, cell: str, layers: int, form: str, made_by: str) -> None:
+    """Refuse a one-step graph whose layers are not what its form says: one LSTM/GRU operator
+    per layer in the operator form, none in the matmul form; never a Loop or Scan."""
     ops = [node.op_type for node in onnx_model.graph.node]
-    want = RECURRENT_OPS.get(model_cfg.cell)
-    count = model_cfg.layers if want else 0
+    want = RECURRENT_OPS[cell] if form == "operator" else None
+    count = layers if want else 0
     recurrent = ops.count("LSTM") + ops.count("GRU")
     if (want and ops.count(want) != count) or recurrent != count or "Loop" in ops or "Scan" in ops:
         raise ExportError(
-            f"{made_by} produced {recurrent} LSTM/GRU operators for {model_cfg.layers} "
-            f"{model_cfg.cell} layers (and {ops.count('Loop')} Loop, {ops.count('Scan')} Scan); "
-            f"the bundle contract needs {count} {want or 'LSTM/GRU'} and no Loop or Scan"
+            f"{made_by} produced {recurrent} LSTM/GRU operators for {layers} {cell} layers in "
+            f"the {form} form (and {ops.count('Loop')} Loop, {ops.count('Scan')} Scan); it "
+            f"needs {count} {want or 'LSTM/GRU'} and no Loop or Scan"
         )
 
 
+# Keras keeps gate blocks i f c o (LSTM, peephole), z r h (GRU), f c o (coupled); ONNX and
+# export.graphs i o f c, z r h, o f c.
+_KERAS_BLOCKS = {
+    "lstm": [0, 3, 1, 2],
+    "peephole": [0, 3, 1, 2],
+    "gru": [0, 1, 2],
+    "coupled": [2, 0, 1],
+}
+
+
 def keras_weights(model, model_cfg) -> graphs.StepWeights:
-    """The trained weights of a peephole or coupled model in export.graphs' layout: Keras's
-    kernels [input, gates * units] in blocks i f c o (coupled: f c o) and peephole rows i f o,
-    to ONNX's [gates * units, input] in blocks i o f c (coupled: o f c) and P in i o f."""
+    """The trained weights in export.graphs' layout: Keras's kernels [input, gates * units]
+    to [gates * units, input] in ONNX's block order, its bias (a GRU's input and recurrent
+    biases, [2, gates * units]) to input bias then recurrent bias, a peephole layer's rows
+    i f o to P in i o f."""
     import onnx
 
-    order = {"peephole": [0, 3, 1, 2], "coupled": [2, 0, 1]}[model_cfg.cell]
+    order = _KERAS_BLOCKS[model_cfg.cell]
 
     def blocks(m: np.ndarray) -> np.ndarray:
         parts = np.split(m, len(order), axis=-1)
@@ -166,7 +129,8 @@ def keras_weights(model, model_cfg) -> graphs.StepWeights:
     layers = []
     for i in range(model_cfg.layers):
         kernel, recurrent, bias, *peephole = model.get_layer(f"rnn_{i}").get_weights()
-        b = np.concatenate([blocks(bias), np.zeros_like(bias)]).astype(np.float32)
+        bias = blocks(bias.reshape(-1, bias.shape[-1]))  # [1 or 2, gates * units]
+        b = np.concatenate([*bias, np.zeros(bias.shape[1] * (2 - len(bias)))]).astype(np.float32)
         p = peephole[0][[0, 2, 1]].reshape(-1).astype(np.float32) if peephole else None
         layers.append(graphs.Layer(blocks(kernel).T.copy(), blocks(recurrent).T.copy(), b, p))
     dense_w, dense_b = model.get_layer("logits").get_weights()
@@ -180,18 +144,30 @@ def keras_weights(model, model_cfg) -> graphs.StepWeights:
     )
 
 
-def write_step(model, model_cfg, path: Path) -> str:
-    """The bundle's one-step graph at `path`; says how it was made."""
-    if model_cfg.cell in ("lstm", "gru"):
-        step, specs = step_function(model, model_cfg)
-        convert(step, specs, model_cfg, path)
-        return f"converted with tf2onnx (opset {OPSET})"
+def step_section(cell: str, made_from: str) -> dict[str, Any]:
+    """The card's account of how the one-step graph was made."""
+    import onnx
+    import onnxruntime
+
+    form = graphs.STEP_FORMS[cell]
+    return {
+        "form": form,
+        "made_by": f"export.graphs from {made_from} (opset {graphs.OPSET})",
+        "forms_measured": "benchmarks/results/step_forms.md",
+        "tools": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+    }
+
+
+def write_step(model, model_cfg, path: Path) -> dict[str, Any]:
+    """The bundle's one-step graph at `path`, built from the trained weights; the card's
+    account of it."""
     import onnx
 
     onnx_model = graphs.step_graph(keras_weights(model, model_cfg))
-    check_ops(onnx_model, model_cfg, "export.graphs")
+    form = graphs.STEP_FORMS[model_cfg.cell]
+    check_ops(onnx_model, model_cfg.cell, model_cfg.layers, form, "export.graphs")
     onnx.save(onnx_model, path)
-    return f"built from the weights with export.graphs (opset {graphs.OPSET})"
+    return step_section(model_cfg.cell, "the trained weights")
 
 
 def parity(model, model_cfg, session: StepModel, ids: np.ndarray) -> float:
@@ -261,9 +237,11 @@ def prefill_parity(session: StepModel, ids: np.ndarray) -> float:
 
 
 INT8_METHOD = (
-    "int8 weights with one scale per output column; activations quantised to int8 with one "
-    "scale per batch row; exact integer products (MatMulInteger), so a row's logits do not "
-    "depend on the rest of the batch"
+    "int8 weights (7-bit) with one scale per output column; activations, every one a hidden "
+    "state in (-1, 1), quantised to uint8 element by element at the fixed scale 1/127, so a "
+    "row's logits never depend on the rest of the batch; the first layer's input projection "
+    "a table of int8 rows, one scale per character; products by onnxruntime's "
+    "MatMulIntegerToFloat"
 )
 
 
@@ -275,15 +253,18 @@ def add_derived_graphs(
     int8: bool,
     log=print,
     mixture: Mixture | None = None,
+    prefill: bool = True,
 ) -> dict[str, Any]:
-    """Write the prefill graph (and with `int8` the int8 step graph) next to the staged
-    bundle's model.onnx, check them, and return the card fields that describe them (with
-    `metrics`, the card's, gaining the int8 graph's validation loss, mixed with the bundle's
-    n-gram model as served where `mixture` gives one)."""
+    """Write the prefill graph (unless `prefill` is False: the staged bundle has one) and with
+    `int8` the int8 step graph next to the staged bundle's model.onnx, check them against it,
+    and return the card fields that describe them (with `metrics`, the card's, gaining the
+    int8 graph's validation loss, mixed with the bundle's n-gram model as served where
+    `mixture` gives one)."""
     import onnx
 
     weights = graphs.read_weights(onnx.load(staged / MODEL_FILE))
-    onnx.save(graphs.prefill_graph(weights), staged / PREFILL_FILE)
+    if prefill:
+        onnx.save(graphs.prefill_graph(weights), staged / PREFILL_FILE)
     session = StepModel(load_bundle(staged), providers="cpu")
     real = val_ids[: 4 * PARITY_STEPS].reshape(4, PARITY_STEPS).astype(np.int32)
     worst = prefill_parity(session, real)
@@ -311,33 +292,112 @@ def trained_on(bundle: Bundle, corpus: str | None = None) -> Corpus:
     return text
 
 
-def derive(bundle_path: Path, corpus: str | None = None, int8: bool = True, log=print) -> Bundle:
-    """Add the prefill (and int8) graphs to a bundle that already exists, from its own
-    model.onnx: no TensorFlow, no training run. The corpus (the card's, or `corpus`) scores the
-    int8 model. The bundle is rebuilt beside the old one and swapped in."""
+def step_parity(old: StepModel, new: StepModel, ids: np.ndarray) -> float:
+    """Max |logit difference| between two one-step graphs stepping `ids` [batch, steps], each
+    carrying its own state."""
+    old_states, new_states = old.zero_states(ids.shape[0]), new.zero_states(ids.shape[0])
+    worst = 0.0
+    for t in range(ids.shape[1]):
+        old_logits, old_states = old.step(ids[:, t], old_states)
+        new_logits, new_states = new.step(ids[:, t], new_states)
+        worst = max(worst, float(np.abs(old_logits - new_logits).max()))
+    return worst
+
+
+@contextlib.contextmanager
+def _rebuilt(bundle: Bundle, version: str | None, replaced: tuple[str, ...]) -> Iterator[Path]:
+    """A staged copy of `bundle` without the files `replaced`, for the caller to complete;
+    then verified with the engine and renamed into place: over the bundle, or as the new
+    `version` of its style beside it (the card saying where it came from), the bundle itself
+    untouched. Nothing lands if the caller raises."""
+    target = bundle.path if version is None else bundle.path.parent / check_name(version, "version")
+    if version is not None and target.exists():
+        raise ExportError(f"{target} exists already")
+    with tempfile.TemporaryDirectory(prefix=".rebuild-", dir=bundle.path.parent) as tmp:
+        staged = Path(tmp) / bundle.style / target.name
+        staged.mkdir(parents=True)
+        for item in bundle.path.iterdir():
+            if item.is_file() and item.name not in replaced:
+                shutil.copyfile(item, staged / item.name)
+        if version is not None:
+            update_card(
+                staged,
+                version=target.name,
+                created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                derived_from=f"{bundle.style}/{bundle.version}",
+            )
+        yield staged
+        _verify(load_bundle(staged))
+        if version is None:
+            os.rename(bundle.path, Path(tmp) / "old")
+        os.rename(staged, target)
+
+
+def derive(
+    bundle_path: Path,
+    corpus: str | None = None,
+    int8: bool = True,
+    version: str | None = None,
+    log=print,
+    command: str | None = None,
+) -> Bundle:
+    """Build a bundle's derived graphs again from its own model.onnx, without its training
+    run: the prefill graph and (with `int8`) the int8 step graph, in place. With `version`, a
+    new version of the style whose one-step graph is built again instead of the prefill graph
+    (the same function of the same weights, kept and checked against the new step), in the
+    form its cell steps fastest in, and must give the old one's logits (within
+    PARITY_TOLERANCE over PARITY_STEPS characters of the validation text); the bundle itself
+    stays as it is. The corpus (the card's, or `corpus`) gives the validation text and scores
+    the int8 graph."""
+    import onnx
+
     bundle = load_bundle(bundle_path)
     text = trained_on(bundle, corpus)
     val_ids, _ = bundle.vocab.encode(split(text.text)[1])
     unk_penalty = bundle.vocab.unknown_penalty(text.text)
-    with tempfile.TemporaryDirectory(prefix=".derive-", dir=bundle.path.parent) as tmp:
-        staged = Path(tmp) / bundle.style / bundle.version
-        staged.mkdir(parents=True)
-        rebuilt = (PREFILL_FILE, INT8_FILE) if int8 else (PREFILL_FILE,)
-        for item in bundle.path.iterdir():
-            if item.is_file() and item.name not in rebuilt:
-                shutil.copyfile(item, staged / item.name)
+    rebuilt = (PREFILL_FILE if version is None else MODEL_FILE,) + ((INT8_FILE,) if int8 else ())
+    with _rebuilt(bundle, version, rebuilt) as staged:
+        fields: dict[str, Any] = {}
+        if version is not None:
+            weights = graphs.read_weights(onnx.load(bundle.model_path()))
+            step = graphs.step_graph(weights)
+            form = graphs.STEP_FORMS[weights.cell]
+            check_ops(step, weights.cell, len(weights.layers), form, "export.graphs")
+            onnx.save(step, staged / MODEL_FILE)
+            old = StepModel(bundle, providers="cpu")
+            new = StepModel(load_bundle(staged), providers="cpu")
+            real = val_ids[: 4 * PARITY_STEPS].reshape(4, PARITY_STEPS).astype(np.int32)
+            worst = step_parity(old, new, real)
+            log(f"step parity against {bundle.style}/{bundle.version}: {worst:.2e}")
+            if not worst <= PARITY_TOLERANCE:
+                raise ExportError(f"step parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}")
+            made_from = f"the weights of {bundle.style}/{bundle.version}'s {MODEL_FILE}"
+            fields["step_graph"] = step_section(weights.cell, made_from) | {
+                "command": command,
+                "parity": {
+                    "max_abs_logit_diff": worst,
+                    "steps": PARITY_STEPS,
+                    "against": f"{bundle.style}/{bundle.version}/{MODEL_FILE}",
+                    "inputs": "4 validation-text sequences",
+                    "tolerance": PARITY_TOLERANCE,
+                },
+            }
         ngram = bundle.load_ngram()
         mixture = None if ngram is None else (ngram, float(bundle.ngram_weight))
-        fields = add_derived_graphs(
-            staged, bundle.card["metrics"], val_ids, unk_penalty, int8, log, mixture
+        fields |= add_derived_graphs(
+            staged,
+            bundle.card["metrics"],
+            val_ids,
+            unk_penalty,
+            int8,
+            log,
+            mixture,
+            prefill=version is None or bundle.prefill_path is None,
         )
         update_card(staged, **fields)
-        _verify(load_bundle(staged))
-        old = Path(tmp) / "old"
-        os.rename(bundle.path, old)
-        os.rename(staged, bundle.path)
-    log(f"{bundle.path}: added {PREFILL_FILE}{' and ' + INT8_FILE if int8 else ''}")
-    return load_bundle(bundle.path)
+    target = bundle.path if version is None else bundle.path.parent / version
+    log(f"{target}: {', '.join(rebuilt)} built from {bundle.style}/{bundle.version}'s weights")
+    return load_bundle(target)
 
 
 DEFAULT_GUARD = 8  # characters: no run this long of a copyrighted corpus is ever written
@@ -366,50 +426,12 @@ def add_guard(
     is what a change to what a style writes should be."""
     bundle = load_bundle(bundle_path)
     text = trained_on(bundle, corpus)
-    sections: dict[str, Any] = {}
-
-    def add(staged: Path) -> dict[str, Any]:
-        sections["copy_guard"] = write_guard(
-            staged / GUARD_FILE, split(text.text)[0], bundle.vocab, k
-        )
-        return sections
-
-    target = _restaged(bundle, version, (GUARD_FILE,), add)
-    section = sections["copy_guard"]
+    with _rebuilt(bundle, version, (GUARD_FILE,)) as staged:
+        section = write_guard(staged / GUARD_FILE, split(text.text)[0], bundle.vocab, k)
+        update_card(staged, copy_guard=section)
+    target = bundle.path if version is None else bundle.path.parent / version
     log(f"{target}: copy guard of {k} ({section['grams']:,} grams, {section['bytes']:,} bytes)")
     return load_bundle(target)
-
-
-def _restaged(
-    bundle: Bundle,
-    version: str | None,
-    replaced: tuple[str, ...],
-    change: Callable[[Path], dict[str, Any]],
-) -> Path:
-    """Copy `bundle` but its `replaced` files to a staging folder, let `change` write there and
-    return the card's new fields, verify the result, and put it in place: over the bundle, or
-    as the new version `version` of its style (what a change to what a style writes should
-    be: the old one stays for rollback). Returns where it went."""
-    target = bundle.path if version is None else bundle.path.parent / check_name(version, "version")
-    if version is not None and target.exists():
-        raise ExportError(f"{target} exists already")
-    with tempfile.TemporaryDirectory(prefix=".restage-", dir=bundle.path.parent) as tmp:
-        staged = Path(tmp) / bundle.style / target.name
-        staged.mkdir(parents=True)
-        for item in bundle.path.iterdir():
-            if item.is_file() and item.name not in replaced:
-                shutil.copyfile(item, staged / item.name)
-        changes = change(staged)
-        if version is not None:
-            changes["version"] = target.name
-            changes["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            changes["derived_from"] = f"{bundle.style}/{bundle.version}"
-        update_card(staged, **changes)
-        _verify(load_bundle(staged))
-        if version is None:
-            os.rename(bundle.path, Path(tmp) / "old")
-        os.rename(staged, target)
-    return target
 
 
 def fit_ngram(train_text: str, vocab: Vocab, order: int) -> NGram:
@@ -451,7 +473,7 @@ def add_ngram(
     metrics = dict(bundle.card["metrics"])
     alone = metrics.get("val_loss_network", metrics["val_loss"])
 
-    def add(staged: Path) -> dict[str, Any]:
+    with _rebuilt(bundle, version, (NGRAM_FILE,)) as staged:
         ngram.save(staged / NGRAM_FILE)
         served = onnx_loss(
             StepModel(network, providers="cpu"), val_ids, unk_penalty, (ngram, weight)
@@ -476,9 +498,8 @@ def add_ngram(
             f"{order}-gram alone {section['val_loss']:.4f}, network alone {alone:.4f}, mixed "
             f"{served:.4f} nats/char (network weight {weight})"
         )
-        return {"ngram": section, "metrics": metrics}
-
-    target = _restaged(bundle, version, (NGRAM_FILE,), add)
+        update_card(staged, ngram=section, metrics=metrics)
+    target = bundle.path if version is None else bundle.path.parent / version
     log(f"{target}: a {order}-gram model mixed in at network weight {weight}")
     return load_bundle(target)
 
@@ -528,12 +549,10 @@ def tool_versions() -> dict[str, str]:
     import onnx
     import onnxruntime
     import tensorflow as tf
-    import tf2onnx
 
     return {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "tf2onnx": tf2onnx.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(),
@@ -594,7 +613,8 @@ def export_run(
 
     with tempfile.TemporaryDirectory(prefix="poembot-export-") as tmp_name:
         tmp = Path(tmp_name)
-        log(write_step(model, model_cfg, tmp / MODEL_FILE))
+        step = write_step(model, model_cfg, tmp / MODEL_FILE)
+        log(f"one-step graph: {step['form']} form, {step['made_by']}")
         card: dict[str, Any] = {
             "style": style,
             "display_name": display_name or (known.display_name if known else style),
@@ -640,7 +660,8 @@ def export_run(
                 "speed": config.get("speed", {"softmax": "full", "precision": "float32"}),
             },
             "export": {"command": command},
-            "opset": OPSET,
+            "opset": graphs.OPSET,
+            "step_graph": step,
             "tools": tool_versions(),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }

@@ -211,3 +211,34 @@ def test_whole_poems_as_candidates_choose_once(verse):
     assert poem.text == choice.texts[choice.chosen] and choice.texts[choice.chosen].count("\n") == 3
     assert choice.scores[choice.chosen] == max(choice.scores)
     assert choice.scores[choice.chosen] == pytest.approx(mean_logp(verse, "", poem.text), abs=1e-4)
+
+
+class Counting:
+    """A model that notes how many rows each step of the batch holds."""
+
+    def __init__(self, model: StepModel) -> None:
+        self.model = model
+        self.rows: list[int] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def step(self, ids, states):
+        self.rows.append(len(ids))
+        return self.model.step(ids, states)
+
+
+def test_a_poems_candidate_rows_leave_together_and_leak_into_nothing(verse):
+    poem = Request(prompt="KING", length=300, seed=11, rules=lines_of(3), candidates=8)
+    other = Request(prompt="QUEEN:", length=1500, temperature=0.9, seed=5)
+    counted = Counting(verse)
+    together = run(counted, [poem, other])
+    # Every step holds the rows of the requests still writing: the poem's 8 and the other's
+    # one (its candidates waiting for each other's line end hold theirs), then the other's
+    # alone from the step after the poem ended.
+    first = counted.rows.index(1)
+    assert counted.rows == [9] * first + [1] * (len(counted.rows) - first)
+    assert first >= len(together[0].text) - len("KING")
+    # Neither wrote otherwise for the other's company.
+    assert together[0].text == run(verse, [poem])[0].text
+    assert together[1].text == run(verse, [other])[0].text

@@ -62,32 +62,30 @@ def ngram_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def variant_bundles(tmp_path_factory):
-    """A bundle of each LSTM variant (peephole connections, coupled gates), int8 graph too."""
+    """A bundle of each other cell (LSTM with peepholes, coupled gates; GRU), int8 graph too,
+    with random biases."""
     root = tmp_path_factory.mktemp("models")
     return {
-        cell: make_bundle(root, style=cell, cell=cell, units=48, scale=2.0, int8=True)
-        for cell in ("peephole", "coupled")
+        cell: make_bundle(root, style=cell, cell=cell, units=48, scale=2.0, int8=True, bias=0.5)
+        for cell in ("peephole", "coupled", "gru")
     }
 
 
 @pytest.fixture(scope="module")
-def peephole_model(variant_bundles):
-    return StepModel.load(variant_bundles["peephole"], providers="cpu")
+def variant_models(variant_bundles):
+    """Each other cell's model, fp32 and int8: `peephole`, `peephole_int8`, `coupled`, ..."""
+    return {
+        f"{cell}{'_int8' if int8 else ''}": StepModel.load(path, providers="cpu", int8=int8)
+        for cell, path in variant_bundles.items()
+        for int8 in (False, True)
+    }
 
 
-@pytest.fixture(scope="module")
-def coupled_model(variant_bundles):
-    return StepModel.load(variant_bundles["coupled"], providers="cpu")
-
-
-@pytest.fixture(scope="module")
-def peephole_int8_model(variant_bundles):
-    return StepModel.load(variant_bundles["peephole"], providers="cpu", int8=True)
-
-
-@pytest.fixture(scope="module")
-def coupled_int8_model(variant_bundles):
-    return StepModel.load(variant_bundles["coupled"], providers="cpu", int8=True)
+def a_model(name: str, request) -> StepModel:
+    """A model by its fixture's name, or by its name among the variant models."""
+    if name.endswith("model"):
+        return request.getfixturevalue(name)
+    return request.getfixturevalue("variant_models")[name]
 
 
 def run(coro):
@@ -105,11 +103,11 @@ async def generate_all(scheduler, requests):
     "variant",
     [
         *("model", "int8_model", "bound_model", "ngram_model"),
-        *("peephole_model", "peephole_int8_model", "coupled_model", "coupled_int8_model"),
+        *("peephole", "peephole_int8", "coupled", "coupled_int8", "gru_int8"),
     ],
 )
 def test_same_seed_same_text_alone_or_among_63_others(variant, request):
-    model = request.getfixturevalue(variant)
+    model = a_model(variant, request)
     target = Request(prompt="First Citizen:", length=120, temperature=0.9, seed=42)
     alone = run(generate_all(Scheduler(model), [target]))[0]
     others = [
@@ -322,6 +320,14 @@ def test_event_loop_stays_responsive_while_generating(held):
     assert steps <= turns
 
 
+def test_a_session_of_its_own_beside_the_shared_pool_is_refused_in_words(model, bundle_path):
+    from bot.engine import sessions
+
+    assert sessions._shared_pool  # set up by the first session, the model's
+    with pytest.raises(sessions.ProviderError, match="share one onnxruntime thread pool"):
+        StepModel.load(bundle_path, providers="cpu", threads=2)
+
+
 def test_providers_auto_runs_on_the_cpu_here_and_cuda_is_an_error_not_a_fallback(tmp_path):
     import onnxruntime as ort
 
@@ -383,26 +389,18 @@ def test_prompt_is_read_in_one_prefill_run_and_writes_what_stepping_writes(cell,
     assert counts == [60, 60 + len(LONG_PROMPT)]
 
 
-@pytest.fixture(scope="module")
-def table_models(tmp_path_factory):
-    """A bundle whose vocabulary is small next to its embedding: the int8 graph looks the first
-    layer's input projection up in a table."""
-    path = make_bundle(
-        tmp_path_factory.mktemp("models"), units=48, embedding=64, scale=2.0, int8=True
-    )
-    return StepModel.load(path, providers="cpu"), StepModel.load(path, providers="cpu", int8=True)
-
-
-@pytest.mark.parametrize("pair", ["plain", "table", "peephole", "coupled"])
-def test_int8_step_stays_close_to_fp32(pair, model, int8_model, table_models, request):
-    if pair == "table":
-        model, int8_model = table_models
-    elif pair != "plain":
-        model = request.getfixturevalue(f"{pair}_model")
-        int8_model = request.getfixturevalue(f"{pair}_int8_model")
+@pytest.mark.parametrize(
+    ("pair", "products"), [("plain", 3), ("peephole", 3), ("coupled", 3), ("gru", 4)]
+)
+def test_int8_step_stays_close_to_fp32(pair, products, model, int8_model, request):
+    if pair != "plain":
+        model, int8_model = a_model(pair, request), a_model(f"{pair}_int8", request)
     ops = [node.op_type for node in onnx.load(int8_model.bundle.model_path(True)).graph.node]
-    assert ops.count("MatMulInteger") == 3  # one per layer ([x, h] together) and the logits
-    assert ops.count("Concat") == (1 if pair == "table" else 2)  # the table replaces one
+    # The first layer's input is a table: its recurrent product, then one product of [x, h]
+    # for the second layer (a GRU's x and h apart), and the logits; each activation
+    # quantised once for the product that reads it.
+    assert ops.count("MatMulIntegerToFloat") == ops.count("QuantizeLinear") == products
+    assert "MatMulInteger" not in ops and "DequantizeLinear" not in ops
     rng = np.random.default_rng(3)
     ids = rng.integers(1, len(model.bundle.vocab), (16, 40))
     states32, states8 = model.zero_states(16), int8_model.zero_states(16)

@@ -17,7 +17,7 @@ from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel, create_session
 from export import graphs
 from export.__main__ import main as export_main
-from export.onnx_export import keras_weights, write_step
+from export.onnx_export import RECURRENT_OPS, keras_weights, write_step
 from training.__main__ import main as train_main
 from training.model import ModelConfig, build_model, forward, zero_states
 
@@ -100,8 +100,12 @@ def test_a_used_run_folder_is_not_overwritten_without_resume(runs):
         train("tiny-lstm", runs["lstm"])
 
 
-# The recurrent operators of each cell's one-step graph: coupled gates are plain arithmetic.
-STEP_OPS = {"lstm": "LSTM", "gru": "GRU", "peephole": "LSTM", "coupled": None}
+# The recurrent operator of each cell's one-step graph (none where its layers are one MatMul
+# of [x, h] and the gate arithmetic), and where it steps fastest.
+STEP_OPS = {
+    cell: op if graphs.STEP_FORMS[cell] == "operator" else None
+    for cell, op in RECURRENT_OPS.items()
+}
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -123,6 +127,7 @@ def test_export_matches_tensorflow_and_serves(runs, tmp_path, cell):
         recurrent = next(n for n in nodes if n.op_type == STEP_OPS[cell])
         has_p = len(recurrent.input) > 7 and recurrent.input[7] != ""
         assert has_p == (cell == "peephole")
+    assert card["step_graph"]["form"] == graphs.STEP_FORMS[cell]
     assert card["metrics"]["val_loss_onnx"] == pytest.approx(card["metrics"]["val_loss"], abs=1e-3)
     assert bundle.prefill_path is not None and card["prefill"]["max_abs_state_diff"] <= 1e-4
     result = asyncio.run(generate_once(bundle.path, Request(prompt="MENENIUS:", length=50, seed=3)))
@@ -137,7 +142,7 @@ def test_int8_export_reports_its_own_loss(runs, tmp_path, cell):
     assert bundle.model_path(int8=True).is_file()
     metrics = bundle.card["metrics"]
     assert abs(metrics["val_loss_int8"] - metrics["val_loss"]) < 0.02
-    assert "per batch row" in bundle.card["int8"]["method"]
+    assert "never depend on the rest of the batch" in bundle.card["int8"]["method"]
 
 
 def test_ngram_export_serves_the_mixture_and_reports_its_loss(runs, tmp_path, monkeypatch, capsys):
@@ -201,8 +206,8 @@ def test_derive_gives_a_shipped_bundle_an_ngram_as_a_new_version(runs, tmp_path,
     assert export_main([*derive, "--new-version", "v2"]) == 2
     assert "exists already" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        export_main(["derive", str(old.path), "--new-version", "v3"])
-    assert "--new-version goes with" in capsys.readouterr().err
+        export_main(["derive", str(old.path), "--poem", "--new-version", "v3"])
+    assert "--poem changes a bundle in place" in capsys.readouterr().err
     assert sorted(p.name for p in old.path.parent.iterdir()) == ["v1", "v2"]
 
 
@@ -256,11 +261,13 @@ def _onnx_steps(session, ids: np.ndarray, names: list[str], units: int):
     return np.stack(out, axis=1), states
 
 
-@pytest.mark.parametrize("cell", ["peephole", "coupled"])
-def test_variant_graphs_match_tensorflow_with_random_gates_on_random_and_real_text(cell, tmp_path):
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("form", graphs.FORMS)
+def test_graphs_match_tensorflow_with_random_gates_on_random_and_real_text(cell, form, tmp_path):
     """A short training run leaves the peepholes and biases near where they started; random
     ones here make a gate block or peephole row in the wrong place show. 200 steps of random
-    and of real text through the one-step and the prefill graphs against Keras."""
+    and of real text through the one-step graph (in either form) and the prefill graph against
+    Keras."""
     text = (FIXTURES / "shakespeare_excerpt.txt").read_text(encoding="utf-8")
     vocab = Vocab.build(text)
     config = ModelConfig(len(vocab), cell, layers=2, units=32, embedding=16, dropout=0.0)
@@ -274,7 +281,7 @@ def test_variant_graphs_match_tensorflow_with_random_gates_on_random_and_real_te
     ids = np.concatenate([real, rng.integers(0, len(vocab), (4, 200), dtype=np.int32)])
     expected, tf_states = forward(model, config, ids, zero_states(config, len(ids)))
     weights = keras_weights(model, config)
-    step = graphs.step_graph(weights)
+    step = graphs.step_graph(weights, form)
     got, states = _onnx_steps(
         _session(step, tmp_path / "step.onnx"), ids, config.state_names, config.units
     )
@@ -282,7 +289,8 @@ def test_variant_graphs_match_tensorflow_with_random_gates_on_random_and_real_te
     assert max(np.abs(a - b.numpy()).max() for a, b in zip(states, tf_states, strict=True)) <= 1e-4
     # Its weights read back out of the graph make the same graph: the derived graphs' source.
     again = graphs.read_weights(step)
-    assert again.cell == cell and np.array_equal(again.layers[1].w, weights.layers[1].w)
+    assert again.cell == cell
+    assert np.array_equal(again.layers[1].w, weights.layers[1].w)
     prefill = _session(graphs.prefill_graph(again), tmp_path / "prefill.onnx")
     zeros = [np.zeros((len(ids), config.units), np.float32) for _ in config.state_names]
     lengths = np.full(len(ids), ids.shape[1], np.int32)
@@ -294,8 +302,8 @@ def test_variant_graphs_match_tensorflow_with_random_gates_on_random_and_real_te
 
 def test_write_step_refuses_a_graph_that_breaks_the_cells_contract(monkeypatch, tmp_path):
     config = ModelConfig(30, "coupled", layers=1, units=8, embedding=4)
-    lstm_like = graphs.step_graph(graphs.random_weights(30, "lstm", 1, 8, 4))
-    monkeypatch.setattr(graphs, "step_graph", lambda weights: lstm_like)
+    gru_like = graphs.step_graph(graphs.random_weights(30, "gru", 1, 8, 4), "operator")
+    monkeypatch.setattr(graphs, "step_graph", lambda weights: gru_like)
     from export.onnx_export import ExportError
 
     with pytest.raises(ExportError, match="no Loop or Scan"):

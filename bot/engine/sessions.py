@@ -78,10 +78,16 @@ def create_session(model_path: Path, providers: str = "auto", threads: int = 0):
 
     `auto` uses CUDA only where it really loads (checked on the session) and CPU otherwise;
     `cuda` where CUDA cannot load raises ProviderError instead of silently using the CPU.
-    Sessions share the process's thread pool unless `threads` asks for a pool of their own.
+    Sessions share the process's thread pool unless `threads` asks for a pool of their own,
+    which onnxruntime allows only in a process whose sessions have never shared one.
     """
     if providers not in PROVIDERS:
         raise ProviderError(f"providers must be one of {PROVIDERS}, not {providers!r}")
+    if threads and _shared_pool:
+        raise ProviderError(
+            f"this process's sessions share one onnxruntime thread pool; a session of its own "
+            f"{threads} threads cannot be made beside them (open it in another process)"
+        )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads or not _use_shared_thread_pool():
