@@ -30,9 +30,10 @@ def measurements(results: Path = RESULTS) -> str:
     fp32, int8 = _at(serve["a_engine"], 64), _at(serve["a_engine_int8"], 64)
     summary = serve["summary"]
     ready = footprint["fp32"]
-    cpus = serve["machine"]["cpus"]
+    cpus, cpu = serve["machine"]["cpus"], serve["machine"]["cpu"]
     return (
-        f"On this project's {cpus}-core CI machine (no GPU), the shipped {serve['style']} model "
+        f"On this project's {cpus}-core CI machine ({cpu}, no GPU), the shipped "
+        f"{serve['style']} model "
         f"(`{serve['style']}/{serve['version']}`) writes {fp32['chars_per_second']:,.0f} "
         f"characters/s in fp32 and {int8['chars_per_second']:,.0f} in int8 for 64 concurrent "
         f"{serve['length']}-character poems (p99 {fp32['p99']:.2f} s and {int8['p99']:.2f} s), "

@@ -132,10 +132,11 @@ def markdown(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Load average before the run: {r['load_before']}. The bundles' step graphs take the "
-        "form `export.graphs.STEP_FORMS` names: "
-        + ", ".join(f"{cell} {form}" for cell, form in graphs.STEP_FORMS.items())
-        + ".",
+        f"Load average before the run: {r['load_before']}. Where the two measures disagree, "
+        "the CPU time decides: it counts the work a form does, which other processes do not "
+        "add to, while a burst's wall time in the pool also counts waiting for a thread the "
+        "machine took away. The bundles' step graphs take the form `export.graphs.STEP_FORMS` "
+        "names: " + ", ".join(f"{cell} {form}" for cell, form in graphs.STEP_FORMS.items()) + ".",
         "",
     ]
     return "\n".join(lines)
