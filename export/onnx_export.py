@@ -44,7 +44,7 @@ from bot.engine.copyguard import GUARD_FILE, CopyIndex
 from bot.engine.ngram import BYTES_PER_NGRAM, DEFAULT_WEIGHT, NGram
 from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel
-from bot.forms.catalog import WORDS_FILE, poem_files, poem_section
+from bot.forms.catalog import WORDS_FILE, poem_files, poem_section, write_table
 from bot.forms.english import words
 from bot.forms.lines import LINES_FILE, LineIndex
 from export import graphs
@@ -508,14 +508,6 @@ def write_words(path: Path, train_text: str) -> Path:
     """The distinct words of a training split, one a line, sorted: the style's lexicon."""
     path.write_text("".join(f"{w}\n" for w in sorted(set(words(train_text)))), encoding="utf-8")
     return path
-
-
-def write_table(path: Path, content: str | bytes) -> None:
-    """A table of `catalog.poem_files`: text as UTF-8, or bytes as they are."""
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
 
 
 def add_poem(

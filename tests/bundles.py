@@ -110,9 +110,6 @@ def make_songci_bundle(models_dir: Path, style: str = "songci", version: str = "
     path = make_bundle(models_dir, style, version, text=text, seed=7, poem=section, scale=2.0)
     train = split(text)[0]
     for name, content in catalog.poem_files(section, train).items():
-        if isinstance(content, bytes):
-            (path / name).write_bytes(content)
-        else:
-            (path / name).write_text(content, encoding="utf-8")
+        catalog.write_table(path / name, content)
     LineIndex.build(train).save(path / LINES_FILE)
     return path

@@ -45,8 +45,7 @@ def themed(models: Path, style: str, text: str, corpus: str, **section: object) 
     if poem.get("words"):
         (path / poem["words"]).write_text("\n".join(sorted(set(english.words(text)))))
     for name, content in catalog.poem_files(poem, text).items():
-        target = path / name
-        target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+        catalog.write_table(path / name, content)
     return path
 
 

@@ -131,6 +131,14 @@ def poem_files(section: dict[str, Any], train_text: str) -> dict[str, str | byte
     return files
 
 
+def write_table(path: Path, content: str | bytes) -> None:
+    """A table of `poem_files` at `path`: text as UTF-8, or bytes as they are."""
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+
+
 def _section(corpus_name: str, text: str, unit: str | None) -> dict[str, Any]:
     if corpus_name == "tang":
         return {"unit": "line", "forms": list(TANG_FORMS), "default": None, "script": "traditional"}
