@@ -23,8 +23,10 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# Two workers on two cores (xdist's auto counts the cores this process may use, so one under
+# taskset -c 0); a module's tests stay on one worker, sharing its fixtures.
 test: lint postgres-server browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadscope
 
 # The tests start their own PostgreSQL server (initdb on a free port) for the settings store;
 # the server package comes from Debian where it is missing. Without it those tests skip, and
