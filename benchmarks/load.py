@@ -613,7 +613,7 @@ def _before(s: dict[str, Any], baseline: Path | None) -> list[str]:
 
     return [
         "",
-        f"| beside {old.get('label') or baseline.name} | before | now |",
+        f"| beside `{old.get('label') or old.get('command') or baseline.name}` | before | now |",
         "|---|---:|---:|",
         both("acknowledgement p50 (ms)", "ack_ms", "p50"),
         both("acknowledgement p99 (ms)", "ack_ms"),
@@ -647,13 +647,25 @@ def main() -> None:
         default=None,
         help="a load.json of the same command on other code, run beside this one, to compare",
     )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a bot setting over .env.example's (repeatable), e.g. GC_SECONDS=0 for a baseline",
+    )
     args = p.parse_args()
+    changes = dict(item.split("=", 1) for item in args.env if "=" in item)
+    if len(changes) != len(args.env):
+        p.error("--env takes NAME=VALUE")
     shape = dataclasses.replace(defaults, **{k: getattr(args, k) for k in CLI})
     command = "python -m benchmarks.load " + " ".join(f"--{k} {getattr(args, k):g}" for k in CLI)
+    command += "".join(f" --env {item}" for item in args.env)
     prompts = {style: PROMPTS[style] for style in PROMPTS if (args.models / style).is_dir()}
     with tempfile.TemporaryDirectory() as tmp:
-        database = {"DATABASE_URL": args.database_url} if args.database_url else {}
-        report = asyncio.run(run_load(Path(tmp), args.models.resolve(), shape, prompts, **database))
+        if args.database_url:
+            changes["DATABASE_URL"] = args.database_url
+        report = asyncio.run(run_load(Path(tmp), args.models.resolve(), shape, prompts, **changes))
     private = ("MODELS_DIR", "DATABASE_URL")
     result = {
         "command": command,

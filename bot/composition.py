@@ -18,6 +18,7 @@ from bot.discord_app.model_command import ModelGroup
 from bot.discord_app.poem_command import PoemCommand
 from bot.discord_app.settings_command import SettingsGroup
 from bot.discord_app.sharding import client_options
+from bot.engine.heap import LoopCollector
 from bot.engine.registry import Registry
 from bot.engine.sessions import set_thread_pool_size
 from bot.jobs import JobRunner
@@ -126,7 +127,8 @@ def run(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    bot = build_client(settings, **client_options(settings))
+    heap = LoopCollector(settings.gc_seconds)
+    bot = build_client(settings, heap=heap, **client_options(settings))
     runner = None
     if settings.web_port is not None:
         page = build_page(settings, bot.registry).app()
@@ -156,6 +158,8 @@ async def _serve_page(settings: Settings) -> int:
         )
         await registry.close()
         return 2
+    heap = LoopCollector(settings.gc_seconds)
+    heap.start()
     host = settings.web_host if settings.web_host not in ("0.0.0.0", "::") else "127.0.0.1"
     print(f"poembot is writing poems at http://{host}:{port}/", flush=True)
     print(f"(no DISCORD_TOKEN, so Discord is off; to connect it:)\n\n{NO_TOKEN}", flush=True)
@@ -167,4 +171,5 @@ async def _serve_page(settings: Settings) -> int:
     log.info("stopping the page")
     await runner.cleanup()
     await registry.close()
+    await heap.stop()
     return 0

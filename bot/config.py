@@ -115,6 +115,7 @@ class Settings:
     providers: str = "auto"
     precision: str = "fp32"
     ort_threads: int = 0  # onnxruntime's threads for this process (0: one per core)
+    gc_seconds: float = 0.5  # the event loop collects garbage this often (0: Python's own way)
     api_base_url: str = ""
     gateway_url: str = ""
     limits: Limits = field(default_factory=Limits)
@@ -193,6 +194,7 @@ class Settings:
             providers=providers,
             precision=precision,
             ort_threads=_int("ORT_THREADS", 0, 0),
+            gc_seconds=_float("GC_SECONDS", 0.5),
             api_base_url=os.environ.get("DISCORD_API_BASE_URL", "").strip(),
             gateway_url=os.environ.get("DISCORD_GATEWAY_URL", "").strip(),
             limits=limits,

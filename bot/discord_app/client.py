@@ -22,6 +22,7 @@ from bot.discord_app.gate import AnswerGate
 from bot.discord_app.job_messages import follow_job_messages
 from bot.discord_app.replies import NO_MENTIONS
 from bot.discord_app.translator import PoemTranslator
+from bot.engine.heap import LoopCollector
 from bot.engine.registry import Registry
 from bot.stores.job_queue import JobQueue
 from bot.stores.settings_cache import ChannelSettingsCache
@@ -47,6 +48,7 @@ class PoemBot(discord.Client):
         commands: Sequence[Command | app_commands.ContextMenu],
         items: Sequence[type[discord.ui.DynamicItem]] = (),
         guild_ids: frozenset[int] = frozenset(),
+        heap: LoopCollector | None = None,
         **client_options,
     ) -> None:
         intents = discord.Intents.none()
@@ -61,6 +63,7 @@ class PoemBot(discord.Client):
         self.gate = gate
         self.guild_ids = guild_ids
         self.items = tuple(items)
+        self.heap = heap  # the process's collector (python -m bot), started once models load
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = answer_error
         for command in commands:
@@ -92,6 +95,8 @@ class PoemBot(discord.Client):
         else:
             synced = await self.tree.sync()
             log.info("synced %d global commands (they may take a while to appear)", len(synced))
+        if self.heap is not None:
+            self.heap.start()
 
     async def serve(self, token: str) -> int:
         """Log in and serve until SIGTERM or SIGINT, then close in order; the exit status (2
@@ -129,6 +134,8 @@ class PoemBot(discord.Client):
         await self.registry.close()
         await self.store.close()
         await self.jobs.close()
+        if self.heap is not None:
+            await self.heap.stop()
         await super().close()
 
 
