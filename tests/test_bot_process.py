@@ -37,6 +37,8 @@ def process_env(root, guild, models, **extra: str) -> dict[str, str]:
 async def test_the_bot_process_serves_poems_and_exits_cleanly_on_sigterm(tmp_path):
     models = make_models(tmp_path)
     async with LoopbackDiscord(token=TOKEN) as discord:
+        # final(): the poem once finished, not a streamed edit (seen first on a slow machine).
+        discord.state.signal.in_progress = still_writing
         guild = discord.add_guild("Poets")
         member = guild.add_member(discord.add_user("reader"))
         env = process_env(
@@ -81,6 +83,8 @@ async def test_with_a_token_and_web_port_the_bot_serves_discord_and_the_page(tmp
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     async with LoopbackDiscord(token=TOKEN) as discord:
+        # final(): the poem once finished, not a streamed edit (seen first on a slow machine).
+        discord.state.signal.in_progress = still_writing
         guild = discord.add_guild("Poets")
         member = guild.add_member(discord.add_user("reader"))
         env = {
