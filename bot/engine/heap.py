@@ -11,10 +11,11 @@ acknowledgement p99 of 100-200 ms on a quiet 2-core machine whose p50 was 2 ms.
 So, once the models are loaded: collect once and freeze what is alive (`gc.freeze`: start-up's
 objects leave the collector's generations and are never walked again), turn automatic
 collection off, and collect on the event loop every `period` seconds: the young generations
-each time (a few ms: only what the last period made), everything unfrozen every
+each time (only what the last period made and kept), everything unfrozen every
 `full_every`-th time. The pauses are short, at the loop's own priority, and between callbacks,
 never in the middle of one. Frozen objects are still freed by their reference counts; only
-reference cycles among them wait for the process to end (a hot swap's models hold none).
+reference cycles among them stay until the process ends (a model a hot swap retires is freed
+by its reference counts; any cycle inside it would stay).
 """
 
 from __future__ import annotations
