@@ -139,3 +139,36 @@ def test_bfloat16_without_native_support_is_refused_and_auto_falls_back(
     used = json.loads((tmp_path / "auto" / "config.json").read_text())["speed"]
     assert used["precision"].startswith("float32: no native bfloat16")
     assert "float32: no native bfloat16" in capsys.readouterr().out
+
+
+def test_an_untrained_model_starts_at_the_unigram_not_at_uniform():
+    """Before its first step a new run predicts each character with its training frequency:
+    the sampled softmax otherwise left thousands of rarely drawn characters at the uniform
+    start, and validation spent its mass on them."""
+    import numpy as np
+    import tensorflow as tf
+
+    from training.model import ModelConfig, build_model, start_at_the_unigram
+
+    rng = np.random.default_rng(0)
+    vocab = 400
+    weights = 1.0 / np.arange(1, vocab + 1)  # Zipf, as characters are
+    text = rng.choice(vocab, size=(8, 64), p=weights / weights.sum())
+    counts = np.bincount(text.ravel(), minlength=vocab)
+    seen = counts[counts > 0] / counts.sum()
+    entropy = float(-(seen * np.log(seen)).sum())
+
+    def loss(model) -> float:
+        logits = model(tf.constant(text[:, :-1]), training=False)
+        per_char = tf.keras.losses.sparse_categorical_crossentropy(
+            text[:, 1:], logits, from_logits=True
+        )
+        return float(tf.reduce_mean(per_char))
+
+    model = build_model(ModelConfig(vocab_size=vocab, layers=1, units=16, embedding=8))
+    uniform = loss(model)
+    start_at_the_unigram(model, counts)
+    started = loss(model)
+    assert abs(uniform - np.log(vocab)) < 0.1  # the Keras default starts at uniform
+    # Nearer the unigram's loss than uniform's (the random kernel adds its own noise).
+    assert started < (entropy + uniform) / 2

@@ -144,6 +144,18 @@ def recurrent_layer(cell: str, units: int, name: str) -> keras.layers.Layer:
     return keras.layers.RNN(variant(units), return_sequences=True, return_state=True, name=name)
 
 
+def start_at_the_unigram(model: keras.Model, counts: np.ndarray) -> None:
+    """Set the logits' bias to the log frequency of each character in the training text (+1
+    smoothing), so that training starts from the unigram model instead of from uniform. The
+    sampled softmax needs it most: a rare character is seldom among a step's candidates, so its
+    logit barely moves, and the full softmax at validation spread its mass over thousands of
+    them (2 x 256 on the 宋詞, 64 steps: sampled 7.47 nats/char, full 6.66, unigram 6.46)."""
+    layer = model.get_layer("logits")
+    kernel, bias = layer.get_weights()
+    prior = np.asarray(counts, np.float64) + 1.0
+    layer.set_weights([kernel, np.log(prior / prior.sum()).astype(bias.dtype)])
+
+
 def build_model(config: ModelConfig) -> CharModel:
     """The training graph: ids [batch, time] -> logits [batch, time, vocab]."""
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")

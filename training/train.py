@@ -33,6 +33,7 @@ from training.model import (
     count_parameters,
     evaluate_stream,
     sample_text,
+    start_at_the_unigram,
 )
 from training.pretrain import check_no_leak, describe, pretraining_text, pretraining_vocab
 from training.speed import resolve_precision, sampled_size
@@ -396,6 +397,8 @@ def _train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool, preci
             model = build_model(model_cfg)
         if cfg.init_from:
             print(warm_start(model, model_cfg, vocab, Path(cfg.init_from)), flush=True)
+        else:
+            start_at_the_unigram(model, np.bincount(train_ids, minlength=len(vocab)))
         # Cosine decay per step over the planned epochs, down to lr * min_lr_fraction. It is a
         # function of the optimizer's step count, which the checkpoint keeps, so a resumed run
         # continues the same schedule.
