@@ -346,6 +346,7 @@ def _train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool, preci
     unk_rate = cfg.unk_rate if cfg.unk_rate is not None else novelty_rate(train_text, vocab)
     fit_text = pretraining_text(train_text, others) if others else train_text
     train_ids, _ = vocab.encode(fit_text)
+    counts = np.bincount(train_ids, minlength=len(vocab))  # the unigram start, the sampler
     val_ids, _ = vocab.encode(val_text)
     unk_penalty = vocab.unknown_penalty(corpus.text)
 
@@ -398,7 +399,7 @@ def _train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool, preci
         if cfg.init_from:
             print(warm_start(model, model_cfg, vocab, Path(cfg.init_from)), flush=True)
         else:
-            start_at_the_unigram(model, np.bincount(train_ids, minlength=len(vocab)))
+            start_at_the_unigram(model, counts)
         # Cosine decay per step over the planned epochs, down to lr * min_lr_fraction. It is a
         # function of the optimizer's step count, which the checkpoint keeps, so a resumed run
         # continues the same schedule.
@@ -412,7 +413,6 @@ def _train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool, preci
                 jit_compile=jit,
             )
     if sampled:
-        counts = np.bincount(train_ids, minlength=len(vocab))
         model.sample_softmax(sampled, counts, vocab.unk_id, unk_rate, cfg.seed)
 
     state["train_chars_per_epoch"] = steps * cfg.batch_size * cfg.seq_len
