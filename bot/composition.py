@@ -21,6 +21,7 @@ from bot.discord_app.sharding import client_options
 from bot.engine.heap import LoopCollector
 from bot.engine.registry import Registry
 from bot.engine.sessions import set_thread_pool_size
+from bot.forms import catalog
 from bot.jobs import JobRunner
 from bot.stores.channel_settings import ChannelSettingsStore, open_store
 from bot.stores.corpora import CorpusStore
@@ -57,7 +58,12 @@ def build_registry(settings: Settings) -> Registry:
         SharedModels(settings.database_url, settings.live_poll_seconds) if settings.shared else None
     )
     return Registry(
-        settings.models_dir, settings.providers, settings.limits, settings.precision, shared
+        settings.models_dir,
+        settings.providers,
+        settings.limits,
+        settings.precision,
+        shared,
+        prepare=lambda bundle: catalog.prepare(bundle.card, bundle.vocab.chars, bundle.path),
     )
 
 

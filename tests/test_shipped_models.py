@@ -12,10 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.composition import build_registry
 from bot.engine.bundle import active_version, load_bundle, styles
 from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel
-from bot.forms import tang
+from bot.forms import catalog, english_writer, lyric_writer, tang, tang_writer
+
+from .botworld import asynchronous, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -112,3 +115,43 @@ def test_a_rederived_step_graph_writes_what_the_old_one_wrote(style, old, new, t
     greedy = Request(length=200, temperature=0.0, seed=3)
     texts = [asyncio.run(generate_once(m.bundle.path, greedy, "cpu")).text for m in (before, after)]
     assert texts[0] == texts[1] and len(texts[0]) == 200
+
+
+# What a poem's plan builds once per bundle: the seconds a cold one takes (an English lexicon
+# reads CMU's dictionary) would otherwise hold up the event loop on a style's first poem, and
+# every acknowledgement behind it.
+PLAN_CACHES = [
+    catalog._lexicon,
+    catalog._lines,
+    catalog._table,
+    catalog._writable,
+    english_writer._plan,
+    lyric_writer._plan,
+    tang_writer._sets,
+    tang._table,
+]
+
+
+@asynchronous
+async def test_a_style_goes_live_with_its_forms_ready(tmp_path):
+    """The registry builds each form's tables while it loads the model, in its thread: the
+    first poem of every form of every shipped style, with and without a theme, builds none."""
+    for cache in PLAN_CACHES:
+        cache.cache_clear()
+    registry = build_registry(make_settings(tmp_path, MODELS))
+    try:
+        await registry.reload()
+        assert registry.styles() == SHIPPED
+        built = sum(cache.cache_info().misses for cache in PLAN_CACHES)
+        assert built > 0
+        themes = {"shakespeare": "love", "tang": "月", "jaychou": "爱"}
+        for style in SHIPPED:
+            bundle = registry.live(style).bundle
+            for form in [None, *bundle.card["poem"]["forms"]]:
+                for about in (None, themes[style]):
+                    catalog.plan(
+                        bundle.card, bundle.vocab.chars, bundle.path, form=form, about=about
+                    )
+        assert sum(cache.cache_info().misses for cache in PLAN_CACHES) == built
+    finally:
+        await registry.close()

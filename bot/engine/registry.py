@@ -98,8 +98,12 @@ class Registry:
         limits: Limits | None = None,
         precision: str = "fp32",
         shared: SharedVersions | None = None,
+        prepare: Callable[[Bundle], None] | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
+        # Builds, in the loading thread, what serving a bundle's poems needs beyond the model
+        # (the forms' tables), so a version goes live ready and no request pays for it.
+        self.prepare = prepare
         self.shared = shared
         self.providers = providers
         self.precision = precision
@@ -166,6 +170,8 @@ class Registry:
         def load() -> StepModel:
             model = load_model(path, self.providers, self.precision)
             model.warm_up()
+            if self.prepare is not None:
+                self.prepare(model.bundle)
             return model
 
         try:

@@ -13,6 +13,7 @@ characters, no forms.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import re
@@ -483,6 +484,34 @@ def plan(
     make = _guarded(_maker(shape, section, chars, heads, bundle_path, card, whole, thread), lines)
     _feed(make(0), prompt, check=shape.kind not in ("english", "verse"))
     return PoemPlan(make, prompt, bound, name, output_script, theme=theme)
+
+
+def prepare(card: dict[str, Any], chars: Iterable[str], bundle_path: Path) -> None:
+    """Read and build, once, what `plan` needs for each of the bundle's forms (its tables,
+    line index, word lists, rhyme and tone sets, theme data), so that no user's first poem of
+    a style pays for it: the registry calls this in its loading thread, where the seconds it
+    takes (an English lexicon: about 1.5 s) never hold up the event loop."""
+    section = card.get("poem")
+    if section is None:
+        return
+    chars = frozenset(chars)
+    try:
+        line_index(bundle_path, card)
+        if section.get("tunes"):
+            table(bundle_path, card, "tunes", "tunes")
+            return
+        related = table(bundle_path, card, "themes", "themes")
+    except FormError:
+        return  # a broken table: the first poem that needs it says so
+    themes_to_try: list[str | None] = [None]
+    if related is not None and related.words:
+        commonest = max(range(len(related.words)), key=lambda i: related.counts[i])
+        themes_to_try.append(related.words[commonest])
+    for form in [None, *section.get("forms", [])]:
+        for about in themes_to_try:
+            # A form this bundle refuses, or one that needs an acrostic, builds nothing more.
+            with contextlib.suppress(FormError):
+                plan(card, chars, bundle_path, form=form, about=about)
 
 
 def _maker(
