@@ -4,22 +4,28 @@
     python -m benchmarks.ratings sheets --topic --out DIR [--n 12] [--styles ...]
     python -m benchmarks.ratings score DIR
     python -m benchmarks.ratings restore DIR
+    python -m benchmarks.ratings copies DIR [DIR ...] [--corpora DIR] [--models DIR]
 
 `sheets` writes, per bundled style, N poems of the bot (the bot's default options through
 `bot.poems.plan_request`, seeds fixed here; Tang: the four forms in turn; Shakespeare: sonnets
-and default speeches in turn; Jay Chou: the default verse) beside N poems of the same forms from
-the validation tail of the style's corpus (the last 10% of the cleaned corpus, `bot.corpus.split`,
-whole lines only; Tang: poems of the same shape; Shakespeare: speeches of 4-14 lines, and for
-sonnets passages of 14 lines of one speech from a sentence's start to a sentence's end; Jay
-Chou: runs of as many lines as the bot's verse beside it, never across a line the cleaning
-drops, such as a song's title). Both are shown alike: in the style's script where that is
-simplified, one couplet a line for Tang, no speaker tags, no blank or padded lines. They are
-shuffled (fixed shuffle seed) and numbered:
+and default speeches in turn; Jay Chou: the default verse; 宋詞, `--styles songci` once a model
+is in models/songci: its card's tunes in turn, commonest first) beside N poems of the same forms
+from the validation tail of the style's corpus (the last 10% of the cleaned corpus,
+`bot.corpus.split`, whole lines only; Tang: poems of the same shape; Shakespeare: speeches of
+4-14 lines, and for sonnets passages of 14 lines of one speech from a sentence's start to a
+sentence's end; Jay Chou: runs of as many lines as the bot's verse beside it, never across a
+line the cleaning drops, such as a song's title; 宋詞: 詞 of the same tune in the bot's poem's
+shape, any of the tune's shapes where the bot's follows none). Both are shown alike: in the
+style's script where that is simplified, one couplet a line for Tang, no speaker tags, no blank
+or padded lines; a 詞 as the bot shows one (`ci.layout`: the tune's name as its title, a blank
+line, a line per rhyme clause, the halves parted by a blank line), the poets' without their
+`詞牌：`. They are shuffled (fixed shuffle seed) and numbered:
 
 - DIR/INSTRUCTIONS.md: what readers do and the JSON they write;
 - DIR/<style>/sheet.md: the one-line heading and the numbered poems, nothing else;
 - DIR/<style>/key.json: each number's source ("bot" or "poets"), form, and seed or lines of the
-  corpus file (1-based, first and last);
+  corpus file (1-based, first and last); for each bot poem, `copied`: its lines found verbatim
+  in the training text (below), and under `copies` their count;
 - DIR/<style>/ratings/: where each reader's JSON file goes.
 
 A corpus that may not be published (`KnownCorpus.copyrighted`: the Jay Chou lyrics) never has its
@@ -27,6 +33,17 @@ text in the key: the key holds the line numbers of its poems (and the bot's poem
 folder gets a .gitignore that keeps sheet.md out of git. `score` reads only keys and ratings, so
 a results folder committed without that sheet can still be recounted; `restore` writes a sheet
 back from its key and the corpus file, the same sheet `sheets` wrote.
+
+No line of the bot's is a training line: every line of every bot poem as shown (split at line
+breaks, `，` and `。`, normalised and at least `MIN_CHARS` long, as `bot.forms.lines` reads the
+training split for the bundle's line index; a 詞 without its title) is looked up among the
+lines of the training split of the corpus file (`bot.corpus.split`, read alike, in the sheet's
+script; a 詞's tune name apart from its first clause) where the file is the corpus the bundle
+was trained on, else in the bundle's `lines.npz`. The key records, per bot poem, those found
+(their place, the corpus line, their text unless the corpus is copyrighted) and `sheets`
+prints per style "N bot lines, M found in the training text". `copies DIR ...` runs the same
+check over folders written before, from their keys' bot poems (topic sheets' too), and prints
+the same line per folder and style and each line found (no text for a copyrighted corpus).
 
 `sheets --topic` writes topic sheets instead (issue 23): per style, N poems of the bot about a
 theme (`about`, the themes of TOPIC_THEMES in turn) beside the same seeds' and forms' poems
@@ -59,21 +76,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.forms import CORPUS_FILES, DEFAULT_CORPORA, ROOT, STYLE_FORMS, say
+from benchmarks.forms import CARD_FORMS, CORPUS_FILES, DEFAULT_CORPORA, ROOT, STYLE_FORMS, say
 from benchmarks.stats import write_results
 from bot.config import Settings
 from bot.corpus import KNOWN_CORPORA, clean, load_corpus, read_text_file, split
-from bot.engine.bundle import active_version
+from bot.engine.bundle import CARD_FILE, active_version
 from bot.engine.registry import Live
 from bot.engine.scheduler import Generation, Limits, Scheduler
 from bot.engine.sessions import StepModel, load_model
-from bot.forms import catalog, english, script, tang
+from bot.forms import catalog, ci, english, script, tang
+from bot.forms.lines import LINES_FILE, MIN_CHARS, LineIndex, normalise, training_lines
 from bot.forms.rules import FormError
 from bot.poems import plan_request
 
 CRITERIA = ("fluency", "coherence", "meaning", "poeticness")
 SOURCES = ("bot", "poets")
-# The bot's poems: form of poem i is BOT_FORMS[style][i % len] (None: the style's default).
+STYLES = (*STYLE_FORMS, *CARD_FORMS)  # songci when named: no 詞 model ships yet
+# The bot's poems: form of poem i is BOT_FORMS[style][i % len] (None: the style's default); a
+# 詞 style's are its card's tunes in turn, commonest first (`bot_forms`).
 BOT_FORMS: dict[str, tuple[str | None, ...]] = {
     "tang": STYLE_FORMS["tang"],
     "shakespeare": ("sonnet", None),
@@ -189,6 +209,7 @@ class CorpusLines:
     copyrighted: bool
     lines: dict[int, str]
     tail_from: int  # the first line that lies wholly in the validation tail
+    train_chars: int  # the training split: the cleaned text's first train_chars characters
 
     def text(self, first: int, last: int) -> str:
         """Lines first..last of the file, cleaned (each must survive the cleaning)."""
@@ -226,7 +247,7 @@ def read_corpus(path: Path) -> CorpusLines:
         at += len(line) + 1
     known = KNOWN_CORPORA.get(corpus.name)
     return CorpusLines(
-        path.name, corpus.sha256, bool(known and known.copyrighted), lines, tail_from
+        path.name, corpus.sha256, bool(known and known.copyrighted), lines, tail_from, cut
     )
 
 
@@ -248,10 +269,41 @@ def _runs(tail: list[tuple[int, str]], size: int) -> Iterator[list[tuple[int, st
             yield run
 
 
-def candidates(corpus: CorpusLines, form: str, size: int) -> list[tuple[int, int]]:
-    """(first, last) lines of the tail's poems of `form` (verse: of `size` lines)."""
+def kind_of(form: str) -> str:
+    """A form's kind (`catalog.FORMS`); a name it does not hold is a tune's: "ci"."""
+    known = catalog.FORMS.get(form)
+    return known.kind if known is not None else "ci"
+
+
+def tune_of(form: str, tunes: ci.Tunes | None) -> ci.Tune:
+    tune = tunes.lookup(form) if tunes is not None else None
+    if tune is None:
+        raise RatingError(f"the tune {form!r} is not in the bundle's tune table")
+    return tune
+
+
+def _tunes_poems(tail: list[tuple[int, str]], tune: ci.Tune, shape: int) -> list[tuple[int, int]]:
+    """The tail's 詞 of `tune` that follow one of its shapes (`shape` >= 0: that one)."""
+    out = []
+    for number, line in tail:
+        parsed = ci.parse_line(line)
+        if parsed is None or parsed[0] != tune.name:
+            continue
+        found = ci.check(line, tune).shape
+        if found is not None and shape in (found, -1):
+            out.append((number, number))
+    return out
+
+
+def candidates(
+    corpus: CorpusLines, form: str, size: int, tunes: ci.Tunes | None = None
+) -> list[tuple[int, int]]:
+    """(first, last) lines of the tail's poems of `form` (verse: of `size` lines; a tune's 詞:
+    of its shape `size`, -1 any)."""
     tail = corpus.tail()
-    kind = catalog.FORMS[form].kind
+    kind = kind_of(form)
+    if kind == "ci":
+        return _tunes_poems(tail, tune_of(form, tunes), size)
     if kind == "tang":
         return [(n, n) for n, line in tail if tang.check(line).form == form]
     if form == "speech":
@@ -273,13 +325,16 @@ def candidates(corpus: CorpusLines, form: str, size: int) -> list[tuple[int, int
 # --- showing poems alike ---------------------------------------------------------------------
 
 
-def shown(text: str, form: str, written: str | None) -> str:
+def shown(text: str, form: str, written: str | None, tunes: ci.Tunes | None = None) -> str:
     """A poem as the sheet shows it, whoever wrote it: in simplified script where the style
     writes it (the safe way round; the other is ambiguous), Tang one couplet a line, English
-    without a speaker's tag, every line's spaces collapsed, no blank lines."""
+    without a speaker's tag, every line's spaces collapsed, no blank lines; a 詞 as the bot
+    shows one (`shown_ci`)."""
+    kind = kind_of(form)
+    if kind == "ci":
+        return shown_ci(text, tune_of(form, tunes), written)
     if written == "simplified":
         text = script.to_simplified(text)
-    kind = catalog.FORMS[form].kind
     if kind == "tang":
         lines = _COUPLET.findall("".join(text.split()))
     elif kind == "english":
@@ -287,6 +342,19 @@ def shown(text: str, form: str, written: str | None) -> str:
     else:
         lines = text.split("\n")
     return "\n".join(joined for line in lines if (joined := " ".join(line.split())))
+
+
+def shown_ci(text: str, tune: ci.Tune, written: str | None) -> str:
+    """A 詞 (its tune's name and `：` before it or not) as the bot lays one out (`ci.layout`):
+    the tune's name as its title, a blank line, a line per rhyme clause (each `。`), the
+    halves parted by a blank line where it follows one of the tune's shapes (by that shape),
+    in simplified script where the style writes it."""
+    found = ci.check(text, tune).shape
+    shapes = range(len(tune.shapes)) if found is None else (found,)
+    laid = ci.layout("".join(text.split()), tune, shapes)
+    if written == "simplified":
+        laid = script.to_simplified(laid)
+    return "\n".join(" ".join(line.split()) for line in laid.split("\n"))
 
 
 def verse_size(text: str) -> int:
@@ -304,6 +372,121 @@ def render(heading: str, poems: dict[str, str], options: dict[str, list[str]] | 
     return "\n".join(out) + "\n"
 
 
+# --- no line of the bot's a training line -----------------------------------------------------
+
+
+def checked_lines(text: str, form: str) -> list[str]:
+    """A shown poem's lines as the copy check reads them: as `bot.forms.lines` reads a
+    training split (split at line breaks, `，` and `。`; normalised; MIN_CHARS characters at
+    least), a 詞 without its title (the tune's name)."""
+    if kind_of(form) == "ci":
+        text = text.partition("\n")[2]
+    return list(training_lines(text))
+
+
+@dataclass(frozen=True)
+class TrainingText:
+    """The training lines the copy check looks a bot's line up in: the training split of the
+    corpus file, each normalised line with the first line of the file it stands on (`where`),
+    or the bundle's line index (`index`: hashes of the same lines, no line numbers)."""
+
+    about: str
+    where: dict[str, int] | None = None
+    index: LineIndex | None = None
+    file: str = ""  # the corpus file `where` numbers the lines of
+
+    def holds(self, line: str) -> bool:
+        if self.where is not None:
+            return line in self.where
+        return self.index is not None and self.index.holds(line)
+
+
+def corpus_training(corpus: CorpusLines, written: str | None, note: str = "") -> TrainingText:
+    """The training split of `corpus` line by line, normalised as `bot.forms.lines` does, in
+    the sheet's script where that is simplified (as the bot's poems are shown); a 詞's tune
+    name (before `：`) is also taken apart from its first clause, as the sheet shows it."""
+    where: dict[str, int] = {}
+    at = 0
+    for number, line in corpus.lines.items():
+        if at >= corpus.train_chars:
+            break
+        part = line[: corpus.train_chars - at]  # the line the split's end cuts: its start
+        at += len(line) + 1
+        if written == "simplified":
+            part = script.to_simplified(part)
+        for flat in (*training_lines(part), *training_lines(part.replace(ci.HEADER, "\n"))):
+            where.setdefault(flat, number)
+    about = f"the training split of {corpus.file} (its first {corpus.train_chars} characters)"
+    return TrainingText(about + note, where=where, file=corpus.file)
+
+
+def training_for(
+    corpus: CorpusLines | None,
+    written: str | None,
+    bundle: Path,
+    card: dict[str, Any] | None,
+    trained_sha: str | None = None,
+) -> TrainingText:
+    """What the bundle was trained on: the corpus's training split where the file is that
+    corpus (the sha256 of its card, or `trained_sha`, or either unknown), else the bundle's
+    line index, else the file's split all the same, saying so; RatingError with neither."""
+    sha = card["corpus"].get("sha256") if card is not None else trained_sha
+    if corpus is not None and sha in (None, corpus.sha256):
+        return corpus_training(corpus, written)
+    index = catalog.line_index(bundle, card) if card is not None else None
+    if index is not None:
+        return TrainingText(f"the {LINES_FILE} of {bundle.parent.name}/{bundle.name}", index=index)
+    if corpus is None:
+        raise RatingError(f"neither the corpus nor {bundle / LINES_FILE} is at hand")
+    return corpus_training(corpus, written, ", not the corpus the bundle was trained on")
+
+
+def find_copies(
+    text: str, form: str, training: TrainingText, copyrighted: bool
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many lines of a shown poem the check reads, and each found in the training text:
+    its place among them (1-based), the corpus file's line it stands on where known, and its
+    text (normalised) unless the corpus is copyrighted. A 詞's first line is also looked up
+    after its tune's name, as the corpus (and the bundle's line index) has it."""
+    lines = checked_lines(text, form)
+    title = normalise(text.partition("\n")[0]) if kind_of(form) == "ci" else None
+    found = []
+    for place, line in enumerate(lines, 1):
+        opening = title + line if title is not None and place == 1 else line
+        hit = next((x for x in (line, opening) if training.holds(x)), None)
+        if hit is None:
+            continue
+        entry: dict[str, Any] = {"line": place}
+        if training.where is not None:
+            entry["corpus_line"] = training.where[hit]
+        if not copyrighted:
+            entry["text"] = line
+        found.append(entry)
+    return len(lines), found
+
+
+def copy_check(poems: list[Poem], training: TrainingText, copyrighted: bool) -> dict[str, Any]:
+    """Each bot's poem's copied lines (`Poem.copied`, set here) and the key's summary."""
+    total = 0
+    for poem in poems:
+        checked, poem.copied = find_copies(poem.text, poem.form, training, copyrighted)
+        total += checked
+    return {
+        "checked_against": training.about,
+        "lines": total,
+        "found": sum(len(p.copied or ()) for p in poems),
+        "what": f"each line of the bot's poems as shown (split at line breaks, ， and 。; "
+        f"spaces and punctuation dropped, lower case; {MIN_CHARS} characters at least; a "
+        "詞 without its title) looked up among the training lines read alike; each bot poem's "
+        "`copied` lists those found: their place among its lines, the corpus file's line, "
+        "and their text unless the corpus is copyrighted",
+    }
+
+
+def copy_summary(style: str, check: dict[str, Any]) -> str:
+    return f"{style}: {check['lines']} bot lines, {check['found']} found in the training text"
+
+
 # --- writing the sheets ----------------------------------------------------------------------
 
 
@@ -316,6 +499,7 @@ class Poem:
     lines: tuple[int, int] | None = None
     theme: str | None = None  # a topic sheet's poem: its theme (a free poem: its twin's)
     options: list[str] | None = None  # the themes shown under it
+    copied: list[dict[str, Any]] | None = None  # the bot's: its lines found in training text
 
 
 # The bot's defaults, with what the environment (.env) changes: CANDIDATES=32 python -m
@@ -349,27 +533,31 @@ def write_bot(
 
 
 def pick_poets(
-    style: str, corpus: CorpusLines, needs: list[tuple[str, int]], written: str | None
+    style: str,
+    corpus: CorpusLines,
+    needs: list[tuple[str, int]],
+    written: str | None,
+    tunes: ci.Tunes | None = None,
 ) -> list[Poem]:
     """One poem of the tail per (form, size) needed, by a fixed draw, none overlapping another
-    or showing the same text."""
+    or showing the same text (a 詞 style's: of the tunes in `tunes`)."""
     rng = random.Random(f"{PICK_SEED}:{style}")
     pools: dict[tuple[str, int], list[tuple[int, int]]] = {}
     used: set[int] = set()
     texts: set[str] = set()
     out = []
     for form, size in needs:
-        pool = pools.setdefault((form, size), candidates(corpus, form, size))
+        pool = pools.setdefault((form, size), candidates(corpus, form, size, tunes))
         rng.shuffle(pool)
         for first, last in pool:
-            text = shown(corpus.text(first, last), form, written)
+            text = shown(corpus.text(first, last), form, written, tunes)
             if used.isdisjoint(range(first, last + 1)) and text not in texts:
                 break
         else:
             have = sum(1 for p in out if p.form == form)
             raise RatingError(
                 f"{corpus.file}'s validation tail holds only {have} more poems of form {form!r}"
-                f"{f' ({size} lines)' if catalog.FORMS[form].kind == 'verse' else ''}; "
+                f"{f' ({size} lines)' if kind_of(form) == 'verse' else ''}; "
                 "ask for fewer with --n"
             )
         used.update(range(first, last + 1))
@@ -391,14 +579,33 @@ def _live_model(style: str, models: Path) -> tuple[StepModel, str, dict[str, Any
     return model, version, section
 
 
-def topic_sheet(style: str, models: Path, n: int) -> tuple[dict[str, Any], str]:
+def bot_forms(style: str, section: dict[str, Any], n: int) -> list[str | None]:
+    """The forms asked for the bot's N poems: a 詞 style's tunes in turn, commonest first (its
+    card's order), else BOT_FORMS's."""
+    forms = section["forms"] if section.get("tunes") else BOT_FORMS[style]
+    return [forms[i % len(forms)] for i in range(n)]
+
+
+def style_corpus(style: str, version: str, card: dict[str, Any], corpora: Path) -> CorpusLines:
+    """The corpus file of the style's card, under `corpora`."""
+    name = card["corpus"]["name"]
+    corpus = read_corpus(corpora / CORPUS_FILES.get(name, f"{name}.txt"))
+    if corpus.sha256 != card["corpus"].get("sha256"):
+        say(f"  note: {corpus.file} is not the corpus {style}/{version} was trained on")
+    return corpus
+
+
+def topic_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[str, Any], str]:
     """The key and sheet.md of one style's topic sheet: N poems about a theme beside the same
     seeds' and forms' poems without one, each under four of the sheet's themes."""
+    if style not in TOPIC_THEMES:
+        raise RatingError(f"{style} has no topic sheet: its forms take no theme yet")
     model, version, section = _live_model(style, models)
     card = model.bundle.card
+    corpus = style_corpus(style, version, card, corpora)
     written = section.get("script")
     seeds = [SEED_BASE + i for i in range(n)]
-    asked = [BOT_FORMS[style][i % len(BOT_FORMS[style])] for i in range(n)]
+    asked = bot_forms(style, section, n)
     themes = [TOPIC_THEMES[style][i % len(TOPIC_THEMES[style])] for i in range(n)]
     rng = random.Random(f"{SHUFFLE_SEED}:{style}:{TOPIC}")
     shown_themes = sorted(set(themes))
@@ -415,11 +622,13 @@ def topic_sheet(style: str, models: Path, n: int) -> tuple[dict[str, Any], str]:
             text = shown(generation.text, form_shown, written)
             poems.append(Poem(source, form_shown, text, seed, theme=theme, options=options))
     random.Random(f"{SHUFFLE_SEED}:{style}").shuffle(poems)
+    training = training_for(corpus, written, model.bundle.path, card)
     key = {
         "kind": TOPIC,
         "style": style,
         "bundle": f"{style}/{version}",
         "script": written,
+        "copies": copy_check(poems, training, corpus.copyrighted),
         "temperature": SETTINGS.default_temperature,
         "candidates": SETTINGS.candidates,
         "candidate_unit": SETTINGS.candidate_unit,
@@ -432,6 +641,7 @@ def topic_sheet(style: str, models: Path, n: int) -> tuple[dict[str, Any], str]:
                 "theme": p.theme,
                 "options": p.options,
                 "text": p.text,
+                "copied": p.copied,
             }
             for i, p in enumerate(poems, 1)
         },
@@ -441,26 +651,37 @@ def topic_sheet(style: str, models: Path, n: int) -> tuple[dict[str, Any], str]:
     return key, sheet
 
 
+def poets_size(raw: str, text: str, form: str, tunes: ci.Tunes | None) -> int:
+    """What the poets' poem beside a bot's poem must match besides its form: a verse's line
+    count, a 詞's shape (-1 where the bot's follows none of its tune's: any of them)."""
+    kind = kind_of(form)
+    if kind == "verse":
+        return verse_size(text)
+    if kind == "ci":
+        found = ci.check(raw, tune_of(form, tunes)).shape
+        return -1 if found is None else found
+    return 0
+
+
 def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[str, Any], str]:
     """The key and sheet.md of one style."""
     model, version, section = _live_model(style, models)
     card = model.bundle.card
-    name = card["corpus"]["name"]
-    corpus = read_corpus(corpora / CORPUS_FILES.get(name, f"{name}.txt"))
-    if corpus.sha256 != card["corpus"].get("sha256"):
-        say(f"  note: {corpus.file} is not the corpus {style}/{version} was trained on")
+    corpus = style_corpus(style, version, card, corpora)
     written = section.get("script")
+    tunes = catalog.table(model.bundle.path, card, "tunes", "tunes")
     seeds = [SEED_BASE + i for i in range(n)]
-    asked = [BOT_FORMS[style][i % len(BOT_FORMS[style])] for i in range(n)]
+    asked = bot_forms(style, section, n)
     default = section.get("default")
-    bot = []
+    bot, needs = [], []
     for seed, form, generation in zip(seeds, asked, write_bot(model, asked, seeds), strict=True):
         form = generation.form or form or default
-        bot.append(Poem("bot", form, shown(generation.text, form, written), seed=seed))
-    needs = [
-        (p.form, verse_size(p.text) if catalog.FORMS[p.form].kind == "verse" else 0) for p in bot
-    ]
-    poems = bot + pick_poets(style, corpus, needs, written)
+        text = shown(generation.text, form, written, tunes)
+        bot.append(Poem("bot", form, text, seed=seed))
+        needs.append((form, poets_size(generation.text, text, form, tunes)))
+    training = training_for(corpus, written, model.bundle.path, card)
+    copies = copy_check(bot, training, corpus.copyrighted)
+    poems = bot + pick_poets(style, corpus, needs, written, tunes)
     random.Random(f"{SHUFFLE_SEED}:{style}").shuffle(poems)  # each sheet its own order
     key = {
         "style": style,
@@ -474,6 +695,7 @@ def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
             "lines": "1-based line numbers of the file, first and last of each poem",
             "validation_tail_from_line": corpus.tail_from,
         },
+        "copies": copies,
         "temperature": SETTINGS.default_temperature,
         "candidates": SETTINGS.candidates,
         "candidate_unit": SETTINGS.candidate_unit,
@@ -488,6 +710,8 @@ def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
             entry["lines"] = list(poem.lines)
         if poem.source == "bot" or not corpus.copyrighted:
             entry["text"] = poem.text
+        if poem.copied is not None:
+            entry["copied"] = poem.copied
         key["poems"][str(number)] = entry
     sheet = render(key["heading"], {str(i): p.text for i, p in enumerate(poems, 1)})
     return key, sheet
@@ -514,11 +738,12 @@ def sheets(
     (out / "INSTRUCTIONS.md").write_text(INSTRUCTIONS, encoding="utf-8")
     for style in styles:
         if topic:
-            key, sheet = topic_sheet(style, models, n)
+            key, sheet = topic_sheet(style, models, corpora, n)
         else:
             key, sheet = style_sheet(style, models, corpora, n)
         write_sheet(out / style, key, sheet)
         say(f"{style}: {out / style / SHEET} ({len(key['poems'])} poems), key in {KEY}")
+        say(copy_summary(style, key["copies"]))
 
 
 def restore(out: Path, corpora: Path) -> None:
@@ -539,6 +764,56 @@ def restore(out: Path, corpora: Path) -> None:
         sheet = render(key["heading"], poems, options or None)
         (key_path.parent / SHEET).write_text(sheet, encoding="utf-8")
         say(f"{key_path.parent / SHEET}: {len(poems)} poems")
+
+
+def key_training(key: dict[str, Any], corpora: Path, models: Path) -> tuple[TrainingText, bool]:
+    """What a key's bundle was trained on (`training_for`: the corpus file under `corpora`, or
+    the bundle's line index under `models`), and whether that corpus is copyrighted."""
+    bundle = models / key["bundle"]
+    card_path = bundle / CARD_FILE
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else None
+    recorded = key.get("corpus", {})  # a topic sheet's key names no corpus: its card's
+    name = card["corpus"]["name"] if card is not None else key["style"]
+    path = corpora / (recorded.get("file") or CORPUS_FILES.get(name, f"{name}.txt"))
+    corpus = read_corpus(path) if path.is_file() else None
+    trained_sha = recorded.get("sha256") if recorded.get("trained_on") else None
+    training = training_for(corpus, key.get("script"), bundle, card, trained_sha)
+    known = KNOWN_CORPORA.get(name)
+    copyrighted = bool(
+        recorded.get("copyrighted")
+        or (corpus is not None and corpus.copyrighted)
+        or (known is not None and known.copyrighted)
+    )
+    return training, copyrighted
+
+
+def copies(folders: list[Path], corpora: Path, models: Path) -> list[dict[str, Any]]:
+    """The copy check over the bot's poems of sheet folders written before (from their keys),
+    printed per folder and style, with each line found (its text unless copyrighted)."""
+    out = []
+    for folder in folders:
+        key_paths = sorted(folder.glob(f"*/{KEY}"))
+        if not key_paths:
+            raise RatingError(f"no {KEY} under {folder}")
+        for key_path in key_paths:
+            key = json.loads(key_path.read_text(encoding="utf-8"))
+            training, copyrighted = key_training(key, corpora, models)
+            bot = {
+                number: Poem(e["source"], e["form"], e["text"])
+                for number, e in key["poems"].items()
+                if e["source"] != "poets"
+            }
+            check = copy_check(list(bot.values()), training, copyrighted)
+            say(f"{folder.name}/{copy_summary(key['style'], check)} ({training.about})")
+            for number, poem in bot.items():
+                for entry in poem.copied or ():
+                    text = f": {entry['text']}" if "text" in entry else ""
+                    line = entry.get("corpus_line")
+                    where = f" ({training.file} line {line})" if line else ""
+                    say(f"  poem {number}, line {entry['line']}{text}{where}")
+            found = {n: p.copied for n, p in bot.items() if p.copied}
+            out.append({"run": folder.name, "style": key["style"], **check, "copied": found})
+    return out
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -778,7 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
     make = sub.add_parser("sheets", help="write the sheets, keys and instructions")
     make.add_argument("--out", type=Path, required=True)
     make.add_argument("--n", type=int, default=12, help="the bot's poems per sheet (and poets')")
-    make.add_argument("--styles", nargs="+", choices=tuple(STYLE_FORMS), default=list(STYLE_FORMS))
+    make.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLE_FORMS))
     make.add_argument("--models", type=Path, default=ROOT / "models")
     make.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
     make.add_argument(
@@ -789,6 +1064,12 @@ def main(argv: list[str] | None = None) -> int:
     back = sub.add_parser("restore", help="write the sheets back from the keys and corpora")
     back.add_argument("dir", type=Path)
     back.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
+    check = sub.add_parser(
+        "copies", help="count the bot's lines of sheet folders found in the training text"
+    )
+    check.add_argument("dirs", type=Path, nargs="+")
+    check.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
+    check.add_argument("--models", type=Path, default=ROOT / "models")
     args = p.parse_args(argv)
     try:
         if args.command == "sheets":
@@ -798,6 +1079,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"instructions for readers: {args.out / 'INSTRUCTIONS.md'}")
         elif args.command == "restore":
             restore(args.dir, args.corpora)
+        elif args.command == "copies":
+            copies(args.dirs, args.corpora, args.models)
         else:
             report = score(args.dir)
             text = markdown(report)

@@ -132,6 +132,25 @@ def test_a_copyrighted_corpus_stays_out_of_the_key_and_the_sheet_comes_back(shee
     assert (folder / "sheet.md").read_bytes() == (sheets / "jaychou" / "sheet.md").read_bytes()
 
 
+def test_no_bot_line_is_a_training_line_and_the_key_says_so(sheets, capsys):
+    """Each bot poem's lines are looked up in its style's training split (the key records
+    those found: none, the bundles' line guard keeps them out); `copies` recounts a folder."""
+    for style in STYLES:
+        _, poems, key = sheet_of(sheets, style)
+        bot = {n: e for n, e in key["poems"].items() if e["source"] == "bot"}
+        assert all(e["copied"] == [] for e in bot.values())
+        lines = sum(len(ratings.checked_lines(poems[n], e["form"])) for n, e in bot.items())
+        assert key["copies"]["lines"] == lines > 0 and key["copies"]["found"] == 0
+        assert key["copies"]["checked_against"].startswith(
+            f"the training split of {key['corpus']['file']}"
+        )
+    assert ratings.main(["copies", str(sheets)]) == 0
+    printed = capsys.readouterr().out
+    for style in STYLES:
+        lines = json.loads((sheets / style / "key.json").read_text())["copies"]["lines"]
+        assert f"{sheets.name}/{style}: {lines} bot lines, 0 found in the training text" in printed
+
+
 def test_the_same_arguments_give_the_same_sheets(sheets, tmp_path):
     write_sheets(tmp_path)
     for style in STYLES:
@@ -293,6 +312,8 @@ def test_a_topic_sheet_shows_four_themes_under_each_poem_and_its_twin(topic_shee
         assert all(script.to_simplified(w) in text for w in words), (words, text)
     rest = _BLOCK.sub("", text)  # outside the poems, nothing tells their sources apart
     assert not re.search(r"\b(bot|seed|about|free|poets?|machine)\b", rest, re.I)
+    assert all(e["copied"] == [] for e in key["poems"].values())  # all the bot's, none copied
+    assert key["copies"]["found"] == 0 and key["copies"]["lines"] > 0
 
 
 def test_a_topic_sheet_counts_the_themes_named(tmp_path, capsys):
