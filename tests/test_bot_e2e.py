@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 
 import pytest
+
+from bot.discord_app import client as client_module
 
 from .botworld import asynchronous, bot_world, footer, footer_seed, make_models, make_settings
 from .bundles import make_bundle
@@ -395,3 +398,30 @@ async def test_a_version_activated_from_discord_is_still_live_after_a_restart(tm
         async with bot_world(tmp_path, discord=discord) as w2:
             _, message = await w2.poem({"style": "verse", "length": 20})
             assert "verse v2" in footer(message)
+
+
+@asynchronous
+async def test_a_poem_cut_off_by_a_restart_says_so(tmp_path, monkeypatch):
+    """A poem still being written when the bot stops, past the grace the bot waits for the
+    poems in flight, is not left saying "writing…" for ever: its reply says it was cut off."""
+    monkeypatch.setattr(client_module, "SHUTDOWN_GRACE_SECONDS", 0.2)
+    async with bot_world(tmp_path) as w:
+        scheduler = w.bot.registry.live("verse").scheduler
+        with holding(scheduler) as held:  # the poem cannot finish within the grace
+            record = await w.discord.invoke(
+                w.guild, w.channel, w.member, "poem", {"style": "verse", "length": 5000}
+            )
+            await until(lambda: scheduler.active == 1, what="the poem being written")
+            closing = asyncio.create_task(w.bot.close())
+            await until(
+                lambda: record.answer is not None and "restarted" in (record.answer.content or ""),
+                what="the reply saying the poem was cut off",
+            )
+            held.release()
+            await closing
+        message = record.answer
+        assert message.content == (
+            "I restarted before this poem was finished; ask again in a minute."
+        )
+        assert not message.embeds and len(record.messages) == 1
+        assert w.discord.violations == []

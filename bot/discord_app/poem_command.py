@@ -17,7 +17,7 @@ from discord import app_commands
 
 from bot.config import Settings
 from bot.discord_app.errors import UserError, refuse_after_defer
-from bot.discord_app.gate import AnswerGate
+from bot.discord_app.gate import CUTOFF_SECONDS, AnswerGate
 from bot.discord_app.live_reply import LiveReply
 from bot.discord_app.replies import (
     escape,
@@ -406,12 +406,23 @@ def _throttled(err: Throttled) -> UserError:
 async def acknowledged(interaction: discord.Interaction) -> AsyncIterator[None]:
     """Defer at once, publicly (the poem fills the reply), before anything that may wait (the
     channel's settings, a poem's record); a UserError raised inside, before the poem shows,
-    is answered to the user alone instead."""
+    is answered to the user alone instead. Cancelled (the bot stopping, the poem unfinished
+    after the grace), the reply says so in place of the poem it was writing."""
     await interaction.response.defer(thinking=True)
     try:
         yield
     except UserError as err:
         await refuse_after_defer(interaction, err.text(interaction.locale))
+    except asyncio.CancelledError:
+        text = say(interaction.locale, "cut-by-restart")
+        try:
+            await asyncio.wait_for(
+                interaction.edit_original_response(content=text, embed=None, view=None),
+                CUTOFF_SECONDS,
+            )
+        except (discord.HTTPException, TimeoutError):
+            log.warning("could not tell a user their poem was cut off", exc_info=True)
+        raise
 
 
 def _poem_button(

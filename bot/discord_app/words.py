@@ -59,6 +59,11 @@ WORDS: dict[str, dict[str, str]] = {
         SIMPLIFIED: "为写完而放宽的规则",
         TRADITIONAL: "為寫完而放寬的規則",
     },
+    "cut-by-restart": {
+        ENGLISH: "I restarted before this poem was finished; ask again in a minute.",
+        SIMPLIFIED: "这首诗还没写完我就重启了，请一分钟后再试。",
+        TRADITIONAL: "這首詩還沒寫完我就重啟了，請一分鐘後再試。",
+    },
     "busy": {
         ENGLISH: "I'm busy writing other poems; try again in {seconds} s.",
         SIMPLIFIED: "我正忙着写别的诗，请 {seconds} 秒后再试。",
