@@ -1,7 +1,7 @@
 """宋詞 to a tune: the 詞林正韻 (bot/forms/cilin.py), tunes read from the poets' own poems
 (bot/forms/ci.py), and the writer (bot/forms/ci_writer.py) keeping each tune's shape, rhymes
 and tones through the engine, over many seeds, on a random-weight model of 207 詞 of the 20
-commonest tunes (tests/bundles.py's SONG_CI)."""
+commonest tunes (tests/bundles.py's SONG_CI), with a theme (`about`) a keyword a line too."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from bot.corpus import split
 from bot.engine.bundle import load_bundle
 from bot.engine.scheduler import Limits, Request, Scheduler
 from bot.engine.sessions import StepModel
-from bot.forms import catalog, ci, ci_writer, cilin, tang
+from bot.forms import catalog, ci, ci_writer, cilin, tang, themes
 from bot.forms.rules import FormError
 from bot.forms.tang import PING, ZE
 
@@ -240,6 +240,79 @@ def test_a_prompt_begins_the_poem_in_its_shape(bundle, model):
     assert plan(bundle, form="浣溪沙", prompt="一曲新词酒一杯,去年").prompt == (
         "浣溪沙：一曲新词酒一杯。去年"
     )
+
+
+@pytest.mark.parametrize(
+    ("form", "about", "acrostic"),
+    [
+        ("鹧鸪天", "秋风", None),
+        ("浣溪沙", "明月 春风", None),
+        ("水调歌头/*", "落花", None),  # the shape by the seed
+        ("沁园春", "江山 千古 风流", None),
+        ("菩萨蛮", "西风", "春花秋月何时了往"),
+    ],
+)
+def test_a_ci_about_a_theme_keeps_its_tune_and_holds_a_keyword_a_line(
+    bundle, model, form, about, acrostic
+):
+    """Each sentence (a line as shown, up to its rhyme's 。) holds a word of the plan, the
+    user's words each at least once, with every rule of the tune kept; the footer's about-line
+    names one word a line."""
+    asked = plan(bundle, form=form, about=about, acrostic=acrostic)
+    assert asked.theme is not None and asked.theme.words == tuple(about.split())
+    tune = TUNES.tunes[form.split("/")[0]]
+    requests = [
+        Request(prompt=asked.prompt, length=asked.length, seed=s, rules=asked.rules, candidates=2)
+        for s in range(12)
+    ]
+    for poem in write(model, requests):
+        kept = ci.check(poem.text, tune, acrostic)
+        assert kept.all_rules and poem.whole and not poem.relaxed, (poem.text, kept)
+        lines = [line for line in asked.present(poem.text).split("\n")[1:] if line]
+        assert all(any(w in line for w in asked.theme.plan) for line in lines), lines
+        body = ci.strip_header(poem.text, tune)
+        assert all(word in body for word in asked.theme.words), body
+        typed, named = asked.about(poem.text)
+        assert typed == about and len(named) == len(lines), (named, lines)
+        assert all(word in line for word, line in zip(named, lines, strict=True))
+
+
+def test_a_prompt_comes_before_the_themes_words(bundle, model):
+    asked = plan(bundle, form="浣溪沙", prompt="一曲新词酒一杯", about="明月 春风")
+    requests = [
+        Request(prompt=asked.prompt, length=asked.length, seed=s, rules=asked.rules)
+        for s in range(6)
+    ]
+    for poem in write(model, requests):
+        assert poem.text.startswith("浣溪沙：一曲新词酒一杯。"), poem.text
+        rest = poem.text.removeprefix("浣溪沙：一曲新词酒一杯。")
+        assert "明月" in rest and "春风" in rest, poem.text
+        assert ci.check(poem.text, TUNES.tunes["浣溪沙"]).all_rules and not poem.relaxed
+        typed, named = asked.about(poem.text)
+        assert typed == "明月 春风" and {"明月", "春风"} <= set(named), named
+
+
+def test_a_ci_theme_is_refused_in_words_where_it_cannot_be_written(bundle, tmp_path):
+    with pytest.raises(FormError, match=r"A 浣溪沙 has 5 lines .* not 6") as refused:
+        plan(bundle, form="浣溪沙", about="春 秋 花 风 月 山")
+    assert refused.value.field == "about"
+    with pytest.raises(FormError, match=r"A 浣溪沙 has 4 lines after the prompt .* not 5"):
+        plan(bundle, form="浣溪沙", prompt="一曲新词酒一杯。去年", about="春 秋 花 风 月")
+    # With no tune named, the commonest tune with a line for each word is written: the
+    # commonest of all has eight.
+    assert plan(bundle, about="春 秋 花 风 月 山 水 云").prompt == "水调歌头："
+    assert plan(bundle, about="春 秋 花 风 月 山 水 云 天").prompt == "满江红："
+    for about, says in [("咖啡", "does not know 咖 啡"), ("autumn", "writes Chinese")]:
+        with pytest.raises(FormError, match=says) as refused:
+            plan(bundle, form="鹧鸪天", about=about)
+        assert refused.value.field == "about"
+    # A bundle made before themes says `about` is not available, and writes without it.
+    old = load_bundle(make_songci_bundle(tmp_path))
+    (old.path / themes.THEMES_FILE).unlink()
+    with pytest.raises(FormError, match="`about` is not available for this style") as refused:
+        plan(old, form="鹧鸪天", about="秋风")
+    assert refused.value.field == "about"
+    assert plan(old, form="鹧鸪天").theme is None
 
 
 def test_a_model_that_knows_too_few_rhymes_is_told_so():

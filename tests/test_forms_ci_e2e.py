@@ -2,8 +2,9 @@
 `/poem style:songci` with the tune autocompleted writes a 詞 of it, shown under the tune's
 name, a rhyme a line, its halves apart; the page lists the tunes and streams a 詞 laid out
 alike; a tune the style does not know, or an acrostic of the wrong count, is answered in words
-(privately in Discord, status 2 in the shell); a model trained in seconds on 詞 exports its
-tunes and writes them."""
+(privately in Discord, status 2 in the shell); `/poem style:songci about:` names the theme
+and its plan a word a line under the poem; a model trained in seconds on 詞 exports its tunes
+and themes and writes them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.composition import build_page, build_registry
 from bot.engine.bundle import load_bundle
 from bot.engine.scheduler import Request, generate_once
-from bot.forms import catalog, ci
+from bot.forms import catalog, ci, themes
 
 from .botworld import asynchronous, bot_world, footer, make_settings
 from .bundles import SONG_CI, make_songci_bundle
@@ -53,6 +54,28 @@ async def test_poem_style_songci_with_the_tune_autocompleted(tmp_path):
         assert "鹧鸪天" in footer(message) and "seed 5" in footer(message)
         _, other = await w.poem({"style": "songci", "form": "鷓鴣天", "seed": 5})
         assert other.embeds[0]["description"] == shown  # the name typed in traditional script
+        assert not w.discord.violations
+
+
+@asynchronous
+async def test_poem_songci_about_a_theme_names_it_a_word_a_line(tmp_path):
+    settings = make_settings(tmp_path, songci_models(tmp_path), default_style="songci")
+    async with bot_world(tmp_path, settings=settings) as w:
+        options = {"style": "songci", "form": "鹧鸪天", "about": "秋风", "seed": 5}
+        _, message = await w.poem(options)
+        title, blank, *lines = message.embeds[0]["description"].split("\n")
+        assert (title, blank) == ("鹧鸪天", "")
+        about, rest = footer(message).split("\n", 1)
+        assert about.startswith("about 秋风: 秋风 · ") and "seed 5" in rest, footer(message)
+        named = about.split(": ", 1)[1].split(" · ")
+        lines = [line for line in lines if line]
+        assert len(named) == len(lines) == 6
+        assert all(word in line for word, line in zip(named, lines, strict=True)), lines
+        # In traditional script, the plan's words are shown in it too.
+        _, shown = await w.poem({**options, "script": "traditional"})
+        assert footer(shown).startswith("about 秋风: 秋風 · ")
+        _, refused = await w.poem({"style": "songci", "form": "鹧鸪天", "about": "咖啡"})
+        assert refused.ephemeral and "咖 啡" in refused.content, refused.content
         assert not w.discord.violations
 
 
@@ -123,3 +146,9 @@ def test_a_model_trained_on_ci_exports_its_tunes_and_writes_them(tmp_path):
     request = Request(prompt=plan.prompt, length=plan.length, seed=1, rules=plan.rules)
     poem = asyncio.run(generate_once(bundle.path, request, "cpu"))
     assert ci.check(poem.text, tunes.tunes["菩萨蛮"]).shape == 0, poem.text
+    # Its themes are exported with it: a 詞 about something holds the theme's word.
+    assert section["themes"] == themes.THEMES_FILE
+    plan = catalog.plan(bundle.card, bundle.vocab.chars, bundle.path, form="菩萨蛮", about="明月")
+    request = Request(prompt=plan.prompt, length=plan.length, seed=1, rules=plan.rules)
+    poem = asyncio.run(generate_once(bundle.path, request, "cpu"))
+    assert ci.check(poem.text, tunes.tunes["菩萨蛮"]).shape == 0 and "明月" in poem.text

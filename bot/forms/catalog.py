@@ -14,6 +14,7 @@ characters, no forms.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import random
 import re
@@ -127,7 +128,7 @@ def poem_files(section: dict[str, Any], train_text: str) -> dict[str, str | byte
     if section.get("themes"):
         kind = "english" if not section.get("script") else "tang"
         if section.get("script") and "wujue" not in section["forms"]:
-            kind = "chinese"
+            kind = "ci" if section.get("tunes") else "chinese"
         files[section["themes"]] = themes.Related.derive(train_text, kind, names).to_bytes()
     return files
 
@@ -443,13 +444,17 @@ def plan(
         tunes = table(bundle_path, card, "tunes", "tunes")
         if tunes is None:
             raise FormError("This style's bundle lacks its tunes; ask the operators.")
-        if about:
-            raise FormError(
-                "This style's tunes do not take a theme yet; ask without about.", field="about"
-            )
-        got = ci_writer.plan(tunes, chars, form, heads, prompt, length)
-        make = _guarded(got.make, lines)
-        return PoemPlan(make, got.prompt, got.length, form, output_script, layout=got.layout)
+        wanted = _wanted(about, bundle_path, card, chars, written, frozenset())
+        users = wanted.words if wanted else ()
+        got = ci_writer.plan(tunes, chars, form, heads, prompt, length, users)
+        theme = None
+        if wanted is not None:  # a keyword a sentence: a line as shown (ci_writer.py)
+            found = wanted.theme(got.lines, got.label)
+            theme = dataclasses.replace(found, header=got.header, ends=f"\n{ci.STOP}")
+        make = _guarded(got.make(theme.thread(len(got.prompt)) if theme else None), lines)
+        return PoemPlan(
+            make, got.prompt, got.length, form, output_script, layout=got.layout, theme=theme
+        )
     names = section.get("forms", [])
     name = form if form is not None else section.get("default")
     if name is not None and name not in names:
@@ -499,7 +504,6 @@ def prepare(card: dict[str, Any], chars: Iterable[str], bundle_path: Path) -> No
         line_index(bundle_path, card)
         if section.get("tunes"):
             table(bundle_path, card, "tunes", "tunes")
-            return
         related = table(bundle_path, card, "themes", "themes")
     except FormError:
         return  # a broken table: the first poem that needs it says so
@@ -507,7 +511,9 @@ def prepare(card: dict[str, Any], chars: Iterable[str], bundle_path: Path) -> No
     if related is not None and related.words:
         commonest = max(range(len(related.words)), key=lambda i: related.counts[i])
         themes_to_try.append(related.words[commonest])
-    for form in [None, *section.get("forms", [])]:
+    # A 詞 style's tunes share its tables: its commonest tune builds them.
+    forms = [None] if section.get("tunes") else [None, *section.get("forms", [])]
+    for form in forms:
         for about in themes_to_try:
             # A form this bundle refuses, or one that needs an acrostic, builds nothing more.
             with contextlib.suppress(FormError):
@@ -646,12 +652,7 @@ class _Wanted:
         """The theme for a poem of `lines` lines; FormError when it has fewer lines than
         the user's words (one keyword a line)."""
         if len(self.words) > lines:
-            what = f"A {label}" if label else "This poem"
-            raise FormError(
-                f"{what} has {lines} lines and holds one word of the theme a line; give at "
-                f"most {lines} words, not {len(self.words)} ({' · '.join(self.words)}).",
-                field=themes.FIELD,
-            )
+            raise themes.too_many_words(label, lines, self.words)
         plan = self.related.plan(self.words, lines, self.fits)
         return themes.Theme(self.typed.strip(), self.words, plan, self.related.chinese)
 

@@ -19,18 +19,35 @@ training before every poem), then its shape, rhymes and tones as masks one chara
   (`Shape.reuse`); once it has, every character already in it is banned (except a doubling of
   the one just written), and so are later clauses' acrostic heads; a rhyme already used is
   banned at every rhyme position unless fewer than MIN_RHYMES would be left.
+- A theme (`themes.Thread`): each sentence (its clauses up to a `。`: a rhyme, the line the
+  poem is shown in) holds one keyword of the plan, within one of its clauses, where a word may
+  start (a two-character word at 0, 2, 3 of a clause of five, 0, 2, 4, 5 of seven, anywhere
+  in the others), each character keeping that position's rules: its tone, the segment's rhyme
+  at a rhyme clause's end, the acrostic's head at a clause's start (a keyword starts there
+  only if it begins with the head). A sentence, not a clause, because a 詞's clauses are often
+  of three or four characters and a tune has up to 26 of them: a keyword a clause would crowd
+  the poem with the plan (and its words share no character), while a sentence is the unit
+  its sense and its rhyme run to, long enough for a keyword to find a place that keeps the
+  tones, and the line the reader sees; a rhyme segment would be too few (浣溪沙 is one).
+  As in tang_writer.py: a keyword that fits nowhere left in the sentence (or a related word
+  whose characters the poem has already) gives way to the next of the plan; a user's word may
+  bend a tone only where the sentences left are no more than the user's words still to write;
+  the keyword's characters are exempt from the reuse ban where it stands and banned elsewhere
+  in its sentence; each candidate of a clause (the engine's `branch`) places a keyword not
+  yet written at another of its places.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.forms import cilin, tang
-from bot.forms.ci import MARKS, STOP, Choice, Tune, Tunes, layout
+from bot.forms import cilin, tang, themes
+from bot.forms.ci import MARKS, STOP, Choice, Shape, Tune, Tunes, layout
 from bot.forms.rules import Allowed, FormError
 from bot.forms.tang import PING, ZE
 
@@ -80,10 +97,22 @@ def _viable(vocab: frozenset[str], tones: tuple[str | None, ...]) -> frozenset[i
     )
 
 
-class CiWriter:
+@functools.cache
+def sentences(shape: Shape) -> tuple[int, ...]:
+    """Each clause's sentence (the clauses up to a `。`), counted from 0."""
+    return tuple(shape.marks[:i].count(STOP) for i in range(len(shape.lengths)))
+
+
+def sentence_count(shape: Shape) -> int:
+    """A shape's sentences: the lines it is shown in, each holding a theme's keyword."""
+    return sentences(shape)[-1] + 1
+
+
+class CiWriter(themes.Keyed):
     """One 詞 of `tune` in its shape `shape` (an index into its shapes), after the tune's name,
     with an acrostic's candidates per clause (sets of characters the model knows; the
-    likeliest is taken where there are several); `form` is how the footer names it."""
+    likeliest is taken where there are several); `form` is how the footer names it; `thread`
+    a theme's plan, a keyword a sentence (`seed`: which of a keyword's places it takes)."""
 
     def __init__(
         self,
@@ -92,6 +121,8 @@ class CiWriter:
         shape: int,
         heads: Sequence[frozenset[str]] = (),
         form: str | None = None,
+        thread: themes.Thread | None = None,
+        seed: int = 0,
     ) -> None:
         self.vocab = vocab
         self.tune = tune
@@ -118,6 +149,10 @@ class CiWriter:
         self._fed = 0
         self._whole = 0  # characters up to the last rhyme clause's 。
         self._done = False
+        self._sentence = sentences(self._shape)  # each clause's sentence
+        self._starts = tuple(itertools.accumulate(self._shape.lengths, initial=0))
+        self._kept = -1  # the sentence whose keyword is written
+        self._start_theme(thread, seed)
 
     @property
     def done(self) -> bool:
@@ -146,11 +181,15 @@ class CiWriter:
         length = shape.lengths[clause]
         if position == length:
             return Allowed(required=(_one(shape.marks[clause]),))
+        tone = shape.tone(clause, position)
+        keyword = self._keyword_here()
+        if keyword:
+            tones = self._sets[tone] if tone else None
+            return self._keyword_allowed(keyword, tones, clause, position)
         if position == 0 and clause < len(self._heads):
             return Allowed(required=(self._heads[clause],), greedy=True)
         required = [self._sets["han"]]
-        banned = self._reused()
-        tone = shape.tone(clause, position)
+        banned = self._reused() | frozenset(self._keyword)
         if position == length - 1 and shape.rhymes(clause):
             rhymes = self._rhyme_set(shape.segments[clause], tone)
             required.append(rhymes)
@@ -168,6 +207,63 @@ class CiWriter:
             preferred=(self._sets[tone],),
             relax=f"tone at clause {clause + 1}, position {position + 1}",
         )
+
+    def sentences_left(self) -> int:
+        """The sentences from here on (this one too): the lines a theme's words may take."""
+        return sentence_count(self._shape) - self._sentence[self._clause]
+
+    def _keyword_here(self) -> str:
+        """The keyword's character due at this position ("" none), the sentence's keyword
+        chosen first where it is not yet (nor written)."""
+        if self._thread is None or self._fed < self._thread.skip:
+            return ""
+        sentence = self._sentence[self._clause]
+        if self._planned != sentence and self._kept != sentence:
+            self._planned = sentence
+            chosen = self._thread.choose(
+                self._unwritten, self.sentences_left(), self._places, self._branch + sentence
+            )
+            self._keyword, self._at = chosen if chosen else ("", -1)
+        offset = self._starts[self._clause] + self._position - self._at
+        return self._keyword[offset] if self._keyword and 0 <= offset < len(self._keyword) else ""
+
+    def _places(self, word: str, strict: bool) -> list[int]:
+        """Where in this sentence, from the position reached, `word` may start within a
+        clause keeping every rule (without `strict`, bending tones), as an index into the
+        poem's characters; nowhere for a related word whose characters the poem has."""
+        if self._thread and word not in self._thread.users and self._seen.intersection(word):
+            return []  # a related word the poem has written already gives way
+        lengths, sentence = self._shape.lengths, self._sentence[self._clause]
+        places = []
+        for clause in range(self._clause, len(lengths)):
+            if self._sentence[clause] != sentence:
+                break
+            first = self._position if clause == self._clause else 0
+            length = lengths[clause]
+            starts = range(length) if len(word) == 1 else themes.word_starts(length, True)
+            places += [
+                self._starts[clause] + start
+                for start in starts
+                if first <= start <= length - len(word)
+                and all(self._fits(clause, start + i, ch, strict) for i, ch in enumerate(word))
+            ]
+        return places
+
+    def _fits(self, clause: int, position: int, ch: str, strict: bool) -> bool:
+        """Whether a keyword's `ch` keeps the rules at a position: a character the model
+        knows, the acrostic's head, the rhyme (unused) at a rhyme clause's end; with `strict`
+        the position's tone."""
+        shape = self._shape
+        tone = shape.tone(clause, position)
+        if ch not in self._sets["han"]:
+            return False
+        if position == 0 and clause < len(self._heads) and ch not in self._heads[clause]:
+            return False
+        if position == shape.lengths[clause] - 1 and shape.rhymes(clause):
+            rhymes = self._rhyme_set(shape.segments[clause], tone)
+            if ch not in rhymes or ch in self._used:
+                return False
+        return not strict or tone is None or ch in self._sets[tone]
 
     def can_rhyme(self) -> bool:
         """Whether the model knows enough characters of some section for every rhyme."""
@@ -204,10 +300,16 @@ class CiWriter:
             # the shape: carry on from the next clause).
             if ch == STOP:
                 self._whole = self._fed
+            sentence = self._sentence[self._clause]
             self._clause += 1
             self._position = 0
             self._done = self._clause == len(shape.lengths)
+            if self._done or self._sentence[self._clause] != sentence:
+                self._end_theme_line(self._kept == sentence)
             return
+        here = self._starts[self._clause] + self._position
+        if self._keyword and here == self._at + len(self._keyword) - 1:
+            self._kept = self._sentence[self._clause]
         if self._position == length - 1 and shape.rhymes(self._clause):
             segment = shape.segments[self._clause]
             tone = shape.tone(self._clause, self._position)
@@ -220,13 +322,22 @@ class CiWriter:
 
 @dataclass(frozen=True)
 class CiPlan:
-    """What catalog.plan needs for a 詞: the writer by seed, the prompt as the model reads it
-    (the tune's name first), the length bound and the poem's layout."""
+    """What catalog.plan needs for a 詞: the writer by seed and theme, the prompt as the model
+    reads it (the tune's name first: its `header`), the length bound, the poem's layout, the
+    tune as asked (`label`) and the most sentences its shapes have (the lines a theme is
+    planned for)."""
 
-    make: Callable[[int], CiWriter]
+    writer: Callable[[int, themes.Thread | None], CiWriter]
     prompt: str
     length: int
     layout: Callable[[str], str]
+    header: str
+    label: str
+    lines: int
+
+    def make(self, thread: themes.Thread | None = None) -> Callable[[int], CiWriter]:
+        """The writer by seed, with a theme's `thread` where there is one."""
+        return lambda seed: self.writer(seed, thread)
 
 
 def _feed(writer: CiWriter, prompt: str) -> str:
@@ -258,10 +369,11 @@ def plan(
     heads: tuple[frozenset[str], ...],
     prompt: str,
     length: int | None,
+    theme: Sequence[str] = (),
 ) -> CiPlan:
     """The plan for a 詞 of the tune `form` names (None: the commonest tune that takes the
-    acrostic and the prompt, in its commonest shape that does), or FormError saying what to
-    change."""
+    acrostic, the prompt and the `theme`'s words, one a sentence, in its commonest shape that
+    does), or FormError saying what to change."""
     if not len(tunes):
         raise FormError("This style's bundle has no tunes; ask the operators.")
     if form is not None:
@@ -298,6 +410,12 @@ def plan(
             except FormError as err:
                 refusal = refusal or err
                 continue
+            if len(theme) > writer.sentences_left():
+                after = " after the prompt" if prompt else ""
+                refusal = refusal or themes.too_many_words(
+                    choice.label, writer.sentences_left(), theme, after
+                )
+                continue
             written = fed if not fitting else written
             fitting.append(k)
             if not choice.any:
@@ -329,14 +447,18 @@ def _plan(
 ) -> CiPlan:
     tune = choice.tune
 
-    def make(seed: int) -> CiWriter:
+    def writer(seed: int, thread: themes.Thread | None) -> CiWriter:
         k = random.Random(seed).choice(shapes)
-        return CiWriter(vocab, tune, k, heads, f"{tune.name}/{k + 1}" if choice.any else None)
+        form = f"{tune.name}/{k + 1}" if choice.any else None
+        return CiWriter(vocab, tune, k, heads, form, thread, seed)
 
     bound = max(tune.shapes[k].size for k in shapes)
     return CiPlan(
-        make,
+        writer,
         tune.header + prompt,
         bound if length is None else max(bound, length),
         lambda text: layout(text, tune, shapes),
+        tune.header,
+        choice.label,
+        max(sentence_count(tune.shapes[k]) for k in shapes),
     )

@@ -130,12 +130,8 @@ class TangWriter(themes.Keyed):
         tone = self._pattern[self._clause][self._position]
         keyword = self._keyword_here()
         if keyword:
-            return Allowed(
-                required=(frozenset(keyword),),
-                preferred=(self._sets[tone],) if tone else (),
-                relax=f"tone at clause {self._clause + 1}, position {self._position + 1} "
-                f"(the theme's {self._keyword})",
-            )
+            tones = self._sets[tone] if tone else None
+            return self._keyword_allowed(keyword, tones, self._clause, self._position)
         if self._position == 0 and self._clause < len(self._heads):
             return Allowed(required=(self._heads[self._clause],), greedy=True)
         required = [self._sets["han"]]

@@ -3,19 +3,21 @@ words related to them in the style's own corpus (the planning of Wang et al. 201
 
 Words. For Chinese styles, the single characters of the training split and its two-character
 words: pairs of characters at a word's place in a clause (a Tang clause reads 2+3 or 2+2+3,
-so pairs start at 0, 2, 3 of five and 0, 2, 4, 5 of seven; a lyric's pairs start anywhere)
+so pairs start at 0, 2, 3 of five and 0, 2, 4, 5 of seven, and so do they in a 詞's clause of
+five or seven; a lyric's pairs, and a 詞's in its clauses of other lengths, start anywhere)
 seen in at least MIN_PAIR distinct clauses and far likelier together than apart (pointwise
 mutual information at least PAIR_PMI), less a lyric's pairs that are nearly always part of a
 longer word (为什 of 为什么). For English styles, the word forms of the training split other
 than function words and the plays' characters' names.
 
-Relatedness. Two words are related when they share a unit (a couplet of Chinese verse, two
-lines of a lyric, an English speech or paragraph) more often than chance: PMI discounted by
-the pair's count, PMI * c / (c + DISCOUNT), so that a pair seen twice does not outrank one
-seen a hundred times (`python -m benchmarks.about` measures it against plain PMI, normalised
-PMI, the conditional probability and TextRank on held-out text). Identical units are counted
-once (a chorus is one unit). Each word keeps its NEIGHBOURS best related words, stored in the
-bundle (THEMES_FILE): words and numbers only, never a line of the corpus.
+Relatedness. Two words are related when they share a unit (a couplet of Chinese verse, a
+sentence of a 詞 (its clauses up to a `。`: a rhyme, the line it is shown in; not its tune's
+name), two lines of a lyric, an English speech or paragraph) more often than chance: PMI
+discounted by the pair's count, PMI * c / (c + DISCOUNT), so that a pair seen twice does not
+outrank one seen a hundred times (`python -m benchmarks.about` measures it against plain PMI,
+normalised PMI, the conditional probability and TextRank on held-out text). Identical units
+are counted once (a chorus is one unit). Each word keeps its NEIGHBOURS best related words,
+stored in the bundle (THEMES_FILE): words and numbers only, never a line of the corpus.
 
 A plan is the user's words, then words related to them (and, more weakly, to the words
 chosen so far), one per line and SPARE more for keywords that cannot fit a line; a Chinese
@@ -40,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.forms import english, script
+from bot.forms import ci, english, script
 from bot.forms.hidden import hidden_at
-from bot.forms.rules import FormError
+from bot.forms.rules import Allowed, FormError
 from bot.forms.tang import IDEOGRAPH, is_ideograph
 
 THEMES_FILE = "themes.npz"
@@ -95,6 +97,20 @@ def chinese_units(text: str, tang: bool) -> list[list[str]]:
     return [lines[i] + lines[i + 1] for i in range(0, len(lines) - 1, 2)] + (
         [lines[-1]] if len(lines) % 2 else []
     )
+
+
+def ci_units(text: str) -> list[list[str]]:
+    """A corpus of 詞's units of relatedness (one poem a line, `詞牌：text`), each a list of
+    runs: each poem's sentences, its clauses up to each `。` (a rhyme), without the tune's
+    name (every poem of a tune has it: it says nothing of what the poem is about)."""
+    units = []
+    for line in text.split("\n"):
+        parsed = ci.parse_line(line)
+        for sentence in (parsed[1] if parsed else line).split(ci.STOP):
+            runs = _HAN_RUN.findall(sentence)
+            if runs:
+                units.append(runs)
+    return units
 
 
 def english_units(text: str, names: frozenset[str] = frozenset()) -> list[list[str]]:
@@ -277,13 +293,14 @@ class Related:
     @classmethod
     def derive(cls, train_text: str, kind: str, names: Iterable[str] = ()) -> Related:
         """The relatedness of a training split: `kind` is "tang" (one regulated poem a line),
-        "chinese" (lines of lyrics or verse) or "english"; `names` are words no theme takes
-        (a play's characters)."""
+        "ci" (one 詞 a line under its tune's name), "chinese" (lines of lyrics or verse) or
+        "english"; `names` are words no theme takes (a play's characters)."""
         chinese = kind != "english"
+        verse = kind in ("tang", "ci")  # words start where a regulated clause's may
         if chinese:
-            units = chinese_units(train_text, kind == "tang")
+            units = ci_units(train_text) if kind == "ci" else chinese_units(train_text, verse)
             units = list(dict.fromkeys(tuple(u) for u in units))  # a chorus counts once
-            words = chinese_words(units, kind == "tang")
+            words = chinese_words(units, verse)
         else:
             units = english_units(train_text, frozenset(names))
             units = list(dict.fromkeys(tuple(u) for u in units))
@@ -293,7 +310,7 @@ class Related:
             )
             words = common[:MAX_PLAN_WORDS]
         index = {w: i for i, w in enumerate(words)}
-        ids = [unit_ids(u, index, chinese, kind == "tang") for u in units]
+        ids = [unit_ids(u, index, chinese, verse) for u in units]
         co = Cooccurrence.count(ids, words, chinese)
         scores = co.scores("dpmi")
         keep = (co.pmi() >= MIN_PMI) & (co.together >= (MIN_TOGETHER if chinese else 2))
@@ -442,6 +459,8 @@ class Theme:
     words: tuple[str, ...]
     plan: tuple[str, ...]
     chinese: bool
+    header: str = ""  # what the model reads before the poem (a 詞's tune name), not of it
+    ends: str = "\n，。"  # what ends a keyword's line: a clause; a 詞's sentence ends at 。
 
     def thread(self, skip: int = 0) -> Thread:
         """What the writers take: the plan, the user's words, and the characters (a prompt's)
@@ -452,7 +471,8 @@ class Theme:
         """The plan's words the poem holds, in the order of its lines (a line's first plan
         word not already named)."""
         named: list[str] = []
-        for line in re.split(r"[\n，。]", text):
+        text = text[len(self.header) :] if text.startswith(self.header) else text
+        for line in re.split(f"[{self.ends}]", text):
             line = line.lower() if not self.chinese else line
             words = set(english.words(line)) if not self.chinese else None
             for word in self.plan:
@@ -477,6 +497,16 @@ def about_line(typed: str, words: Sequence[str]) -> str:
 
 def _refuse(message: str) -> FormError:
     return FormError(message, field=FIELD)
+
+
+def too_many_words(label: str, lines: int, words: Sequence[str], left: str = "") -> FormError:
+    """The refusal of a theme of more words than the poem (`label`: its form's name, "" for
+    any) has lines, each holding one (`left`: which lines, e.g. " after the prompt")."""
+    what = f"A {label}" if label else "This poem"
+    return _refuse(
+        f"{what} has {lines} lines{left} and holds one word of the theme a line; give at most "
+        f"{lines} words, not {len(words)} ({' · '.join(words)})."
+    )
 
 
 def clean(typed: str) -> str:
@@ -676,6 +706,18 @@ class Keyed:
         self._branch = k
         self._planned = -1
         self._now = None
+
+    def _keyword_allowed(
+        self, ch: str, tone: frozenset[str] | None, clause: int, position: int
+    ) -> Allowed:
+        """The keyword's character `ch` due at a clause's position, the characters of the
+        position's tone (`tone`; None where it is free) preferred."""
+        return Allowed(
+            required=(frozenset(ch),),
+            preferred=(tone,) if tone is not None else (),
+            relax=f"tone at clause {clause + 1}, position {position + 1} "
+            f"(the theme's {self._keyword})",
+        )
 
     def _end_theme_line(self, written: bool = True) -> None:
         """A line ends: its keyword, if `written`, leaves the plan."""
