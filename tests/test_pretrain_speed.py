@@ -85,6 +85,36 @@ def test_a_validation_line_in_the_pretraining_text_is_refused_by_name(corpora, t
     assert not (tmp_path / "run" / "best.weights.h5").exists()
 
 
+def test_fine_tuning_another_corpus_names_everything_its_start_read(corpora, tmp_path, capsys):
+    """A run started from a run pretrained for another corpus keeps its own vocabulary, its
+    card names every corpus the start read (the pretraining ones and the other target), and a
+    validation line of its own found in one of them is refused by name."""
+    other, target = corpora
+    pre = tmp_path / "pre"
+    assert train(target, pre, "--pretrain", str(other), "--epochs", "1", *PLAIN) == 0
+    # New text of the same characters: the target's poems, each written backwards.
+    backwards = [line.rstrip("\n")[::-1] + "\n" for line in LINES[len(LINES) // 2 :]]
+    third = tmp_path / "third.txt"
+    third.write_text("".join(backwards * 3), encoding="utf-8")
+    tuned = tmp_path / "tuned"
+    assert train(third, tuned, "--init-from", str(pre), "--epochs", "1", *PLAIN) == 0
+    third_train, _ = split(third.read_text(encoding="utf-8"))
+    assert set(Vocab.load(tuned / "vocab.json").chars) == set(
+        Vocab.build(third_train, min_count=1).chars
+    )
+    section = json.loads((tuned / "config.json").read_text())["pretraining"]
+    assert [c["name"] for c in section["corpora"]] == ["other", "target"]
+    assert section["for_this_corpus"] is False and section["with_target_training_split"] is False
+
+    line = next(line for line in LINES[: len(LINES) // 2] if len(line.strip()) >= 16).strip()
+    leaky = tmp_path / "leaky.txt"
+    leaky.write_text("".join(backwards * 3) + line + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert train(leaky, tmp_path / "refused", "--init-from", str(pre), *PLAIN) == 2
+    err = capsys.readouterr().err
+    assert line in err and "other" in err
+
+
 def test_epoch_chars_makes_shorter_epochs_each_with_a_checkpoint(corpora, tmp_path):
     other, target = corpora
     run = tmp_path / "run"

@@ -283,19 +283,44 @@ def warm_start(model: keras.Model, model_cfg: ModelConfig, vocab: Vocab, source:
 
 
 def init_run_pretraining(source: Path, corpus: Corpus) -> dict[str, Any] | None:
-    """The "pretraining" section a fine-tuning run inherits from `source`, a pretraining run
-    for this same corpus (else None): the corpora, and the characters it trained on."""
+    """The "pretraining" section a fine-tuning run inherits from `source` when `source` was
+    pretrained (else None): the corpora, and the characters it trained on. `for_this_corpus`
+    says whether it was pretrained for this same corpus (its vocabulary is then this run's);
+    for another, its own corpus joins the corpora (its weights carry over character by
+    character, `warm_start`)."""
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
-    if "pretraining" not in config or config["corpus"]["sha256"] != corpus.sha256:
+    if "pretraining" not in config:
         return None
     state = json.loads((source / "state.json").read_text(encoding="utf-8"))
-    return {
+    section = {
         **config["pretraining"],
         "run": str(source),
         "epochs": state["epoch"],
         "characters_seen": state["train_chars_per_epoch"] * state["epoch"],
         "val_loss_windowed": state["best_val_loss"],
+        "for_this_corpus": config["corpus"]["sha256"] == corpus.sha256,
     }
+    if not section["for_this_corpus"]:
+        its = config["corpus"]
+        section["corpora"] = [
+            *section["corpora"],
+            {k: its[k] for k in ("name", "source", "sha256", "characters") if k in its},
+        ]
+        section["with_target_training_split"] = False
+    return section
+
+
+def check_inherited_leaks(val_text: str, pretraining: dict[str, Any]) -> None:
+    """The no-leak check for the corpora a run pretrained for another corpus read: each one
+    still at its recorded path is checked (LeakError naming the line); one that is gone is
+    said, not silently passed."""
+    found = []
+    for entry in pretraining["corpora"]:
+        if Path(entry["source"]).is_file():
+            found.append(load_corpus(entry["source"]))
+        else:
+            print(f"not checked for leaks (not at {entry['source']}): {entry['name']}", flush=True)
+    check_no_leak(val_text, found)
 
 
 def train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool = False) -> dict:
@@ -331,8 +356,10 @@ def _train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool, preci
     init_vocab = None
     if cfg.init_from:
         pretraining = init_run_pretraining(Path(cfg.init_from), corpus)
-        if pretraining:  # its vocabulary, so every weight carries over
-            init_vocab = Vocab.load(Path(cfg.init_from) / "vocab.json")
+        if pretraining and pretraining["for_this_corpus"]:
+            init_vocab = Vocab.load(Path(cfg.init_from) / "vocab.json")  # every weight carries
+        elif pretraining:
+            check_inherited_leaks(val_text, pretraining)
     if resume and (run / "vocab.json").exists():
         vocab = Vocab.load(run / "vocab.json")  # never rebuilt: ids must match the checkpoint
     else:
