@@ -83,6 +83,13 @@ def test_a_validation_line_in_the_pretraining_text_is_refused_by_name(corpora, t
     err = capsys.readouterr().err
     assert line in err and "leaky" in err
     assert not (tmp_path / "run" / "best.weights.h5").exists()
+    # Asked to, the run leaves the line holding it out and says so in its card.
+    args = ["--pretrain", str(leaky), "--drop-leaks", "--epochs", "1", *PLAIN]
+    assert train(target, tmp_path / "dropped", *args) == 0
+    section = json.loads((tmp_path / "dropped" / "config.json").read_text())["pretraining"]
+    (entry,) = section["corpora"]
+    assert entry["lines_left_out_for_leaks"] == 1
+    assert entry["characters"] == len(other.read_text(encoding="utf-8"))
 
 
 def test_fine_tuning_another_corpus_names_everything_its_start_read(corpora, tmp_path, capsys):

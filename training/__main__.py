@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "with --init-from this run",
     )
     p.add_argument(
+        "--drop-leaks",
+        action="store_true",
+        help="with --pretrain: leave out of the pretraining corpora each line that holds a "
+        "line of --corpus's validation tail (the card counts them) instead of refusing",
+    )
+    p.add_argument(
         "--pretrain-min-count",
         type=int,
         default=50,
@@ -154,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         jit_compile=args.jit,
         pretrain=tuple(args.pretrain),
         pretrain_min_count=args.pretrain_min_count,
+        drop_leaks=args.drop_leaks,
         epoch_chars=args.epoch_chars,
     )
     model_args = {

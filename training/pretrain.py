@@ -14,6 +14,7 @@ to start, naming the line.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import Any
 
 from bot.corpus import Corpus
@@ -55,8 +56,22 @@ def check_no_leak(val_text: str, others: list[Corpus]) -> None:
             raise LeakError(
                 f"the validation tail's line {line!r} occurs in the pretraining corpus "
                 f"{other.name} ({other.source}, character {at:,}){more}: remove it from one "
-                "of them, or the validation loss would reward copying"
+                "of them (--drop-leaks leaves such lines out of the pretraining corpora), or "
+                "the validation loss would reward copying"
             )
+
+
+def drop_leaks(val_text: str, others: list[Corpus]) -> tuple[list[Corpus], list[int]]:
+    """`others` less each line holding a line of `val_text` (as `find_leaks` finds them), and
+    how many lines each lost. Their sha256 stays the file's: the card says what was left out."""
+    kept, dropped = [], []
+    for other in others:
+        leaked = {line for line, _ in find_leaks(val_text, other)}
+        lines = other.text.splitlines(keepends=True)
+        clean = [line for line in lines if not any(leak in line for leak in leaked)]
+        kept.append(dataclasses.replace(other, text="".join(clean)))
+        dropped.append(len(lines) - len(clean))
+    return kept, dropped
 
 
 def pretraining_vocab(target: Vocab, others: list[Corpus], min_count: int) -> Vocab:
@@ -74,13 +89,19 @@ def pretraining_text(target_train: str, others: list[Corpus]) -> str:
     return "\n".join([*(other.text.rstrip("\n") for other in others), target_train])
 
 
-def describe(others: list[Corpus], min_count: int) -> dict[str, Any]:
-    """config.json's "pretraining" section of the first run."""
+def describe(
+    others: list[Corpus], min_count: int, dropped: list[int] | None = None
+) -> dict[str, Any]:
+    """config.json's "pretraining" section of the first run (`dropped`: the lines each corpus
+    lost to `drop_leaks`)."""
+    corpora = [
+        {"name": o.name, "source": o.source, "sha256": o.sha256, "characters": len(o.text)}
+        for o in others
+    ]
+    for entry, n in zip(corpora, dropped or [], strict=False):
+        entry["lines_left_out_for_leaks"] = n
     return {
-        "corpora": [
-            {"name": o.name, "source": o.source, "sha256": o.sha256, "characters": len(o.text)}
-            for o in others
-        ],
+        "corpora": corpora,
         "with_target_training_split": True,
         "vocabulary_min_count": min_count,
     }

@@ -35,7 +35,13 @@ from training.model import (
     sample_text,
     start_at_the_unigram,
 )
-from training.pretrain import check_no_leak, describe, pretraining_text, pretraining_vocab
+from training.pretrain import (
+    check_no_leak,
+    describe,
+    drop_leaks,
+    pretraining_text,
+    pretraining_vocab,
+)
 from training.speed import resolve_precision, sampled_size
 from training.strategy import strategy
 
@@ -68,6 +74,7 @@ class TrainConfig:
     jit_compile: bool = False  # XLA, on one device (slower here: the benchmark)
     pretrain: tuple[str, ...] = ()  # training/pretrain.py: other corpora to pretrain on
     pretrain_min_count: int = 50  # their characters rarer than this read as unknown
+    drop_leaks: bool = False  # leave out their lines holding a validation line, not refuse
     epoch_chars: int | None = None  # an epoch of this many characters (else one pass)
 
 
@@ -351,8 +358,11 @@ def _train(cfg: TrainConfig, model_cfg_args: dict[str, Any], resume: bool, preci
     corpus: Corpus = load_corpus(cfg.corpus)
     train_text, val_text = split(corpus.text)
     others = [load_corpus(name) for name in cfg.pretrain]
+    dropped = None
+    if cfg.drop_leaks:
+        others, dropped = drop_leaks(val_text, others)
     check_no_leak(val_text, others)
-    pretraining = describe(others, cfg.pretrain_min_count) if others else None
+    pretraining = describe(others, cfg.pretrain_min_count, dropped) if others else None
     init_vocab = None
     if cfg.init_from:
         pretraining = init_run_pretraining(Path(cfg.init_from), corpus)
