@@ -134,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         help="never write K consecutive characters of the training split (default: 8 for a "
         "corpus known to be copyrighted, none otherwise; 0: none)",
     )
+    p.add_argument(
+        "--no-prefill",
+        action="store_true",
+        help="no prompt prefill graph (a prompt is then read a step at a time): it holds a "
+        "second copy of the weights, too much for a big network within the 50 MB a bundle has",
+    )
     args = p.parse_args(argv)
 
     from bot.corpus import CorpusError
@@ -154,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             command=shlex.join(["python", "-m", "export", *argv]),
             unit=args.unit,
             copy_guard=args.copy_guard,
+            prefill=not args.no_prefill,
         )
     except (ExportError, BundleError, CorpusError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

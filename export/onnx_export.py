@@ -254,26 +254,31 @@ def add_derived_graphs(
     log=print,
     mixture: Mixture | None = None,
     prefill: bool = True,
+    with_prefill: bool = True,
 ) -> dict[str, Any]:
-    """Write the prefill graph (unless `prefill` is False: the staged bundle has one) and with
-    `int8` the int8 step graph next to the staged bundle's model.onnx, check them against it,
-    and return the card fields that describe them (with `metrics`, the card's, gaining the
-    int8 graph's validation loss, mixed with the bundle's n-gram model as served where
-    `mixture` gives one)."""
+    """Write the prefill graph (unless `prefill` is False: the staged bundle has one; none at
+    all without `with_prefill`) and with `int8` the int8 step graph next to the staged
+    bundle's model.onnx, check them against it, and return the card fields that describe them
+    (with `metrics`, the card's, gaining the int8 graph's validation loss, mixed with the
+    bundle's n-gram model as served where `mixture` gives one)."""
     import onnx
 
     weights = graphs.read_weights(onnx.load(staged / MODEL_FILE))
-    if prefill:
-        onnx.save(graphs.prefill_graph(weights), staged / PREFILL_FILE)
-    session = StepModel(load_bundle(staged), providers="cpu")
-    real = val_ids[: 4 * PARITY_STEPS].reshape(4, PARITY_STEPS).astype(np.int32)
-    worst = prefill_parity(session, real)
-    log(f"prefill parity: max |state difference| {worst:.2e} over {PARITY_STEPS} characters")
-    if not worst <= PARITY_TOLERANCE:
-        raise ExportError(f"prefill parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}")
-    fields: dict[str, Any] = {
-        "prefill": {"max_abs_state_diff": worst, "steps": PARITY_STEPS, "file": PREFILL_FILE}
-    }
+    fields: dict[str, Any] = {}
+    if with_prefill:
+        if prefill:
+            onnx.save(graphs.prefill_graph(weights), staged / PREFILL_FILE)
+        session = StepModel(load_bundle(staged), providers="cpu")
+        real = val_ids[: 4 * PARITY_STEPS].reshape(4, PARITY_STEPS).astype(np.int32)
+        worst = prefill_parity(session, real)
+        log(f"prefill parity: max |state difference| {worst:.2e} over {PARITY_STEPS} characters")
+        if not worst <= PARITY_TOLERANCE:
+            raise ExportError(f"prefill parity {worst:.2e} exceeds {PARITY_TOLERANCE:.0e}")
+        fields["prefill"] = {
+            "max_abs_state_diff": worst,
+            "steps": PARITY_STEPS,
+            "file": PREFILL_FILE,
+        }
     if int8:
         onnx.save(graphs.int8_step_graph(weights), staged / INT8_FILE)
         int8_session = StepModel(load_bundle(staged), providers="cpu", int8=True)
@@ -565,8 +570,11 @@ def export_run(
     command: str | None = None,
     unit: str | None = None,
     copy_guard: int | None = None,
+    prefill: bool = True,
 ) -> Bundle:
     """Export a finished run into models_dir/<style>/<version>/ and verify it; returns it.
+    Without `prefill`, the bundle has no prompt prefill graph (a prompt is read a step at a
+    time): it holds a second copy of the weights, too much for a big network's bundle.
 
     The card's `poem` section says what one poem of the style is and which forms it offers
     (`unit` overrides the unit its corpus suggests); an English style also ships the words of
@@ -719,7 +727,16 @@ def export_run(
                 val_loss_network=val_loss, val_loss=served, val_bpc=served / math.log(2.0)
             )
         card.update(
-            add_derived_graphs(staged, card["metrics"], val_ids, unk_penalty, int8, log, mixture)
+            add_derived_graphs(
+                staged,
+                card["metrics"],
+                val_ids,
+                unk_penalty,
+                int8,
+                log,
+                mixture,
+                with_prefill=prefill,
+            )
         )
         for name in (PREFILL_FILE, INT8_FILE, NGRAM_FILE):
             if (staged / name).exists():
