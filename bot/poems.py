@@ -42,6 +42,15 @@ class PoemOptions:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def read_as_finished(context: str, card: dict[str, Any]) -> str:
+    """`context` (the poem a Continue writes on from, a message) ended as the corpus's pieces
+    end: a line's newline, or a paragraph's blank line. A poem ends at its last 。 or full stop,
+    and the corpus puts a newline after it; read without one, the new poem would be the old
+    one's next clause, its first line glued to the old one's last."""
+    unit = card.get("poem", {}).get("unit", "paragraph")
+    return context.rstrip("\n") + ("\n" if unit == "line" else "\n\n")
+
+
 def plan_request(
     settings: Settings,
     live: Live,
@@ -74,6 +83,9 @@ def plan_request(
     )
     if temperature is None:
         temperature = settings.default_temperature
+    if context:
+        context = read_as_finished(context, live.bundle.card)
+        context = context[-(settings.limits.max_length + settings.limits.max_prompt) :]
     request = Request(
         prompt=plan.prompt,
         length=plan.length,

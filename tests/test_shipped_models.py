@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from bot.engine.bundle import active_version, load_bundle, styles
 from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel
 from bot.forms import catalog, english_writer, lyric_writer, tang, tang_writer
+from bot.poems import plan_request
 
 from .botworld import asynchronous, make_settings
 
@@ -155,3 +157,21 @@ async def test_a_style_goes_live_with_its_forms_ready(tmp_path):
         assert sum(cache.cache_info().misses for cache in PLAN_CACHES) == built
     finally:
         await registry.close()
+
+
+@pytest.mark.parametrize(("style", "end"), [("tang", "\n"), ("shakespeare", "\n\n")])
+def test_a_poem_continued_is_read_as_a_finished_poem(tmp_path, style, end):
+    """Continue (and a message a poem starts from) gives the model the old poem as the corpus
+    ends its pieces: a Tang poem ends at its 。, and without the newline after it the new
+    poem would be read as the old one's next clause."""
+    settings = make_settings(tmp_path, MODELS)
+    live = types.SimpleNamespace(bundle=load_bundle(MODELS / style / active_version(MODELS, style)))
+    old = {"tang": "春眠不覺曉，處處聞啼鳥。", "shakespeare": "ROMEO:\nBut soft, what light."}[
+        style
+    ]
+    for context in (old, old + end, old + "\n"):
+        _, request = plan_request(settings, live, context=context)
+        assert request.context == old + end
+    cap = settings.limits.max_length + settings.limits.max_prompt
+    _, request = plan_request(settings, live, context=old * (cap // len(old) + 1))
+    assert len(request.context) == cap and request.context.endswith(old + end)
