@@ -3,8 +3,9 @@ the engine as a request runs, Tang poems reuse no character beyond the poets' ha
 by usual readings; lyric verses reuse no more than the corpus's verses; default speeches are 4
 to 14 lines ending a sentence, also when the length is short; sonnets and couplets start every
 line with a capital, end with a full stop and name no character of the plays; no poem writes a
-line twice. And the tables behind them, the way a Tang poem is shown, and the engine's fork of
-a writer (a candidate advanced its own way leaves the original as it was).
+line twice; a unit (a style's paragraph or line) nearing its length ends a sentence. And the
+tables behind them, the way a Tang poem is shown, and the engine's fork of a writer (a
+candidate advanced its own way leaves the original as it was).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bot.engine.bundle import active_version
+from bot.engine.bundle import active_version, load_bundle
 from bot.engine.constraints import fork
 from bot.engine.scheduler import Generation, Limits, Request, Scheduler
 from bot.engine.sessions import StepModel
@@ -28,6 +29,8 @@ from bot.forms.lines import LineGuard
 from bot.forms.lyric_writer import VerseWriter
 from bot.forms.tang_writer import TangWriter
 from bot.forms.units import UnitWriter
+
+from .bundles import make_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -53,22 +56,22 @@ def plan(style: str, **options: Any) -> catalog.PoemPlan:
 def write(style: str, seeds: range = SEEDS, **options: Any) -> list[Generation]:
     """One poem a seed, all through one scheduler, as the bot writes them."""
     p = plan(style, **options)
+    return run(
+        style, [Request(prompt=p.prompt, length=p.length, seed=s, rules=p.rules) for s in seeds]
+    )
 
-    async def run() -> list[Generation]:
+
+def run(style: str, requests: list[Request]) -> list[Generation]:
+    """The requests' poems, written together by one scheduler of the style's model."""
+
+    async def go() -> list[Generation]:
         scheduler = Scheduler(model(style), Limits(max_queue=1000, deadline=600.0))
         try:
-            return await asyncio.gather(
-                *(
-                    scheduler.generate(
-                        Request(prompt=p.prompt, length=p.length, seed=s, rules=p.rules)
-                    )
-                    for s in seeds
-                )
-            )
+            return await asyncio.gather(*(scheduler.generate(r) for r in requests))
         finally:
             await scheduler.close()
 
-    return asyncio.run(run())
+    return asyncio.run(go())
 
 
 # --- Tang ---------------------------------------------------------------------------------
@@ -210,6 +213,52 @@ def _lexicon() -> english.Lexicon:
 
 def _index() -> Any:
     return catalog.line_index(bundle("shakespeare"), model("shakespeare").bundle.card)
+
+
+# --- a unit near its length (bot/forms/units.py) -----------------------------------------
+
+
+def write_units(style: str, unit: str, length: int, lines: int | None = None) -> list[Generation]:
+    """One `unit` poem a seed on a shipped model, its writer steered by `length` and guarded
+    by the training lines, as the catalog makes one for a style added with a unit form."""
+    vocab = frozenset(model(style).bundle.vocab.chars)
+    index = catalog.line_index(bundle(style), model(style).bundle.card)
+
+    def rules(seed: int) -> LineGuard:
+        return LineGuard(UnitWriter(unit, lines, length=length, vocab=vocab), index)
+
+    return run(style, [Request(length=length, seed=s, rules=rules) for s in SEEDS])
+
+
+def test_a_paragraph_cut_by_its_length_ends_a_sentence():
+    """Eight lines never fit in 200 characters: every poem is cut, and at a line that ends a
+    sentence (without steering 29 of 100 seeds were), none stuck."""
+    for generation in write_units("shakespeare", "paragraph", 200, lines=8):
+        text = generation.text
+        assert not generation.whole and english.ends_sentence(text), text
+
+
+def test_a_tang_line_near_its_length_ends_a_sentence_within_it():
+    """A poem of the Tang corpus's one-a-line unit, in 40 characters: every one ends with 。
+    and its line (without steering 25 of 100 seeds held no whole line)."""
+    for generation in write_units("tang", "line", 40):
+        assert generation.whole and generation.text.endswith("。\n"), generation.text
+
+
+def test_a_unit_form_of_a_style_steers_by_its_length(tmp_path):
+    """The catalog gives a unit form's writer its length (the prompt's included) and its
+    vocabulary: 40 characters from the end, a line no longer ends mid-sentence."""
+    path = make_bundle(
+        tmp_path, "lines", poem={"unit": "line", "forms": ["line"], "default": "line"}
+    )
+    card, chars = load_bundle(path).card, load_bundle(path).vocab.chars
+    p = catalog.plan(card, chars, path, form="line", prompt="Thou art", length=52)
+    writer = p.rules(0)
+    for ch in p.prompt + " so fair and":  # 20 characters of 60
+        writer.advance(ch)
+    assert writer.allowed().preferred and "\n" not in writer.allowed().preferred[0]
+    writer.advance(".")
+    assert not writer.allowed().preferred
 
 
 # --- the engine's fork (bot/engine/constraints.py) -------------------------------------

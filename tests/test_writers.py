@@ -33,6 +33,7 @@ from bot.forms.english import (
 from bot.forms.english_writer import MAX_FREE_WORD, EnglishWriter
 from bot.forms.lyric_writer import MIN_CLASS, VerseWriter
 from bot.forms.rules import Allowed, FormError
+from bot.forms.units import HAN_SOON, LATIN_SOON, SENTENCE_ENDS, UnitWriter
 
 EXCERPT = (Path(__file__).parent / "fixtures" / "shakespeare_excerpt.txt").read_text(
     encoding="utf-8"
@@ -89,7 +90,7 @@ def choices(allowed: Allowed, vocab: frozenset[str]) -> tuple[str, ...]:
 
 
 def drive(
-    writer: EnglishWriter | VerseWriter,
+    writer: EnglishWriter | VerseWriter | UnitWriter,
     vocab: frozenset[str],
     seed: int,
     limit: int,
@@ -397,3 +398,119 @@ def test_verse_options_that_cannot_work(lines, acrostic, low, high) -> None:
         VerseWriter(han_vocab(), lines, acrostic, 0, min_chars=low, max_chars=high)
     with pytest.raises(FormError):
         VerseWriter(frozenset(QUATRAINS + "\n"), 4, None, 0)  # no class of 30 characters
+
+
+# --- A unit nearing its length (bot/forms/units.py) -------------------------------------
+
+# (unit, lines): a paragraph, a line, a paragraph of three counted lines.
+UNIT_SHAPES = st.sampled_from([("paragraph", None), ("line", None), ("paragraph", 3)])
+BOUNDS = st.integers(min_value=1, max_value=320)
+UNIT_PROMPTS = st.text(alphabet=sorted(SHAKESPEARE_VOCAB | {"é", "\t"}), max_size=60)
+
+
+def unit_poem(
+    shape: tuple[str, int | None], vocab: frozenset[str], seed: int, bound: int, prompt: str = ""
+) -> tuple[UnitWriter, str]:
+    """A unit written by `drive` up to `bound` characters after the prompt, steered by that
+    length (the prompt's included, as the catalog gives it)."""
+    unit, lines = shape
+    writer = UnitWriter(unit, lines, length=len(prompt) + bound, vocab=vocab)
+    text = drive(writer, vocab, seed, len(prompt) + bound + 1, prompt=prompt, steps=bound)
+    return writer, text
+
+
+def nearing(length: int) -> int:
+    """The characters left where a Latin unit's steering starts (units.py: `soon`)."""
+    return min(LATIN_SOON, 2 * length // 3)
+
+
+@SOME
+@given(SEEDS, UNIT_SHAPES, BOUNDS, UNIT_PROMPTS)
+def test_unit_steering_only_prefers(seed: int, shape, bound: int, prompt: str) -> None:
+    """Never stuck (`drive` asserts something is left to choose at every step), and nothing
+    refused that the unit allows without steering: it adds `preferred` sets only, which the
+    engine drops where they leave nothing. So no prompt is refused for it either."""
+    text = unit_poem(shape, SHAKESPEARE_VOCAB, seed, bound, prompt)[1]
+    plain = UnitWriter(*shape)
+    steered = UnitWriter(*shape, length=len(prompt) + bound, vocab=SHAKESPEARE_VOCAB)
+    for ch in text:
+        ours, theirs = steered.allowed(), plain.allowed()
+        assert (ours.required, ours.banned, ours.greedy) == (
+            theirs.required,
+            theirs.banned,
+            theirs.greedy,
+        )
+        steered.advance(ch)
+        plain.advance(ch)
+
+
+@SOME
+@given(SEEDS, UNIT_SHAPES, BOUNDS, UNIT_PROMPTS)
+def test_unit_closes_lines_near_its_length_only_after_a_sentence_end(
+    seed: int, shape, bound: int, prompt: str
+) -> None:
+    """Within `soon` of the bound, a newline the writer chose closes a line that ends in .,
+    ! or ?, or is the blank line after one (the paragraph's end); and a Latin word is never
+    cut: after a letter, a letter may always come next."""
+    text = unit_poem(shape, SHAKESPEARE_VOCAB, seed, bound, prompt)[1]
+    length = len(prompt) + bound
+    replay = UnitWriter(*shape, length=length, vocab=SHAKESPEARE_VOCAB)
+    for i, ch in enumerate(text):
+        options = choices(replay.allowed(), SHAKESPEARE_VOCAB)
+        replay.advance(ch)
+        if i < len(prompt):
+            continue
+        if i > 0 and text[i - 1].isascii() and text[i - 1].isalpha():
+            assert any(c.isalpha() for c in options), (text[: i + 1], options)
+        if ch == "\n" and length - i <= nearing(length):
+            *earlier, line = text[:i].split("\n")
+            if not line:  # a blank line: after the last line of text
+                line = next((t for t in reversed(earlier) if t.strip()), "")
+            assert line.rstrip()[-1:] in SENTENCE_ENDS, (text[: i + 1], prompt)
+
+
+@SOME
+@given(SEEDS, UNIT_SHAPES, BOUNDS, UNIT_PROMPTS)
+def test_unit_cut_by_its_length_ends_its_last_sentence(
+    seed: int, shape, bound: int, prompt: str
+) -> None:
+    """Cut by the length: at the last whole line that ended a sentence, where one did (here
+    the prompt's count: `drive` asks before each of its characters); else at the last whole
+    line."""
+    writer, text = unit_poem(shape, SHAKESPEARE_VOCAB, seed, bound, prompt)
+    if writer.done:
+        return
+    lines = [i + 1 for i, ch in enumerate(text) if ch == "\n" and text[:i].split("\n")[-1].strip()]
+    ended = [end for end in lines if text[: end - 1].rstrip()[-1] in SENTENCE_ENDS]
+    assert writer.cut() == (ended or lines or [0])[-1]
+
+
+def test_a_unit_cut_is_never_inside_the_prompt() -> None:
+    """The engine feeds the prompt without asking what may come: the prompt's line that ends
+    a sentence is not where a poem is cut (that would leave it nothing of its own)."""
+    writer = UnitWriter("paragraph", length=60, vocab=SHAKESPEARE_VOCAB)
+    for ch in "Go.\n":
+        writer.advance(ch)
+    for ch in "and then\nI":
+        writer.allowed()
+        writer.advance(ch)
+    assert writer.cut() == len("Go.\nand then\n")
+    for ch in " go.\nwhat":
+        writer.allowed()
+        writer.advance(ch)
+    assert writer.cut() == len("Go.\nand then\nI go.\n")
+    for ch in " then\nnow":  # closed without a sentence end (not steered: the prompt's way)
+        writer.advance(ch)
+    assert writer.cut() == len("Go.\nand then\nI go.\n")
+
+
+@SOME
+@given(SEEDS, st.integers(min_value=9, max_value=200))
+def test_a_chinese_line_unit_always_ends_with_a_sentence_end(seed: int, bound: int) -> None:
+    """A Chinese `line` (its poem) always ends within its length: where it has not ended
+    before `soon`, the clause in progress ends with 。 (within 3 characters of the bound the
+    next character is it), and the line there."""
+    writer, text = unit_poem(("line", None), han_vocab(), seed, bound)
+    assert writer.done, text
+    if bound - (len(text) - 1) <= min(HAN_SOON, 2 * bound // 3):  # its newline came within
+        assert text.endswith("。\n"), text

@@ -555,7 +555,7 @@ def _maker(
         verse(0)
         return verse
     unit = shape.name if shape.kind == "unit" else section.get("unit", "paragraph")
-    return lambda seed: UnitWriter(unit, heads=heads, thread=thread)
+    return lambda seed: UnitWriter(unit, heads=heads, thread=thread, length=length, vocab=chars)
 
 
 def _plan_tang(
