@@ -209,3 +209,23 @@ def test_an_untrained_model_starts_at_the_unigram_not_at_uniform():
     assert abs(uniform - np.log(vocab)) < 0.1  # the Keras default starts at uniform
     # Nearer the unigram's loss than uniform's (the random kernel adds its own noise).
     assert started < (entropy + uniform) / 2
+
+
+@pytest.mark.parametrize(
+    ("hardware", "vendor", "policy"),
+    [
+        ("avx512_bf16", "GenuineIntel", "float32"),  # measured 0.48x float32 there
+        ("avx512_bf16", "AuthenticAMD", "mixed_bfloat16"),  # measured 1.35x
+        ("amx_bf16", "GenuineIntel", "mixed_bfloat16"),
+        (None, "GenuineIntel", "float32"),
+    ],
+)
+def test_auto_precision_takes_bfloat16_only_where_it_was_measured_faster(
+    monkeypatch, hardware, vendor, policy
+):
+    monkeypatch.setattr(speed, "bf16_hardware", lambda: hardware)
+    monkeypatch.setattr(speed, "cpu_vendor", lambda cpuinfo=None: vendor)
+    chosen, why = speed.resolve_precision("auto")
+    assert chosen == policy and why
+    if hardware:  # asked for by name, native bfloat16 is used wherever the CPU has it
+        assert speed.resolve_precision("bfloat16")[0] == "mixed_bfloat16"

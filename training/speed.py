@@ -3,7 +3,10 @@
 - sampled softmax: the training step scores each target against a sample of the vocabulary
   (training.model.CharModel.sample_softmax); validation keeps the full softmax;
 - bfloat16 mixed precision, where the hardware computes it natively (AVX-512 BF16 or AMX on a
-  CPU, compute capability 8 or more on a GPU); elsewhere it would be emulated, slower;
+  CPU, compute capability 8 or more on a GPU); elsewhere it would be emulated, slower. `auto`
+  takes it only where it was measured faster: a GPU, AMX, AVX-512 BF16 on AMD (Zen 4: 1.35x
+  float32 on the Tang shape), not AVX-512 BF16 alone on Intel (a Xeon without AMX: 0.48x;
+  benchmarks/results/train_options.md and train_options_intel.md);
 - XLA (`jit_compile`) for the training and validation steps.
 
 benchmarks/train_throughput.py measures each on the Tang shape; the defaults are the winners.
@@ -43,6 +46,24 @@ def bf16_gpu() -> str | None:
     return details.get("device_name", "GPU") if major >= 8 else None
 
 
+def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's vendor_id ("GenuineIntel", "AuthenticAMD"), or "" where it is not said."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if line.startswith("vendor_id"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
+def bf16_faster(hardware: str) -> bool:
+    """Whether bfloat16 on `hardware` (bf16_hardware's answer) trained faster than float32
+    where measured: not AVX-512 BF16 alone on an Intel CPU."""
+    return not (hardware == "avx512_bf16" and cpu_vendor() == "GenuineIntel")
+
+
 def bf16_hardware() -> str | None:
     """What computes bfloat16 natively here (a GPU's name or a CPU flag), or None."""
     flags = cpu_flags()
@@ -59,6 +80,11 @@ def resolve_precision(requested: str) -> tuple[str, str]:
     if requested == "float32":
         return "float32", "float32 (asked for)"
     hardware = bf16_hardware()
+    if hardware and requested == "auto" and not bf16_faster(hardware):
+        return "float32", (
+            f"float32: {hardware} without AMX on an Intel CPU trained the Tang shape at 0.48x "
+            "float32's speed in bfloat16 (--precision bfloat16 to use it anyway)"
+        )
     if hardware:
         return "mixed_bfloat16", f"bfloat16 mixed precision ({hardware} computes it natively)"
     if requested == "bfloat16":
