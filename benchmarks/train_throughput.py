@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import time
 from pathlib import Path
@@ -156,13 +157,17 @@ OPTIONS = [
     ("sampled 1024 + bfloat16", 1024, True, False, 1),
     ("sampled 1024 + XLA + bfloat16", 1024, True, True, 1),
     ("batch x4", 0, False, False, 4),
+    ("sampled 1024, batch x4", 1024, False, False, 4),
+    ("sampled 512, batch x4", 512, False, False, 4),
     ("sampled 1024 + bfloat16, batch x4", 1024, True, False, 4),
     ("sampled 1024 + XLA, batch x4", 1024, False, True, 4),
     ("sampled 1024 + XLA + bfloat16, batch x4", 1024, True, True, 4),
 ]
 
 
-def measure_options(card: dict, steps: int, rounds: int) -> list[dict[str, Any]]:
+def measure_options(
+    card: dict, steps: int, rounds: int, options: list[tuple] | None = None
+) -> list[dict[str, Any]]:
     import keras
 
     from training.model import NovelCharLoss, build_model
@@ -171,8 +176,9 @@ def measure_options(card: dict, steps: int, rounds: int) -> list[dict[str, Any]]
     cfg = card["training"]["config"]
     model_cfg = card_model(card)
     rng = np.random.default_rng(0)
+    options = options or OPTIONS
     runs = []
-    for name, sampled, bf16, jit, times in OPTIONS:
+    for name, sampled, bf16, jit, times in options:
         batch, seq = cfg["batch_size"] * times, cfg["seq_len"]
         ids = rng.integers(1, card["vocab_size"], (steps + 4) * batch * seq + 1)
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if bf16 else "float32")
@@ -213,16 +219,19 @@ def measure_options(card: dict, steps: int, rounds: int) -> list[dict[str, Any]]
             "chars_per_cpu_second_rounds": cpu_rate,
             "cpu_speedup": statistics.median(cpu_rate) / cpu_base,
         }
-        for run, rate, cpu_rate, option in zip(runs, rates, cpu_rates, OPTIONS, strict=True)
+        for run, rate, cpu_rate, option in zip(runs, rates, cpu_rates, options, strict=True)
     ]
 
 
-def options_main(style: str, steps: int, rounds: int, out: Path) -> int:
+def options_main(
+    style: str, steps: int, rounds: int, out: Path, only: list[str] | None = None
+) -> int:
     from training.speed import bf16_hardware
 
     models = ROOT / "models"
     card = load_bundle(models / style / (active_version(models, style) or "v1")).card
-    results = measure_options(card, steps, rounds)
+    chosen = [OPTIONS[0], *(o for o in OPTIONS[1:] if not only or o[0] in only)]
+    results = measure_options(card, steps, rounds, chosen)
     cpu = next(
         (
             line.partition(":")[2].strip()
@@ -244,7 +253,9 @@ def options_main(style: str, steps: int, rounds: int, out: Path) -> int:
         "# Training speed options",
         "",
         f"`python -m benchmarks.train_throughput --options --style {style} --steps {steps} "
-        f"--rounds {rounds}`: {cpu}, {os.cpu_count()} CPUs, native bfloat16: "
+        f"--rounds {rounds}"
+        + (" --only " + " ".join(shlex.quote(o) for o in only) if only else "")
+        + f"`: {cpu}, {os.cpu_count()} CPUs, native bfloat16: "
         f"{report['bf16_hardware'] or 'none'}. The {style} card's shape: {card['layers']} x "
         f"{card['cell'].upper()} {card['units']}, embedding {card['embedding']}, vocabulary "
         f"{card['vocab_size']}, on the real tf.data windows. The configurations take turns, "
@@ -272,10 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--options", action="store_true", help="measure the speed options")
     p.add_argument("--style", default="tang", help="with --options: whose card's shape")
     p.add_argument("--rounds", type=int, default=4, help="with --options: turns each")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="OPTION",
+        help="with --options: these options by name (the baseline always runs too)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.options:
-        return options_main(args.style, args.steps, args.rounds, args.out)
+        return options_main(args.style, args.steps, args.rounds, args.out, args.only)
     models = ROOT / "models"
     report: dict[str, Any] = {}
     for style in styles(models):
