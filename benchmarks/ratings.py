@@ -87,7 +87,7 @@ from bot.engine.sessions import StepModel, load_model
 from bot.forms import catalog, ci, english, script, tang
 from bot.forms.lines import LINES_FILE, MIN_CHARS, LineIndex, normalise, training_lines
 from bot.forms.rules import FormError
-from bot.poems import plan_request
+from bot.poems import candidates_for, plan_request
 
 CRITERIA = ("fluency", "coherence", "meaning", "poeticness")
 SOURCES = ("bot", "poets")
@@ -630,7 +630,7 @@ def topic_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
         "script": written,
         "copies": copy_check(poems, training, corpus.copyrighted),
         "temperature": SETTINGS.default_temperature,
-        "candidates": SETTINGS.candidates,
+        "candidates": candidates_for(SETTINGS, card),
         "candidate_unit": SETTINGS.candidate_unit,
         "heading": f"{card.get('display_name', style)}: {2 * n} poems, each with four themes",
         "poems": {
@@ -697,7 +697,7 @@ def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
         },
         "copies": copies,
         "temperature": SETTINGS.default_temperature,
-        "candidates": SETTINGS.candidates,
+        "candidates": candidates_for(SETTINGS, card),
         "candidate_unit": SETTINGS.candidate_unit,
         "heading": f"{card.get('display_name', style)}: {2 * n} poems",
         "poems": {},

@@ -15,6 +15,7 @@ from bot.engine.sessions import PRECISIONS, ProviderError
 from bot.forms.catalog import plan as plan_poem
 from bot.forms.rules import FormError
 from bot.forms.themes import about_line
+from bot.poems import candidates_for
 
 
 def generate_main(args: argparse.Namespace, settings: Settings) -> int:
@@ -57,7 +58,7 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
         top_p=args.top_p,
         seed=args.seed,
         rules=poem.rules,
-        candidates=args.candidates or settings.candidates,
+        candidates=args.candidates or candidates_for(settings, bundle.card),
         candidate_unit=settings.candidate_unit,
     )
     try:
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument(
         "--candidates",
         type=int,
-        help="with a form, write each line this many times and keep the best (default: CANDIDATES)",
+        help="with a form, write each line this many times and keep the best (default: "
+        "CANDIDATES, else the style's own)",
     )
     gen.add_argument("--models", help="models folder (default: MODELS_DIR or models)")
     gen.add_argument(

@@ -122,7 +122,9 @@ class Settings:
     default_style: str = "shakespeare"
     default_length: int = 400
     default_temperature: float = 0.8
-    candidates: int = 8  # each line of a form written this many times, the best one kept
+    # Each line of a form written this many times, the best one kept; None: each style's own
+    # (its card's poem.candidates, else DEFAULT_CANDIDATES).
+    candidates: int | None = None
     candidate_unit: str = "line"  # or "poem": whole poems as candidates
     user_cooldown: float = 3.0
     channel_concurrency: int = 4
@@ -161,8 +163,8 @@ class Settings:
         default_length = _int("DEFAULT_LENGTH", 400, 1)
         if default_length > limits.max_length:
             raise ConfigError("DEFAULT_LENGTH must not exceed MAX_LENGTH")
-        candidates = _int("CANDIDATES", cls.candidates, 1)
-        if candidates > limits.max_batch:
+        candidates = _int("CANDIDATES", 0, 1) or None
+        if candidates is not None and candidates > limits.max_batch:
             raise ConfigError(
                 "CANDIDATES must not exceed MAX_BATCH (a poem's rows are in the batch)"
             )

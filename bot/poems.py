@@ -15,6 +15,15 @@ from bot.engine.scheduler import Request
 from bot.forms import catalog
 
 MAX_SEED = 2**53 - 1  # Discord's integer options, and a browser's exact numbers, stop at 2^53
+DEFAULT_CANDIDATES = 8  # a style's candidates a line where neither CANDIDATES nor its card says
+
+
+def candidates_for(settings: Settings, card: dict[str, Any]) -> int:
+    """How many times a poem of this style writes each line of its form: CANDIDATES where the
+    operator set it, else the style's own (its card's `poem.candidates`, chosen by blind
+    readers against the latency), else DEFAULT_CANDIDATES; never more than the batch."""
+    chosen = settings.candidates or card.get("poem", {}).get("candidates") or DEFAULT_CANDIDATES
+    return max(1, min(int(chosen), settings.limits.max_batch))
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ def plan_request(
         seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
         rules=plan.rules,
         context=context,
-        candidates=settings.candidates,
+        candidates=candidates_for(settings, live.bundle.card),
         candidate_unit=settings.candidate_unit,
     )
     return plan, request

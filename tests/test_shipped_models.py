@@ -4,6 +4,7 @@ carry the card the contract asks for, within the size budget and their quality b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -175,3 +176,25 @@ def test_a_poem_continued_is_read_as_a_finished_poem(tmp_path, style, end):
     cap = settings.limits.max_length + settings.limits.max_prompt
     _, request = plan_request(settings, live, context=old * (cap // len(old) + 1))
     assert len(request.context) == cap and request.context.endswith(old + end)
+
+
+def test_each_style_writes_its_own_candidates_unless_the_operator_says(tmp_path):
+    """Without CANDIDATES, a poem of a form takes its style's candidates a line (tang's card:
+    16, chosen by blind readers against the latency), else 8; CANDIDATES sets every style's,
+    and no style's exceeds the batch."""
+    settings = make_settings(tmp_path, MODELS)
+
+    def asked(settings, style: str) -> int:
+        version = active_version(MODELS, style)
+        live = types.SimpleNamespace(bundle=load_bundle(MODELS / style / version))
+        return plan_request(settings, live, prompt="")[1].candidates
+
+    assert (
+        load_bundle(MODELS / "tang" / active_version(MODELS, "tang")).card["poem"]["candidates"]
+        == 16
+    )
+    assert asked(dataclasses.replace(settings, candidates=None), "tang") == 16
+    assert asked(dataclasses.replace(settings, candidates=None), "shakespeare") == 8
+    assert asked(dataclasses.replace(settings, candidates=4), "tang") == 4
+    small = dataclasses.replace(settings.limits, max_batch=12)
+    assert asked(dataclasses.replace(settings, candidates=None, limits=small), "tang") == 12
