@@ -24,7 +24,7 @@ from bot.engine.ngram import DEFAULT_ORDER, FALLBACK_DISCOUNTS, NGram
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPORA = [
     str(PROJECT_ROOT.parent / "shared" / "corpora" / name)
-    for name in ("shakespeare.txt", "jaychou_lyrics.txt", "tang_poems.txt")
+    for name in ("shakespeare.txt", "jaychou_lyrics.txt", "tang_poems.txt", "song_ci.txt")
 ]
 DEFAULT_OUT = PROJECT_ROOT / "benchmarks" / "results"
 
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--corpus",
         nargs="+",
         default=DEFAULT_CORPORA,
-        help="corpus paths or known names (default: the three in ../shared/corpora)",
+        help="corpus paths or known names (default: the four in ../shared/corpora)",
     )
     parser.add_argument("--single-discount", action="store_true", help="plain interpolated KN")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
