@@ -253,20 +253,19 @@ def add_derived_graphs(
     int8: bool,
     log=print,
     mixture: Mixture | None = None,
-    prefill: bool = True,
-    with_prefill: bool = True,
+    prefill: str = "build",
 ) -> dict[str, Any]:
-    """Write the prefill graph (unless `prefill` is False: the staged bundle has one; none at
-    all without `with_prefill`) and with `int8` the int8 step graph next to the staged
-    bundle's model.onnx, check them against it, and return the card fields that describe them
-    (with `metrics`, the card's, gaining the int8 graph's validation loss, mixed with the
-    bundle's n-gram model as served where `mixture` gives one)."""
+    """The prefill graph (`prefill`: "build" it, "keep" the one the staged bundle has, or
+    "none") and with `int8` the int8 step graph next to the staged bundle's model.onnx,
+    checked against it; returns the card fields that describe them (with `metrics`, the
+    card's, gaining the int8 graph's validation loss, mixed with the bundle's n-gram model as
+    served where `mixture` gives one)."""
     import onnx
 
     weights = graphs.read_weights(onnx.load(staged / MODEL_FILE))
     fields: dict[str, Any] = {}
-    if with_prefill:
-        if prefill:
+    if prefill != "none":
+        if prefill == "build":
             onnx.save(graphs.prefill_graph(weights), staged / PREFILL_FILE)
         session = StepModel(load_bundle(staged), providers="cpu")
         real = val_ids[: 4 * PARITY_STEPS].reshape(4, PARITY_STEPS).astype(np.int32)
@@ -397,7 +396,7 @@ def derive(
             int8,
             log,
             mixture,
-            prefill=version is None or bundle.prefill_path is None,
+            prefill="build" if version is None or bundle.prefill_path is None else "keep",
         )
         update_card(staged, **fields)
     target = bundle.path if version is None else bundle.path.parent / version
@@ -735,7 +734,7 @@ def export_run(
                 int8,
                 log,
                 mixture,
-                with_prefill=prefill,
+                prefill="build" if prefill else "none",
             )
         )
         for name in (PREFILL_FILE, INT8_FILE, NGRAM_FILE):

@@ -22,16 +22,21 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 MIN_SAMPLED_VOCAB_RATIO = 2
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo is not there)."""
+def _cpuinfo(field: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The first CPU's `field` in /proc/cpuinfo ("" where it or the file is not there)."""
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return set()
+        return ""
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+        if line.startswith(field):
+            return line.partition(":")[2].strip()
+    return ""
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo is not there)."""
+    return set(_cpuinfo("flags", cpuinfo).split())
 
 
 def bf16_gpu() -> str | None:
@@ -48,14 +53,7 @@ def bf16_gpu() -> str | None:
 
 def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's vendor_id ("GenuineIntel", "AuthenticAMD"), or "" where it is not said."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    for line in text.splitlines():
-        if line.startswith("vendor_id"):
-            return line.partition(":")[2].strip()
-    return ""
+    return _cpuinfo("vendor_id", cpuinfo)
 
 
 def bf16_faster(hardware: str) -> bool:
