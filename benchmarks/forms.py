@@ -1,7 +1,10 @@
 """Poetic forms: what the form writers keep, what keeping it costs, against free sampling and
 against the corpus's own poems.
 
-    python -m benchmarks.forms [--seeds 200] [--corpora DIR] [--quick]
+    python -m benchmarks.forms [--seeds 200] [--corpora DIR] [--quick] [--styles S ...]
+
+Results go to forms.json and forms.md (the three styles measured by default), or, for other
+`--styles`, to forms_<styles>.json and .md (`--styles songci`: forms_songci.md).
 
 For each form of the shipped styles (tang: wujue, qijue, wulv, qilv; shakespeare: speech,
 sonnet, couplet; jaychou: verse; songci: its bundle's tunes, `--styles songci`), over N
@@ -69,6 +72,7 @@ from bot.engine.bundle import active_version
 from bot.engine.scheduler import Generation, Limits, Request, Scheduler
 from bot.engine.sessions import StepModel
 from bot.forms import catalog, ci, english, lyrics, script, tang
+from bot.forms.lines import training_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -174,8 +178,10 @@ def load_style(name: str, corpora: Path, models: Path = ROOT / "models") -> Styl
     corpus = load_corpus(str(corpora / CORPUS_FILES[name]))
     train, val = split(corpus.text)
     style = Style(name, bundle, StepModel.load(bundle, providers="cpu"), corpus.text, train, val)
-    if name in ("tang", "songci"):
+    if name == "tang":
         style.train_units = frozenset(_CLAUSE.findall(train))
+    elif name == "songci":
+        style.train_units = frozenset(training_lines(train))
     else:
         style.train_units = frozenset(line.strip() for line in train.split("\n") if line.strip())
     if name == "shakespeare":
@@ -388,8 +394,8 @@ def units_of(text: str, style: Style) -> list[str]:
     """The lines the copying measure looks up (Tang: clauses; English: the poem's lines)."""
     if style.name == "tang":
         return _CLAUSE.findall(text)
-    if style.name == "songci":  # its clauses, not the tune's name before them
-        return _CLAUSE.findall(text.partition(ci.HEADER)[2])
+    if style.name == "songci":  # as the line guard reads them: 4+ characters up to ，or 。
+        return list(training_lines(text.partition(ci.HEADER)[2]))
     if style.name == "shakespeare":
         return english.poem_lines(text)
     return [line.strip() for line in text.split("\n") if line.strip()]
@@ -512,6 +518,9 @@ def ci_rules(texts: list[str], tune: ci.Tune) -> dict[str, Any]:
         "tone_given_shape": share(c.tone for c in checks if c.shape is not None),
         "shapes": dict(Counter(c.shape for c in checks if c.shape is not None)),
         "repeats": mean(tang.repeats(ci.strip_header(t, tune)) for t in texts),
+        # What the training split's poets reuse in poems of these texts' shapes (the table
+        # the writer keeps to), beside the validation tail's own count in the corpus row.
+        "poets_reuse": mean(tune.shapes[c.shape].reuse for c in checks if c.shape is not None),
     }
 
 
@@ -969,6 +978,14 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     ">= the poets'",
                     None if theirs is None else c[rule] >= theirs,
                 )
+            add(
+                f"{f['label']}: reused characters per poem, bot vs the poets of its shapes "
+                "(training split; validation tail)",
+                f"{num(c['repeats'], '.2f')} vs {num(c['poets_reuse'], '.2f')} "
+                f"({num(poets.get('repeats'), '.2f')})",
+                "<= the training split's poets'",
+                None if c["poets_reuse"] is None else c["repeats"] <= c["poets_reuse"],
+            )
     if "tang" in styles:
         for form in STYLE_FORMS["tang"]:
             f = _form(report, "tang", form)
@@ -1276,22 +1293,22 @@ def markdown(report: dict[str, Any]) -> str:
         "tune's, checked against the same tune table, read from the training split).",
         "",
         "Rules by the project's checkers: `tang.check` (with the form and the seed's acrostic; "
-        "acrostic over the acrostic seeds only), `english.check_sonnet` / `check_couplet` "
-        "(rhyme kept: share of the 7 sonnet pairs, or the couplet's pair; 9-11 syllables: share "
-        "of lines), `lyrics.check_verse`. Whole: `Generation.whole` and the text ends at a "
-        "unit boundary (。, a line's newline, a speech's blank line); for free samples, the first "
-        "unit ended within the sample. Words outside the lexicon: `english.invented` against "
-        "the training split's words and CMU's. Copied: lines (Tang: clauses) found whole among "
-        "the training split's. Fluency: mean nats/char, pooled over characters, under the "
-        "style's network (alone, teacher-forced from the start id) and under a Kneser-Ney "
-        "6-gram of the training split; each text read after a newline, its closing newlines "
-        "not scored. Issue 22's columns: reused characters per poem (`tang.repeats`, an "
-        "immediate doubling not counted), the rhyme by the bundle's usual readings (Tang: "
-        "`tang.check(..., readings)`; lyrics: the share of lines rhyming with the heteronyms "
-        "in their usual classes), English lines per poem, the share ending a sentence (`.`, `!` "
-        "or `?`), content words and lines written again per poem (`english.repeats`), poems "
-        "naming a character of the plays (the bundle's names.txt) and lines starting in lower "
-        "case.",
+        "acrostic over the acrostic seeds only), `english.check_sonnet` / `check_couplet` (rhyme "
+        "kept: share of the 7 sonnet pairs, or the couplet's pair; 9-11 syllables: share of "
+        "lines), `lyrics.check_verse`. Whole: `Generation.whole` and the text ends at a unit "
+        "boundary (。, a line's newline, a speech's blank line); for free samples, the first unit "
+        "ended within the sample. Words outside the lexicon: `english.invented` against the "
+        "training split's words and CMU's. Copied: lines (Tang: clauses; 宋詞: clauses of 4 "
+        "characters or more up to a `，` or `。`, as the line guard reads them) found whole among "
+        "the training split's. Fluency: mean nats/char, pooled over characters, under the style's "
+        "network (alone, teacher-forced from the start id) and under a Kneser-Ney 6-gram of the "
+        "training split; each text read after a newline, its closing newlines not scored. Issue "
+        "22's columns: reused characters per poem (`tang.repeats`, an immediate doubling not "
+        "counted), the rhyme by the bundle's usual readings (Tang: `tang.check(..., readings)`; "
+        "lyrics: the share of lines rhyming with the heteronyms in their usual classes), English "
+        "lines per poem, the share ending a sentence (`.`, `!` or `?`), content words and lines "
+        "written again per poem (`english.repeats`), poems naming a character of the plays (the "
+        "bundle's names.txt) and lines starting in lower case.",
         "",
         "## Targets",
         "",
@@ -1511,8 +1528,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_before_speed": load_speed,
         "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
-    write_results(args.out, "forms", report, markdown(report))
-    say(f"wrote {args.out / 'forms.json'} and {args.out / 'forms.md'} in {report['seconds']} s")
+    # Some styles only: their own file, so that forms.md (the bundled three) is not replaced.
+    name = "forms" if args.styles == list(STYLE_FORMS) else "_".join(("forms", *args.styles))
+    write_results(args.out, name, report, markdown(report))
+    say(f"wrote {args.out / name}.json and .md in {report['seconds']} s")
     return 0
 
 

@@ -53,6 +53,7 @@ PROMPTS = {
     "shakespeare": ["ROMEO:", "To be, or not", "O gentle night,", "KING HENRY:"],
     "tang": ["春風", "明月", "山中", "秋夜"],
     "jaychou": ["我", "天空", "雨下", "你的"],
+    "songci": ["春风", "明月", "小楼", "西风"],  # its default tune, 浣溪沙, started so
 }
 
 # The answers that are not a poem, by what they tell the user (all of them say when to retry).
@@ -334,10 +335,11 @@ def count_kinds(outcomes: list[Outcome]) -> dict[str, int]:
 
 
 async def warm_up(discord: LoopbackDiscord, crowd: Crowd, styles: list[str]) -> None:
-    """One short poem per style, answered before the measured run starts."""
+    """One short poem per style, answered before the measured run starts (60 characters: a
+    tune's shortest poem needs 48, and a shorter request is refused, warming nothing)."""
     guild, channel = crowd.guilds[0], crowd.channels[0]
     records = [
-        await discord.invoke(guild, channel, who, "poem", {"style": style, "length": 10})
+        await discord.invoke(guild, channel, who, "poem", {"style": style, "length": 60})
         for who, style in zip(crowd.warmers, styles, strict=False)
     ]
     for record in records:

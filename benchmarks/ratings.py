@@ -403,8 +403,7 @@ class TrainingText:
 
 def corpus_training(corpus: CorpusLines, written: str | None, note: str = "") -> TrainingText:
     """The training split of `corpus` line by line, normalised as `bot.forms.lines` does, in
-    the sheet's script where that is simplified (as the bot's poems are shown); a 詞's tune
-    name (before `：`) is also taken apart from its first clause, as the sheet shows it."""
+    the sheet's script where that is simplified (as the bot's poems are shown)."""
     where: dict[str, int] = {}
     at = 0
     for number, line in corpus.lines.items():
@@ -414,7 +413,7 @@ def corpus_training(corpus: CorpusLines, written: str | None, note: str = "") ->
         at += len(line) + 1
         if written == "simplified":
             part = script.to_simplified(part)
-        for flat in (*training_lines(part), *training_lines(part.replace(ci.HEADER, "\n"))):
+        for flat in training_lines(part):
             where.setdefault(flat, number)
     about = f"the training split of {corpus.file} (its first {corpus.train_chars} characters)"
     return TrainingText(about + note, where=where, file=corpus.file)

@@ -107,3 +107,16 @@ def test_generated_lines_are_never_training_lines(tmp_path):
 
     assert sum(index.holds(line) for line in lines_written(False)) >= 10
     assert not any(index.holds(line) for line in lines_written(True))
+
+
+def test_a_ci_first_clause_is_a_line_apart_from_its_tunes_name():
+    """The 全宋詞 writes `满江红：小院无人，...`: the first clause is indexed on its own, and a
+    poem's first clause after its header is guarded like any other."""
+    index = LineIndex.build("满江红：小院无人，正梅花开了。\n")
+    assert index.holds(normalise("小院无人"))
+    guard = LineGuard(Free(), index)
+    for ch in "减字木兰花：小院无":
+        guard.advance(ch)
+    assert "人" not in guard.allowed().banned  # Free says nothing of where a clause ends
+    guard.advance("人")
+    assert {"，", "。"} <= guard.allowed().banned  # so the clause may not end there

@@ -16,9 +16,10 @@ training before every poem), then its shape, rhymes and tones as masks one chara
   knows a character of it (else it is relaxed, and the poem says so).
 - No worn-out repeats, as far as the poets allow: a poem may reuse characters (an immediate
   doubling such as 依依 not counted) as often as the poets of its shape do on average
-  (`Shape.reuse`); once it has, every character already in it is banned (except a doubling of
-  the one just written), and so are later clauses' acrostic heads; a rhyme already used is
-  banned at every rhyme position unless fewer than MIN_RHYMES would be left.
+  (`Shape.reuse`, rounded down: 5.1 allows 5); once it has, every character already in it is
+  banned (except a doubling of the one just written), and so are later clauses' acrostic
+  heads; a rhyme already used is banned at every rhyme position unless fewer than MIN_RHYMES
+  would be left.
 - A theme (`themes.Thread`): each sentence (its clauses up to a `。`: a rhyme, the line the
   poem is shown in) holds one keyword of the plan, within one of its clauses, where a word may
   start (a two-character word at 0, 2, 3 of a clause of five, 0, 2, 4, 5 of seven, anywhere
@@ -280,7 +281,7 @@ class CiWriter(themes.Keyed):
         the poem has reused its budget, the characters in it (less the one just written,
         unless that was itself a doubling)."""
         later = frozenset().union(*self._heads[self._clause + 1 :])
-        if self._repeats < self._budget:
+        if self._repeats + 1 <= self._budget:  # one more reuse stays within the poets' mean
             return later
         return later | tang.reuse_ban(self._seen, self._previous, self._doubled)
 

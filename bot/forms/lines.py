@@ -1,11 +1,13 @@
 """Whole lines of the training split, so that no poem line is one of them verbatim.
 
 A line is the text between line breaks, and for Chinese also between the clause marks `，` and
-`。`; lines are compared normalised (whitespace, punctuation and controls dropped, letters
-lowercased). The index keeps, for every training line of at least MIN_CHARS normalised
-characters, a 64-bit hash of all but its last character and that last character, sorted: what
-can complete a training line after a given beginning is one binary search away. It holds no
-text (the Jay Chou corpus is copyrighted), only hashes and final characters.
+`。`, and after a 詞's tune name (the `：` of `浣溪沙：`: else a 詞's first clause would be
+indexed glued to its tune's name, and never matched); lines are compared normalised
+(whitespace, punctuation and controls dropped, letters lowercased). The index keeps, for every
+training line of at least MIN_CHARS normalised characters, a 64-bit hash of all but its last
+character and that last character, sorted: what can complete a training line after a given
+beginning is one binary search away. It holds no text (the Jay Chou corpus is copyrighted),
+only hashes and final characters.
 
 `LineGuard` wraps a writer: a line may not end (at a line break or clause mark) while it is a
 training line, where anything else may come; and where the writer says the line's last
@@ -31,7 +33,7 @@ from bot.forms.rules import Allowed
 
 LINES_FILE = "lines.npz"
 MIN_CHARS = 4  # shorter lines ("Speak.", "你笑") are too common to count as copies
-CLOSERS = frozenset("\n，。")
+CLOSERS = frozenset("\n，。：")  # "：" closes a 詞's header, its tune's name
 
 
 def ignored(ch: str) -> bool:
@@ -49,8 +51,11 @@ def normalise(line: str) -> str:
     return "".join(c.lower() for c in line if not ignored(c))
 
 
+_TO_NEWLINE = str.maketrans({c: "\n" for c in CLOSERS})
+
+
 def training_lines(text: str) -> Iterable[str]:
-    for piece in text.replace("，", "\n").replace("。", "\n").split("\n"):
+    for piece in text.translate(_TO_NEWLINE).split("\n"):
         flat = normalise(piece)
         if len(flat) >= MIN_CHARS:
             yield flat
