@@ -85,7 +85,7 @@ from bot.engine.registry import Live
 from bot.engine.scheduler import Generation, Limits, Scheduler
 from bot.engine.sessions import StepModel, load_model
 from bot.forms import catalog, ci, english, script, tang
-from bot.forms.lines import LINES_FILE, MIN_CHARS, LineIndex, normalise, training_lines
+from bot.forms.lines import LINES_FILE, MIN_CHARS, LineIndex, training_lines
 from bot.forms.rules import FormError
 from bot.poems import candidates_for, plan_request
 
@@ -445,19 +445,15 @@ def find_copies(
 ) -> tuple[int, list[dict[str, Any]]]:
     """How many lines of a shown poem the check reads, and each found in the training text:
     its place among them (1-based), the corpus file's line it stands on where known, and its
-    text (normalised) unless the corpus is copyrighted. A 詞's first line is also looked up
-    after its tune's name, as the corpus (and the bundle's line index) has it."""
+    text (normalised) unless the corpus is copyrighted."""
     lines = checked_lines(text, form)
-    title = normalise(text.partition("\n")[0]) if kind_of(form) == "ci" else None
     found = []
     for place, line in enumerate(lines, 1):
-        opening = title + line if title is not None and place == 1 else line
-        hit = next((x for x in (line, opening) if training.holds(x)), None)
-        if hit is None:
+        if not training.holds(line):
             continue
         entry: dict[str, Any] = {"line": place}
         if training.where is not None:
-            entry["corpus_line"] = training.where[hit]
+            entry["corpus_line"] = training.where[line]
         if not copyrighted:
             entry["text"] = line
         found.append(entry)
