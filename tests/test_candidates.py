@@ -233,12 +233,15 @@ def test_a_poems_candidate_rows_leave_together_and_leak_into_nothing(verse):
     other = Request(prompt="QUEEN:", length=1500, temperature=0.9, seed=5)
     counted = Counting(verse)
     together = run(counted, [poem, other])
-    # Every step holds the rows of the requests still writing: the poem's 8 and the other's
-    # one (its candidates waiting for each other's line end hold theirs), then the other's
-    # alone from the step after the poem ended.
+    # Every step holds the rows still writing: the other's one, and those of the poem's 8
+    # candidates still writing their line (one whose line has ended waits unstepped for the
+    # others'), so the poem's candidates take one step per character each writes; then the
+    # other's alone from the step after the poem ended.
     first = counted.rows.index(1)
-    assert counted.rows == [9] * first + [1] * (len(counted.rows) - first)
-    assert first >= len(together[0].text) - len("KING")
+    assert all(2 <= n <= 9 for n in counted.rows[:first]) and set(counted.rows[first:]) == {1}
+    written = sum(len(text) for choice in together[0].lines for text in choice.texts)
+    assert sum(n - 1 for n in counted.rows[:first]) == written
+    assert min(counted.rows[:first]) < 9  # lines of unequal length: some waited
     # Neither wrote otherwise for the other's company.
     assert together[0].text == run(verse, [poem])[0].text
     assert together[1].text == run(verse, [other])[0].text

@@ -569,8 +569,7 @@ class Scheduler:
         ngram = self.model.ngram
         while True:
             plan = self._plan()
-            logits, states = self.model.step(cols.next_id, states)
-            scores = logits[plan.sampling]
+            scores, states = self._step(plan, states)
             if ngram is not None:
                 cols.ngram = ngram.advance(cols.ngram, cols.next_id)
                 scores = ngram.mixed_logits(
@@ -612,6 +611,20 @@ class Scheduler:
                 or time.monotonic() - started > BURST_SECONDS
             ):
                 return states, steps
+
+    def _step(self, plan: _Plan, states: list) -> tuple[np.ndarray, list]:
+        """One step of the batch: the sampling rows' logits, and the new states. Candidates
+        parked at their line's end wait unstepped (their state is kept in `_Parked`), so a
+        group whose lines differ in length costs the rows still writing, not all K."""
+        cols = self._cols
+        if not cols.parked.any() or not isinstance(states[0], np.ndarray):
+            logits, states = self.model.step(cols.next_id, states)  # (device states: all)
+            return logits[plan.sampling], states
+        live = np.flatnonzero(~cols.parked)
+        logits, stepped = self.model.step(cols.next_id[live], [s[live] for s in states])
+        for state, new in zip(states, stepped, strict=True):
+            state[live] = new
+        return logits[np.searchsorted(live, plan.sampling)], states
 
     def _constrain(
         self, plan: _Plan, ruled: np.ndarray, scores: np.ndarray
