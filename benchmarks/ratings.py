@@ -107,6 +107,7 @@ TOPIC_THEMES: dict[str, tuple[str, ...]] = {
     "tang": ("秋風", "明月", "故鄉", "離別", "春雨", "酒", "邊塞", "梅花"),
     "shakespeare": ("love", "the sea", "winter", "death", "the king", "night", "war", "spring"),
     "jaychou": ("雨天", "离开", "青春", "故乡", "天空", "爱情", "月亮", "秋天"),
+    "songci": ("秋风", "明月", "故乡", "离别", "春雨", "酒", "梅花", "江南"),
 }
 OPTIONS = 4  # themes shown under each poem of a topic sheet
 SHUFFLE_SEED = 22
@@ -599,6 +600,7 @@ def topic_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
     card = model.bundle.card
     corpus = style_corpus(style, version, card, corpora)
     written = section.get("script")
+    tunes = catalog.table(model.bundle.path, card, "tunes", "tunes")
     seeds = [SEED_BASE + i for i in range(n)]
     asked = bot_forms(style, section, n)
     themes = [TOPIC_THEMES[style][i % len(TOPIC_THEMES[style])] for i in range(n)]
@@ -614,7 +616,7 @@ def topic_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
         options = rng.sample([theme, *others], OPTIONS)
         for source, generation in (("about", about), ("free", plain)):
             form_shown = generation.form or form or section.get("default")
-            text = shown(generation.text, form_shown, written)
+            text = shown(generation.text, form_shown, written, tunes)
             poems.append(Poem(source, form_shown, text, seed, theme=theme, options=options))
     random.Random(f"{SHUFFLE_SEED}:{style}").shuffle(poems)
     training = training_for(corpus, written, model.bundle.path, card)

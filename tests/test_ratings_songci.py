@@ -219,3 +219,22 @@ def test_a_copyrighted_corpus_has_its_copied_lines_counted_not_written():
     assert all(set(e) == {"line", "corpus_line"} and e["corpus_line"] <= number for e in kept[1])
     # A line of no training poem is not found.
     assert ratings.find_copies(f"{tune}\n\n天地玄黄宇宙洪荒。", tune, training, False) == (1, [])
+
+
+def test_a_songci_topic_sheet_shows_each_ci_under_four_themes_holding_its_own(tmp_path):
+    """The topic sheet of issue 23 for 詞: each poem about a theme holds it and is shown as the
+    bot shows a 詞 (the tune's name as its title), beside its twin without a theme."""
+    make_songci_bundle(tmp_path / "models")
+    corpora_dir(tmp_path)
+    args = sheet_args(tmp_path, tmp_path / "out")
+    args[args.index("--n") + 1] = "4"  # four themes to choose among
+    assert ratings.main([args[0], "--topic", *args[1:]]) == 0
+    _, poems, key = sheet_of(tmp_path / "out")
+    assert key["kind"] == "topic" and len(poems) == 8
+    bundle = load_bundle(tmp_path / "models" / "songci" / "v1")
+    tunes = set(catalog.table(bundle.path, bundle.card, "tunes", "tunes").tunes)
+    for number, entry in key["poems"].items():
+        assert entry["theme"] in entry["options"] and len(entry["options"]) == 4
+        assert poems[number].split("\n")[0] in tunes  # its title: the tune's name
+        if entry["source"] == "about":
+            assert entry["theme"] in poems[number]
