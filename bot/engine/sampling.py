@@ -24,7 +24,9 @@ def sample(
     top_p [n]: keep the smallest set of most likely ids whose mass reaches p (1 = all);
     uniforms [n] in [0, 1): each row's draw; banned: an id never chosen (the unknown id).
     """
-    z = logits.astype(np.float64, copy=True)
+    # float32 throughout the passes over the vocabulary (half the memory traffic of float64);
+    # the sums the draw compares run in float64.
+    z = np.array(logits, dtype=np.float32)
     if banned is not None:
         z[:, banned] = -np.inf
     hot = temperature > 0
@@ -37,9 +39,11 @@ def sample(
         z = z[rows]
     # The maximum comes off before dividing: a tiny temperature then sends every other logit
     # to -inf (greedy, as it should) instead of overflowing to inf - inf = NaN.
+    # A temperature too small for float32 is its smallest positive value: still greedy.
+    scale = np.maximum(temperature[rows], _TINY).astype(np.float32)
     with np.errstate(over="ignore"):
         z -= z.max(axis=1, keepdims=True)
-        z /= temperature[rows, None]
+        z /= scale[:, None]
     p = np.exp(z, out=z)
     k, top = top_k[rows], top_p[rows]
     trim = ((k > 0) & (k < p.shape[1])) | (top < 1.0)
@@ -50,6 +54,7 @@ def sample(
 
 
 BLOCK = 64  # ids per block of the two-level draw over a large vocabulary
+_TINY = np.finfo(np.float32).tiny
 
 
 def _inverse_cdf(p: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -62,19 +67,20 @@ def _inverse_cdf(p: np.ndarray, u: np.ndarray) -> np.ndarray:
     """
     n, vocab = p.shape
     if vocab <= 4 * BLOCK:
-        cdf = np.cumsum(p, axis=1)
+        cdf = np.cumsum(p, axis=1, dtype=np.float64)
         return np.minimum((cdf <= u[:, None] * cdf[:, -1:]).sum(axis=1), vocab - 1)
     blocks = -(-vocab // BLOCK)
-    padded = np.zeros((n, blocks * BLOCK))
-    padded[:, :vocab] = p
-    padded = padded.reshape(n, blocks, BLOCK)
-    totals = padded.sum(axis=2)
+    totals = np.add.reduceat(p, np.arange(0, vocab, BLOCK), axis=1, dtype=np.float64)
     block_cdf = np.cumsum(totals, axis=1)
     threshold = u * block_cdf[:, -1]
     rows = np.arange(n)
     block = np.minimum((block_cdf <= threshold[:, None]).sum(axis=1), blocks - 1)
     before = np.where(block > 0, block_cdf[rows, np.maximum(block - 1, 0)], 0.0)
-    inside = padded[rows, block]  # [n, BLOCK]
+    # The chosen block's masses [n, BLOCK]; the last block may run past the vocabulary, where
+    # there is no mass.
+    ids = block[:, None] * BLOCK + np.arange(BLOCK)
+    inside = np.take_along_axis(p, np.minimum(ids, vocab - 1), axis=1).astype(np.float64)
+    inside[ids >= vocab] = 0.0
     offset = ((before[:, None] + np.cumsum(inside, axis=1)) <= threshold[:, None]).sum(axis=1)
     # Rounding between the block total and the running sum inside it must not step past the
     # block's last id with mass.
