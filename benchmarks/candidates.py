@@ -5,6 +5,7 @@ the machine's noise falls on every K alike; and the speed of a request without a
 candidates), to compare with another checkout run back to back (`--plain`).
 
     python -m benchmarks.candidates [--style tang --form qilv] [--ks 1 4 8 16 32] [--runs 20]
+        [--lookahead 0 0.5]   # each K above 1 also with these lookahead weights
     python -m benchmarks.candidates --plain [--runs 30]   # prints chars/s of plain streams
 """
 
@@ -66,33 +67,40 @@ def cpu() -> str:
     return platform.processor()
 
 
-async def measure(style: str, form: str | None, ks: list[int], runs: int) -> dict:
+async def measure(
+    style: str, form: str | None, ks: list[int], runs: int, weights: tuple[float, ...] = (0.0,)
+) -> dict:
     path = live_path(style)
     bundle = load_bundle(path)
     model = load_model(path)
     scheduler = Scheduler(model, Limits(max_batch=max(ks)))
-    seconds: dict[int, list[float]] = {k: [] for k in ks}
-    fluency: dict[int, list[float]] = {k: [] for k in ks}
+    # Each K, and each K above 1 with each lookahead weight (the engine's `Request.lookahead`).
+    runs_of = [(k, w) for k in ks for w in (weights if k > 1 else (0.0,))]
+    seconds: dict[tuple[int, float], list[float]] = {kw: [] for kw in runs_of}
+    fluency: dict[tuple[int, float], list[float]] = {kw: [] for kw in runs_of}
     try:
         plan = catalog.plan(bundle.card, bundle.vocab.chars, bundle.path, form=form)
         warm = Request(length=plan.length, seed=0, rules=plan.rules, candidates=max(ks))
         await scheduler.generate(warm)
         for seed in range(1, runs + 1):
-            for k in ks:
-                ask = Request(length=plan.length, seed=seed, rules=plan.rules, candidates=k)
+            for k, w in runs_of:
+                ask = Request(
+                    length=plan.length, seed=seed, rules=plan.rules, candidates=k, lookahead=w
+                )
                 took, logp = await timed(scheduler, model, ask)
-                seconds[k].append(took)
-                fluency[k].append(logp)
+                seconds[k, w].append(took)
+                fluency[k, w].append(logp)
     finally:
         await scheduler.close()
+    base = statistics.median(seconds[ks[0], 0.0])
     return {
-        str(k): {
-            "p50_s": statistics.median(seconds[k]),
-            "p95_s": percentile(seconds[k], 0.95),
-            "over_k1": statistics.median(seconds[k]) / statistics.median(seconds[ks[0]]),
-            "mean_logp": statistics.fmean(fluency[k]),
+        (f"{k}" if not w else f"{k}, lookahead {w:g}"): {
+            "p50_s": statistics.median(seconds[k, w]),
+            "p95_s": percentile(seconds[k, w], 0.95),
+            "over_k1": statistics.median(seconds[k, w]) / base,
+            "mean_logp": statistics.fmean(fluency[k, w]),
         }
-        for k in ks
+        for k, w in runs_of
     }
 
 
@@ -116,6 +124,13 @@ def main() -> None:
     p.add_argument("--form", default="qilv")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 4, 8, 16, 32])
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument(
+        "--lookahead",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="lookahead weights each K above 1 is also measured with (0: none)",
+    )
     p.add_argument("--plain", action="store_true", help="only the no-form speed, printed")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
@@ -124,10 +139,17 @@ def main() -> None:
         return
     if args.ks[0] != 1:
         p.error("--ks starts with 1, the baseline")
-    rows = asyncio.run(measure(args.style, args.form, args.ks, args.runs))
+    rows = asyncio.run(
+        measure(args.style, args.form, args.ks, args.runs, tuple(dict.fromkeys(args.lookahead)))
+    )
     report = {
         "command": f"python -m benchmarks.candidates --style {args.style} --form {args.form} "
-        f"--ks {' '.join(map(str, args.ks))} --runs {args.runs}",
+        f"--ks {' '.join(map(str, args.ks))} --runs {args.runs}"
+        + (
+            f" --lookahead {' '.join(f'{w:g}' for w in args.lookahead)}"
+            if any(args.lookahead)
+            else ""
+        ),
         "cpu": cpu(),
         "load_average": list(os.getloadavg()),
         "by_k": rows,

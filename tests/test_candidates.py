@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +246,26 @@ def test_a_poems_candidate_rows_leave_together_and_leak_into_nothing(verse):
     # Neither wrote otherwise for the other's company.
     assert together[0].text == run(verse, [poem])[0].text
     assert together[1].text == run(verse, [other])[0].text
+
+
+def test_lookahead_adds_the_mass_on_what_the_form_allows_next(tang_model):
+    """With `lookahead`, a line's candidates are scored by their mean log-probability plus
+    the weight times the log of what the network, after the line, gives to the characters
+    the form allows next: never more than before, less where it bars likely characters, and
+    nothing for the poem's last line. The poem is still its seed's, alone or in company."""
+    bundle = load_bundle(TANG)
+    plan = catalog.plan(bundle.card, bundle.vocab.chars, TANG, form="wujue", acrostic=None)
+    ask = Request(length=plan.length, seed=3, rules=plan.rules, candidates=8)
+    ahead = replace(ask, lookahead=1.0)
+    plain, looked = run(tang_model, [ask, ahead])
+    assert run(tang_model, [ahead])[0].text == looked.text
+    assert plain.lines[0].texts == looked.lines[0].texts  # one state, the same draws
+    added = [b - a for a, b in zip(plain.lines[0].scores, looked.lines[0].scores, strict=True)]
+    assert all(x <= 1e-9 for x in added) and min(added) < -1e-3
+    assert tang.check(looked.text, looked.form).all_rules
+    before = "".join(c.texts[c.chosen] for c in looked.lines[:-1])
+    last = looked.lines[-1]
+    assert last.scores[last.chosen] == max(last.scores)
+    assert last.scores[last.chosen] == pytest.approx(
+        mean_logp(tang_model, before, last.texts[last.chosen]), abs=1e-4
+    )

@@ -76,6 +76,9 @@ class Request:
     candidates: int = 1
     # What a candidate is: a "line" (chosen line by line) or the whole "poem".
     candidate_unit: str = "line"
+    # The weight, in a line candidate's score, of its lookahead: the log of the probability
+    # the network gives, after the line, to what the form allows next (0: none).
+    lookahead: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -724,12 +727,14 @@ class Scheduler:
         character, less its writer's penalty; a rejected or stuck one only when all are) is
         copied into every row of the group, which writes the next line from it."""
         members, cols = group.members, self._cols
+        weight = members[0].request.lookahead
+        ahead = self._lookahead(members) if weight else [0.0] * len(members)
         scores, keys = [], []
         for k, m in enumerate(members):
             i = where[id(m)]
             mean = float(cols.logp[i]) / max(int(cols.chars[i]), 1)
             penalty = m.rules.penalty() if m.rules is not None and m.error is None else 0.0
-            score = mean - penalty if math.isfinite(penalty) else -math.inf
+            score = mean - penalty + weight * ahead[k] if math.isfinite(penalty) else -math.inf
             scores.append(score if m.error is None else -math.inf)
             keys.append((m.error is not None, not math.isfinite(penalty), -score, -mean, k))
         best = min(range(len(members)), key=keys.__getitem__)
@@ -754,6 +759,38 @@ class Scheduler:
             m.parked = None
         _branch(members)
         group.start = len(winner.out)
+
+    def _lookahead(self, members: list[_Row]) -> list[float]:
+        """Each parked candidate's lookahead: one step past its line's end (its own row, off
+        the batch), the log of the probability the network (with its n-gram model, as
+        sampled) gives to what the form allows next; 0 where the poem ends with the line,
+        -inf where the form allows nothing next."""
+        out = [0.0] * len(members)
+        ahead = [
+            k
+            for k, m in enumerate(members)
+            if m.error is None and m.rules is not None and not m.rules.done
+        ]
+        if not ahead:
+            return out
+        parked = [members[k].parked for k in ahead]
+        ids = np.array([p.next_id for p in parked], np.int64)
+        states = [np.stack(column) for column in zip(*(p.states for p in parked), strict=True)]
+        logits, _ = self.model.step(ids, self.model.to_device(states))
+        scores = np.asarray(logits, np.float64)
+        if self.model.ngram is not None:
+            context = self.model.ngram.advance(np.stack([p.ngram for p in parked]), ids)
+            scores = self.model.ngram.mixed_logits(scores, context, self.model.ngram_weight)
+        total = _logsumexp(scores.copy())
+        for j, k in enumerate(ahead):
+            mask, _ = self.masks.allowed(members[k].rules.writer.allowed())
+            if not mask.any():
+                out[k] = -math.inf
+                continue
+            allowed = scores[j, mask]
+            top = allowed.max()
+            out[k] = float(top + np.log(np.exp(allowed - top).sum()) - total[j])
+        return out
 
     def _plan(self) -> _Plan:
         """Before a step: which rows sample, with what options, and their draws."""
