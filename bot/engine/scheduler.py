@@ -872,6 +872,14 @@ class Scheduler:
                 row.future.set_exception(
                     Busy("the poem took too long to write", self.retry_after())
                 )
+        for i in np.flatnonzero(retire).tolist():
+            # A group and its rows point at each other: part them, so that reference counting
+            # frees a finished poem's rows at once. Left to the cycle collector they would
+            # outlive the young generations (a poem takes seconds) and wait for a full
+            # collection: 130 ms of the event loop every 30 s under `make load`.
+            if rows[i].group is not None:
+                rows[i].group.members.clear()
+                rows[i].group = None
         keep = np.flatnonzero(~retire)
         self._rows = [rows[i] for i in keep.tolist()]
         self._cols = cols.select(keep)
