@@ -159,6 +159,8 @@ OPTIONS = [
     ("batch x4", 0, False, False, 4),
     ("sampled 1024, batch x4", 1024, False, False, 4),
     ("sampled 512, batch x4", 512, False, False, 4),
+    ("sampled 512, batch x8", 512, False, False, 8),
+    ("sampled 1024, batch x8", 1024, False, False, 8),
     ("sampled 1024 + bfloat16, batch x4", 1024, True, False, 4),
     ("sampled 1024 + XLA, batch x4", 1024, False, True, 4),
     ("sampled 1024 + XLA + bfloat16, batch x4", 1024, True, True, 4),
@@ -224,12 +226,18 @@ def measure_options(
 
 
 def options_main(
-    style: str, steps: int, rounds: int, out: Path, only: list[str] | None = None
+    style: str,
+    steps: int,
+    rounds: int,
+    out: Path,
+    only: list[str] | None = None,
+    version: str | None = None,
 ) -> int:
     from training.speed import bf16_hardware
 
     models = ROOT / "models"
-    card = load_bundle(models / style / (active_version(models, style) or "v1")).card
+    version = version or active_version(models, style) or "v1"
+    card = load_bundle(models / style / version).card
     chosen = [OPTIONS[0], *(o for o in OPTIONS[1:] if not only or o[0] in only)]
     results = measure_options(card, steps, rounds, chosen)
     cpu = next(
@@ -242,6 +250,7 @@ def options_main(
     )
     report = {
         "style": style,
+        "version": version,
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "bf16_hardware": bf16_hardware(),
@@ -252,14 +261,15 @@ def options_main(
     lines = [
         "# Training speed options",
         "",
-        f"`python -m benchmarks.train_throughput --options --style {style} --steps {steps} "
-        f"--rounds {rounds}"
+        f"`python -m benchmarks.train_throughput --options --style {style} --version {version} "
+        f"--steps {steps} --rounds {rounds}"
         + (" --only " + " ".join(shlex.quote(o) for o in only) if only else "")
         + f"`: {cpu}, {os.cpu_count()} CPUs, native bfloat16: "
-        f"{report['bf16_hardware'] or 'none'}. The {style} card's shape: {card['layers']} x "
-        f"{card['cell'].upper()} {card['units']}, embedding {card['embedding']}, vocabulary "
-        f"{card['vocab_size']}, on the real tf.data windows. The configurations take turns, "
-        f"{steps} steps each, {rounds} rounds; medians of the rounds.",
+        f"{report['bf16_hardware'] or 'none'}. The {style}/{version} card's shape: "
+        f"{card['layers']} x {card['cell'].upper()} {card['units']}, embedding "
+        f"{card['embedding']}, vocabulary {card['vocab_size']}, on the real tf.data windows. "
+        f"The configurations take turns, {steps} steps each, {rounds} rounds; medians of the "
+        "rounds.",
         "",
         "| option | batch x seq | chars/s | vs baseline | chars per CPU-second | vs baseline |",
         "|---|---|---:|---:|---:|---:|",
@@ -284,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--style", default="tang", help="with --options: whose card's shape")
     p.add_argument("--rounds", type=int, default=4, help="with --options: turns each")
     p.add_argument(
+        "--version",
+        help="with --options: the style's version whose card gives the shape (default: the "
+        "live one; the issue's Tang shape, 2 x 256, is tang/v1)",
+    )
+    p.add_argument(
         "--only",
         nargs="+",
         metavar="OPTION",
@@ -292,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.options:
-        return options_main(args.style, args.steps, args.rounds, args.out, args.only)
+        return options_main(args.style, args.steps, args.rounds, args.out, args.only, args.version)
     models = ROOT / "models"
     report: dict[str, Any] = {}
     for style in styles(models):
