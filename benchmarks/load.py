@@ -56,6 +56,12 @@ PROMPTS = {
     "songci": ["春风", "明月", "小楼", "西风"],  # its default tune, 浣溪沙, started so
 }
 
+
+def prompts_for(models: Path) -> dict[str, list[str]]:
+    """PROMPTS of the styles `models` holds: the crowd asks for those."""
+    return {style: PROMPTS[style] for style in PROMPTS if (models / style).is_dir()}
+
+
 # The answers that are not a poem, by what they tell the user (all of them say when to retry).
 BUSY_ANSWERS = {
     "cooldown": re.compile(r"^You can ask for another poem in (\d+) s\.$"),
@@ -663,7 +669,7 @@ def main() -> None:
     shape = dataclasses.replace(defaults, **{k: getattr(args, k) for k in CLI})
     command = "python -m benchmarks.load " + " ".join(f"--{k} {getattr(args, k):g}" for k in CLI)
     command += "".join(f" --env {item}" for item in args.env)
-    prompts = {style: PROMPTS[style] for style in PROMPTS if (args.models / style).is_dir()}
+    prompts = prompts_for(args.models)
     with tempfile.TemporaryDirectory() as tmp:
         if args.database_url:
             changes["DATABASE_URL"] = args.database_url

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load import PROMPTS, Shape, run_load
+from benchmarks.load import Shape, prompts_for, run_load
 from benchmarks.stats import cpu_name, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +153,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
     shape = dataclasses.replace(Shape(), interactions=args.interactions, seconds=args.seconds)
-    prompts = {style: PROMPTS[style] for style in PROMPTS if (args.models / style).is_dir()}
+    prompts = prompts_for(args.models)
     with tempfile.TemporaryDirectory() as tmp:
         site, dumps = Path(tmp) / "site", Path(tmp) / "dumps"
         site.mkdir()

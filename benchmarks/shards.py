@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.load import (
-    PROMPTS,
     Crowd,
     Shape,
     drive,
@@ -32,6 +31,7 @@ from benchmarks.load import (
     plan,
     populate,
     production_env,
+    prompts_for,
     run_load,
     settle,
     summarise,
@@ -116,7 +116,7 @@ async def swaps(discord, crowd: Crowd, operator: dict, count: int) -> list[float
 async def run_sharded(
     root: Path, models: Path, shape: Shape, swap_count: int, ort_threads: int = 0
 ) -> dict[str, Any]:
-    prompts = {style: PROMPTS[style] for style in PROMPTS if (models / style).is_dir()}
+    prompts = prompts_for(models)
     postgres = PostgresServer()
     try:
         url = postgres.new_database("shards")
@@ -304,7 +304,7 @@ def main() -> None:
         f"--seconds {args.seconds:g} --swaps {args.swaps} --ort-threads {args.ort_threads}"
     )
     models = args.models.resolve()
-    prompts = {style: PROMPTS[style] for style in PROMPTS if (models / style).is_dir()}
+    prompts = prompts_for(models)
     builds = build_seconds(models)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "one").mkdir()

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.stats import write_results
+from benchmarks.stats import cpu_name, write_results
 from bot.engine.bundle import active_version, load_bundle, styles
 from export.graphs import GATES
 
@@ -240,14 +240,7 @@ def options_main(
     card = load_bundle(models / style / version).card
     chosen = [OPTIONS[0], *(o for o in OPTIONS[1:] if not only or o[0] in only)]
     results = measure_options(card, steps, rounds, chosen)
-    cpu = next(
-        (
-            line.partition(":")[2].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
+    cpu = cpu_name()
     report = {
         "style": style,
         "version": version,
