@@ -24,9 +24,10 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff format --check .
 
 # Two workers on two cores (xdist's auto counts the cores this process may use, so one under
-# taskset -c 0); a module's tests stay on one worker, sharing its fixtures.
+# taskset -c 0); a module's tests stay on one worker, sharing its fixtures, and the modules go
+# out longest first (tests/module_seconds.json, tests/conftest.py).
 test: lint postgres-server browser
-	$(PY) -m pytest -n auto --dist loadscope
+	$(PY) -m pytest -n auto --dist loadscope --no-loadscope-reorder
 
 # The tests start their own PostgreSQL server (initdb on a free port) for the settings store;
 # the server package comes from Debian where it is missing. Without it those tests skip, and

@@ -163,6 +163,14 @@ def populate(
     return Crowd(guilds, channels, members, warmers)
 
 
+def env_changes(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    """`--env NAME=VALUE` options as settings, the parser's error on one without a name."""
+    changes = dict(item.split("=", 1) for item in items if "=" in item)
+    if len(changes) != len(items) or not all(changes):
+        parser.error("--env takes NAME=VALUE")
+    return changes
+
+
 def production_env(root: Path, models: Path, **changes: str) -> dict[str, str]:
     """.env.example's settings, with the machine-specific ones pointed into `root`."""
     env = {k: v for k, v in read_dotenv(ROOT / ".env.example").items() if v}
@@ -663,9 +671,7 @@ def main() -> None:
         help="a bot setting over .env.example's (repeatable), e.g. GC_SECONDS=0 for a baseline",
     )
     args = p.parse_args()
-    changes = dict(item.split("=", 1) for item in args.env if "=" in item)
-    if len(changes) != len(args.env):
-        p.error("--env takes NAME=VALUE")
+    changes = env_changes(p, args.env)
     shape = dataclasses.replace(defaults, **{k: getattr(args, k) for k in CLI})
     command = "python -m benchmarks.load " + " ".join(f"--{k} {getattr(args, k):g}" for k in CLI)
     command += "".join(f" --env {item}" for item in args.env)

@@ -27,6 +27,7 @@ from benchmarks.load import (
     Crowd,
     Shape,
     drive,
+    env_changes,
     judge,
     plan,
     populate,
@@ -114,7 +115,12 @@ async def swaps(discord, crowd: Crowd, operator: dict, count: int) -> list[float
 
 
 async def run_sharded(
-    root: Path, models: Path, shape: Shape, swap_count: int, ort_threads: int = 0
+    root: Path,
+    models: Path,
+    shape: Shape,
+    swap_count: int,
+    ort_threads: int = 0,
+    **env_changes: str,
 ) -> dict[str, Any]:
     prompts = prompts_for(models)
     postgres = PostgresServer()
@@ -144,6 +150,7 @@ async def run_sharded(
                         SHARD_COUNT="2",
                         SHARD_IDS=str(shard),
                         ORT_THREADS=str(ort_threads),
+                        **env_changes,
                     )
                     (root / f"shard{shard}").mkdir(parents=True, exist_ok=True)
                     bots.append(
@@ -297,21 +304,30 @@ def main() -> None:
         default=max(1, (os.cpu_count() or 2) // 2),
         help="ORT_THREADS of each shard process (default: half the cores, so the two split them)",
     )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a bot setting over .env.example's for every process (repeatable)",
+    )
     args = p.parse_args()
+    changes = env_changes(p, args.env)
     shape = dataclasses.replace(Shape(), interactions=args.interactions, seconds=args.seconds)
     command = (
         f"python -m benchmarks.shards --interactions {args.interactions} "
         f"--seconds {args.seconds:g} --swaps {args.swaps} --ort-threads {args.ort_threads}"
     )
+    command += "".join(f" --env {item}" for item in args.env)
     models = args.models.resolve()
     prompts = prompts_for(models)
     builds = build_seconds(models)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "one").mkdir()
-        report = asyncio.run(run_load(Path(tmp) / "one", models, shape, prompts))
+        report = asyncio.run(run_load(Path(tmp) / "one", models, shape, prompts, **changes))
         single = {**report.summary, "problems": report.problems}
         sharded = asyncio.run(
-            run_sharded(Path(tmp) / "two", models, shape, args.swaps, args.ort_threads)
+            run_sharded(Path(tmp) / "two", models, shape, args.swaps, args.ort_threads, **changes)
         )
     sharded["build_s"] = builds
     args.out.mkdir(parents=True, exist_ok=True)

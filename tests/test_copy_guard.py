@@ -30,7 +30,8 @@ def normalised(text: str) -> str:
     return "".join(c for c in text if c.isalnum())
 
 
-GRAMS = {normalised(TEXT)[i : i + K] for i in range(len(normalised(TEXT)) - K + 1)}
+_FLAT = normalised(TEXT)
+GRAMS = {_FLAT[i : i + K] for i in range(len(_FLAT) - K + 1)}
 
 
 def copies(text: str) -> bool:
