@@ -4,13 +4,16 @@ vocabulary, applied to the logits before temperature, top-k and top-p.
 The engine knows writers only by their methods (`allowed`, `advance`, `done`, `cut`; see
 `bot/forms/rules.py`), never which form they keep. A writer names characters; the masks here
 turn each set it names into one boolean row over the vocabulary, computed once per set object
-and then reused, so a step's masks are a few vector ANDs per constrained row.
+and then reused; what a writer allows next becomes an addend to its row's scores (0 allowed,
+-inf not), combined once per pair of set tuples, so a row's step costs one copy and one indexed
+write for the characters it bans.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,16 +23,47 @@ from bot.engine.bundle import Vocab
 MASK_CACHE = 8192  # distinct character sets kept as masks per model
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """One allowed set as a boolean row, the same as a score addend (0 allowed, -inf not),
+    and how many characters it allows."""
+
+    allows: np.ndarray
+    addend: np.ndarray
+    count: int
+
+    @classmethod
+    def of(cls, allows: np.ndarray) -> _Rows:
+        return cls(allows, _ADDEND.take(allows.view(np.uint8)), int(np.count_nonzero(allows)))
+
+    def without(self, ids: list[int]) -> np.ndarray | None:
+        """The addend with `ids` banned too; None when that leaves nothing allowed."""
+        if not ids:
+            return self.addend if self.count else None
+        if self.count - int(np.count_nonzero(self.allows[ids])) <= 0:
+            return None
+        addend = self.addend.copy()
+        addend[ids] = -np.inf
+        return addend
+
+
+_ADDEND = np.array([-np.inf, 0.0], np.float32)  # a mask's False, True as a score's addend
+
+
 class Masks:
-    """Boolean rows over one vocabulary for the character sets writers name."""
+    """Rows over one vocabulary for the character sets writers name: boolean masks, and for
+    the engine each writer's next `Allowed` as an addend to its row's scores (0 where allowed,
+    -inf elsewhere: added, an allowed character's score stays exactly as it was)."""
 
     def __init__(self, vocab: Vocab) -> None:
         self.vocab = vocab
         self.size = len(vocab.chars)
         self._cache: OrderedDict[frozenset[str], np.ndarray] = OrderedDict()
+        self._pairs: OrderedDict[tuple, tuple[_Rows, _Rows | None]] = OrderedDict()
         everything = np.ones(self.size, bool)
         everything[vocab.unk_id] = False
         self.everything = everything
+        self.everything_addend = _Rows.of(everything).addend
 
     def of(self, chars: frozenset[str]) -> np.ndarray:
         """The mask of a set of characters (those the vocabulary lacks ignored)."""
@@ -44,26 +78,47 @@ class Masks:
                 self._cache.popitem(last=False)
         return mask
 
+    def _pair(self, allowed: Any) -> tuple[_Rows, _Rows | None]:
+        """What `required` allows, and within it what `preferred` does too (None: no
+        preference), combined once per pair of tuples and kept."""
+        key = (allowed.required, allowed.preferred)
+        pair = self._pairs.get(key)
+        if pair is None:
+            mask = self.everything
+            for chars in allowed.required:
+                mask = mask & self.of(chars)
+            kept = None
+            if allowed.preferred:
+                kept = mask
+                for chars in allowed.preferred:
+                    kept = kept & self.of(chars)
+                kept = _Rows.of(kept)
+            pair = self._pairs[key] = (_Rows.of(mask), kept)
+            if len(self._pairs) > MASK_CACHE:
+                self._pairs.popitem(last=False)
+        return pair
+
+    def addend(self, allowed: Any) -> tuple[np.ndarray | None, bool]:
+        """What a writer allows next as an addend to its row's scores (None: nothing), and
+        whether its `preferred` sets had to be dropped (nothing in the vocabulary keeps them
+        all). Per row only its `banned` characters cost anything: one indexed write."""
+        required, preferred = self._pair(allowed)
+        index = self.vocab.index
+        ids = [index[c] for c in allowed.banned if c in index] if allowed.banned else []
+        if preferred is not None:
+            addend = preferred.without(ids)
+            if addend is not None:
+                return addend, False
+            return required.without(ids), True
+        return required.without(ids), False
+
     def allowed(self, allowed: Any) -> tuple[np.ndarray, bool]:
-        """The mask of what a writer allows next, and whether its `preferred` sets had to be
-        dropped (nothing in the vocabulary keeps them all)."""
-        mask = self.everything
-        for chars in allowed.required:
-            mask = mask & self.of(chars)
-        if allowed.banned:
-            mask = mask.copy() if mask is self.everything else mask
-            for c in allowed.banned:
-                j = self.vocab.index.get(c)
-                if j is not None:
-                    mask[j] = False
-        if allowed.preferred:
-            kept = mask
-            for chars in allowed.preferred:
-                kept = kept & self.of(chars)
-            if kept.any():
-                return kept, False
-            return mask, True
-        return mask, False
+        """The boolean mask of what a writer allows next, and whether its `preferred` sets
+        had to be dropped."""
+        addend, relaxed = self.addend(allowed)
+        if addend is None:
+            return np.zeros(self.size, bool), relaxed
+        return addend == 0, relaxed
 
 
 class StuckError(ValueError):
@@ -112,17 +167,18 @@ class RowRules:
         return float(judge()) if judge is not None else 0.0
 
     def mask(self) -> tuple[np.ndarray, bool]:
-        """The mask for the next character and whether it is to be the likeliest."""
+        """The next character's addend to the row's scores (0 where allowed, -inf elsewhere;
+        `Masks.addend`) and whether it is to be the likeliest."""
         allowed = self.writer.allowed()
-        mask, relaxed = self.masks.allowed(allowed)
+        addend, relaxed = self.masks.addend(allowed)
         if relaxed:
             self.relaxed.append(allowed.relax or "a preferred rule")
-        if not mask.any():
+        if addend is None:
             raise StuckError(
                 "the form could not be finished with this model's characters; try another "
                 "seed or form"
             )
-        return mask, allowed.greedy
+        return addend, allowed.greedy
 
     def advance(self, ch: str) -> None:
         self.writer.advance(ch)

@@ -635,24 +635,27 @@ class Scheduler:
         """Each writer's mask on its row's scores (logits -> mask -> temperature -> top-k/p);
         a row whose writer asks for the likeliest character samples at temperature 0."""
         rows, cols = self._rows, self._cols
-        masks = np.empty((ruled.size, scores.shape[1]), bool)
+        # Each row's mask as an addend (0 where allowed, -inf not: x + 0 is x, so an allowed
+        # character's score stays exactly as it was), four times the speed of assigning
+        # -inf through a boolean index.
+        penalty = np.empty((ruled.size, scores.shape[1]), np.float32)
         temperature = plan.temperature
         for k, j in enumerate(ruled.tolist()):
             i = int(plan.sampling[j])
             row = rows[i]
             try:
-                masks[k], greedy = row.rules.mask()
+                penalty[k], greedy = row.rules.mask()
             except StuckError as err:  # this row ends; the batch goes on
                 row.error, cols.ruled[i], cols.left[i] = err, False, 0
-                masks[k], greedy = self.masks.everything, False
+                penalty[k], greedy = self.masks.everything_addend, False
             if greedy:
                 if temperature is plan.temperature:
                     temperature = temperature.copy()
                 temperature[j] = 0.0
+        if ruled.size == scores.shape[0]:
+            return scores + penalty, temperature  # a new array: never the model's outputs
         scores = _own(scores)
-        block = scores[ruled]
-        block[~masks] = -np.inf
-        scores[ruled] = block
+        scores[ruled] += penalty
         return scores, temperature
 
     def _guard(self, plan: _Plan, scores: np.ndarray) -> np.ndarray:
