@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.engine.bundle import load_bundle
+from bot.engine.constraints import fork
 from bot.engine.scheduler import Request, Scheduler
 from bot.engine.sessions import StepModel
 from bot.forms import catalog, english, lyrics, tang, themes
@@ -95,6 +96,49 @@ def test_a_plan_is_the_users_words_then_related_ones_the_same_in_either_script()
     # Derived again from the same text, the data and so every plan are the same.
     first = themes.Related.derive(TANG_TEXT, "tang").to_bytes()
     assert themes.Related.derive(TANG_TEXT, "tang").to_bytes() == first
+
+
+class _Free:
+    """A writer that allows anything and never ends."""
+
+    done = False
+
+    def allowed(self) -> Allowed:
+        return Allowed()
+
+    def advance(self, ch: str) -> None:
+        pass
+
+    def cut(self) -> int:
+        return 0
+
+
+def test_candidate_lines_are_judged_by_what_they_echo_of_the_theme():
+    """Among candidates that keep every rule, the line that holds more of the words the
+    corpus relates to the user's scores higher (its penalty ECHO_WEIGHT lower an echo);
+    the echoes are those related words (for Chinese their characters), never the user's own
+    word and not the plan's drifting later words; forked candidates judge their own lines."""
+    plan = plan_of(TANG, form="qilv", about="酒")
+    echoes = plan.theme.echoes
+    related = catalog.table(TANG, load_bundle(TANG).card, "themes", "themes")
+    first = {related.words[j] for i in related._ids("酒") for j, _ in related.related_to(i)}
+    assert echoes == frozenset("".join(first)) - {"酒"}
+    assert isinstance(plan.rules(3), themes.EchoJudge)
+    assert not isinstance(plan_of(TANG, form="qilv").rules(3), themes.EchoJudge)
+    echo = sorted(echoes)[:2]
+    plain = [c for c in "山水雲天人日" if c not in echoes][:2]
+    judge = themes.EchoJudge(_Free(), echoes, chinese=True)
+    twin = fork(judge)
+    for ch in f"{echo[0]}{plain[0]}{echo[1]}{plain[1]}，":
+        judge.advance(ch)
+    for ch in f"{plain[0]}{plain[1]}{plain[0]}{plain[1]}，":
+        twin.advance(ch)
+    assert judge.penalty() == pytest.approx(-2 * themes.ECHO_WEIGHT)
+    assert twin.penalty() == 0.0
+    english_judge = themes.EchoJudge(_Free(), frozenset({"waves", "salt"}), chinese=False)
+    for ch in "The Waves, the salt; the waves.\n":
+        english_judge.advance(ch)
+    assert english_judge.penalty() == pytest.approx(-3 * themes.ECHO_WEIGHT)
 
 
 def test_the_stored_relatedness_holds_words_and_numbers_only(tmp_path):

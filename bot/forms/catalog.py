@@ -285,10 +285,15 @@ def line_index(bundle_path: Path, card: dict[str, Any]) -> LineIndex | None:
         raise FormError(f"This style's line index is broken ({err}); ask the operators.") from None
 
 
-def _guarded(make: Callable[[int], Any], lines: LineIndex | None) -> Callable[[int], Any]:
-    if lines is None:
-        return make
-    return lambda seed: LineGuard(make(seed), lines)
+def _guarded(
+    make: Callable[[int], Any], lines: LineIndex | None, theme: themes.Theme | None = None
+) -> Callable[[int], Any]:
+    """The writers `make` makes, behind the line guard (where the bundle has a line index)
+    and, with a theme, judging candidate lines by their echoes of it (`themes.EchoJudge`)."""
+    guarded = make if lines is None else (lambda seed: LineGuard(make(seed), lines))
+    if theme is None or not theme.echoes or themes.ECHO_WEIGHT == 0:
+        return guarded
+    return lambda seed: themes.EchoJudge(guarded(seed), theme.echoes, theme.chinese)
 
 
 _UNSAFE = re.compile(r"[\s*_`~|>#<@:\[\]()\\]")
@@ -459,7 +464,7 @@ def plan(
         if wanted is not None:  # a keyword a sentence: a line as shown (ci_writer.py)
             found = wanted.theme(got.lines, got.label)
             theme = dataclasses.replace(found, header=got.header, ends=f"\n{ci.STOP}")
-        make = _guarded(got.make(theme.thread(len(got.prompt)) if theme else None), lines)
+        make = _guarded(got.make(theme.thread(len(got.prompt)) if theme else None), lines, theme)
         return PoemPlan(
             make, got.prompt, got.length, form, output_script, layout=got.layout, theme=theme
         )
@@ -494,7 +499,9 @@ def plan(
     most = _line_count(shape, heads)
     theme = wanted.theme(most, shape.label(language)) if wanted else None
     thread = theme.thread(len(prompt)) if theme else None
-    make = _guarded(_maker(shape, section, chars, heads, bundle_path, card, whole, thread), lines)
+    make = _guarded(
+        _maker(shape, section, chars, heads, bundle_path, card, whole, thread), lines, theme
+    )
     _feed(make(0), prompt, check=shape.kind not in ("english", "verse"))
     return PoemPlan(make, prompt, bound, name, output_script, theme=theme)
 
@@ -638,7 +645,7 @@ def _plan_tang(
         form = tang.FORMS[chosen[0]]
         return TangWriter(chars, form, chosen[1], heads, readings, thread, seed)
 
-    make = _guarded(make, lines)
+    make = _guarded(make, lines, theme)
     size = max(FORMS[n].min_chars for n, _ in options)
     bound = size if length is None else max(length, size)
     return PoemPlan(make, prompt, bound, name, output_script, couplets=True, theme=theme)
@@ -662,7 +669,10 @@ class _Wanted:
         if len(self.words) > lines:
             raise themes.too_many_words(label, lines, self.words)
         plan = self.related.plan(self.words, lines, self.fits)
-        return themes.Theme(self.typed.strip(), self.words, plan, self.related.chinese)
+        echoes = self.related.echoes(self.words)
+        return themes.Theme(
+            self.typed.strip(), self.words, plan, self.related.chinese, echoes=echoes
+        )
 
 
 def _wanted(

@@ -39,6 +39,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,7 @@ MAX_HAN = 12  # Chinese characters a theme may have
 MAX_TYPED = 100  # characters of a theme as typed, before anything else is looked at
 SPARE = 8  # plan words beyond one a line, for keywords that cannot fit a line
 NEIGHBOURS = 12  # related words kept per word
+ECHO_WEIGHT = 0.3  # a candidate line's score (nats a character) for each echo of its theme
 DISCOUNT = 20.0  # PMI * c / (c + DISCOUNT)
 MIN_PMI = 1.0  # a related pair is at least e times likelier together than apart
 MIN_TOGETHER = 3  # units a related pair shares at least (2 for English, a sparser graph)
@@ -446,6 +448,20 @@ class Related:
                 return sorted(found, key=lambda w: (-self.counts[self.index[w]], w))[:limit]
         return difflib.get_close_matches(word, self.words, n=limit, cutoff=0.75)
 
+    def echoes(self, users: Sequence[str]) -> frozenset[str]:
+        """What echoes a theme in a line: the words best related to the user's own (for
+        Chinese, their characters). Not the plan's later words: those are related to the
+        words before them, and drift to what the whole corpus is full of (white clouds,
+        fragrant grass), which would favour lines about anything. The user's words are
+        left out (each is a keyword the poem places anyway)."""
+        words: set[str] = set()
+        for word in users:
+            for i in self._ids(word):
+                words.update(self.words[j] for j, _ in self.related_to(i))
+        if self.chinese:
+            return frozenset("".join(words)) - frozenset("".join(users))
+        return frozenset(w.lower() for w in words) - frozenset(w.lower() for w in users)
+
 
 # --- the user's words ---------------------------------------------------------------------
 
@@ -461,6 +477,7 @@ class Theme:
     chinese: bool
     header: str = ""  # what the model reads before the poem (a 詞's tune name), not of it
     ends: str = "\n，。"  # what ends a keyword's line: a clause; a 詞's sentence ends at 。
+    echoes: frozenset[str] = frozenset()  # what a line may hold to echo it (Related.echoes)
 
     def thread(self, skip: int = 0) -> Thread:
         """What the writers take: the plan, the user's words, and the characters (a prompt's)
@@ -724,3 +741,46 @@ class Keyed:
         if written and self._keyword in self._unwritten:
             self._unwritten.remove(self._keyword)
         self._keyword, self._at, self._planned = "", -1, -1
+
+
+# Where a candidate line ends: the engine's LINE_ENDS, and the 「：」 after a 詞's tune.
+_LINE_ENDS = frozenset("\n，。、：")
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
+
+
+class EchoJudge:
+    """A writer, and for the engine's choice among a line's candidates (`penalty`: a score
+    taken off its mean log-probability a character) ECHO_WEIGHT less for each echo of the
+    theme the line holds (`Theme.echoes`: Chinese characters, English words). Every rule is
+    the wrapped writer's: this only prefers, among candidates that keep them all, the line
+    that stays nearer the theme. Everything else is the inner writer's."""
+
+    def __init__(self, inner: Any, echoes: frozenset[str], chinese: bool) -> None:
+        self.inner = inner
+        self._echoes = echoes
+        self._chinese = chinese
+        self._line = ""  # the line being written
+        self._heard = 0  # echoes in the line that ended last
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def advance(self, ch: str) -> None:
+        self.inner.advance(ch)
+        if ch in _LINE_ENDS:
+            self._heard = self.echoes_in(self._line)
+            self._line = ""
+        else:
+            self._line += ch
+
+    def echoes_in(self, line: str) -> int:
+        if self._chinese:
+            return sum(c in self._echoes for c in line)
+        return sum(w in self._echoes for w in _WORD.findall(line.lower()))
+
+    def penalty(self) -> float:
+        judge = getattr(self.inner, "penalty", None)
+        inner = float(judge()) if judge is not None else 0.0
+        return inner - ECHO_WEIGHT * self._heard
