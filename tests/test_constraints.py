@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.engine.bundle import load_bundle
+from bot.engine.constraints import Masks
 from bot.engine.scheduler import Limits, Request, Scheduler
 from bot.engine.sessions import StepModel
 from bot.forms import catalog, tang
@@ -235,3 +236,32 @@ def test_any_options_give_a_plan_or_a_form_error_in_words(acrostic, prompt, form
         assert str(err) and len(str(err)) < 400
     else:
         assert plan.length >= 24 and plan.rules is not None
+
+
+def test_what_writers_allow_is_kept_within_a_bound_and_read_back_right():
+    """The combined rows the engine keeps per model (a writer's required and preferred sets)
+    stay within their bound however many distinct sets writers name, and each row read back
+    allows exactly what its sets do, less the banned characters; a preferred set that the
+    bans empty is dropped, and said."""
+    vocab = load_bundle(Path(__file__).resolve().parent.parent / "models" / "tang" / "v3").vocab
+    masks = Masks(vocab)
+    chars = [c for c in vocab.chars if tang.is_ideograph(c)]
+    for i in range(masks._pair_limit + 50):
+        one = frozenset(chars[i % len(chars)] + chars[(i * 7 + 1) % len(chars)])
+        masks.addend(Allowed(required=(one,)))
+    assert len(masks._pairs) <= masks._pair_limit
+    han, level = frozenset(chars[:300]), frozenset(chars[100:120])
+    addend, relaxed = masks.addend(
+        Allowed(required=(han,), banned=frozenset(chars[100:110]), preferred=(level,))
+    )
+    allowed = {vocab.chars[i] for i in range(len(vocab.chars)) if addend[i] == 0}
+    assert allowed == set(chars[110:120]) and not relaxed
+    addend, relaxed = masks.addend(
+        Allowed(required=(han,), banned=frozenset(chars[100:120]), preferred=(level,))
+    )
+    allowed = {vocab.chars[i] for i in range(len(vocab.chars)) if addend[i] == 0}
+    assert allowed == set(chars[:300]) - set(chars[100:120]) and relaxed
+    assert (
+        masks.addend(Allowed(required=(frozenset(chars[:2]),), banned=frozenset(chars[:2])))[0]
+        is None
+    )

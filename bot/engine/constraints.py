@@ -21,6 +21,11 @@ import numpy as np
 from bot.engine.bundle import Vocab
 
 MASK_CACHE = 8192  # distinct character sets kept as masks per model
+# Combined required/preferred rows kept per model, in bytes (a pair holds up to two boolean
+# rows and two float32 ones: 18 bytes a character, 136 KB over Tang's 7,586 characters). The
+# Chinese forms use a few dozen pairs (tang 23, songci 44, jaychou 20 over 20 poems each),
+# English ones thousands of small ones (shakespeare 1,719 over 8): at most MASK_CACHE.
+PAIR_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Masks:
         self.size = len(vocab.chars)
         self._cache: OrderedDict[frozenset[str], np.ndarray] = OrderedDict()
         self._pairs: OrderedDict[tuple, tuple[_Rows, _Rows | None]] = OrderedDict()
+        self._pair_limit = min(MASK_CACHE, max(64, PAIR_BYTES // (18 * self.size)))
         everything = np.ones(self.size, bool)
         everything[vocab.unk_id] = False
         self.everything = everything
@@ -94,7 +100,7 @@ class Masks:
                     kept = kept & self.of(chars)
                 kept = _Rows.of(kept)
             pair = self._pairs[key] = (_Rows.of(mask), kept)
-            if len(self._pairs) > MASK_CACHE:
+            if len(self._pairs) > self._pair_limit:
                 self._pairs.popitem(last=False)
         return pair
 
