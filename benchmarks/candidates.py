@@ -16,14 +16,13 @@ import asyncio
 import itertools
 import math
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stats import percentile, write_results
+from benchmarks.stats import cpu_name, percentile, write_results
 from bot.engine.bundle import load_bundle
 from bot.engine.scheduler import Limits, Request, Scheduler
 from bot.engine.sessions import StepModel, load_model
@@ -58,13 +57,6 @@ async def timed(scheduler: Scheduler, model: StepModel, request: Request) -> tup
     started = time.perf_counter()
     poem = await scheduler.generate(request)
     return time.perf_counter() - started, poem_logp(model, poem.text)
-
-
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 async def measure(
@@ -150,7 +142,7 @@ def main() -> None:
             if any(args.lookahead)
             else ""
         ),
-        "cpu": cpu(),
+        "cpu": cpu_name(),
         "load_average": list(os.getloadavg()),
         "by_k": rows,
     }
