@@ -54,6 +54,39 @@ def _int(name: str, default: int, low: int = 0) -> int:
     return value
 
 
+def _candidates(max_batch: int) -> tuple[int | None, dict[str, int]]:
+    """CANDIDATES: a number for every style (`8`), numbers for named styles (`songci=8,
+    tang=16`), or both (`12,songci=8`: songci 8, every other style 12); unset, each style's
+    own. Each from 1 to MAX_BATCH (a poem's candidate rows are in the batch)."""
+    raw = os.environ.get("CANDIDATES", "").strip()
+    every: int | None = None
+    styles: dict[str, int] = {}
+    for item in (part.strip() for part in raw.split(",") if part.strip()):
+        style, _, number = item.rpartition("=")
+        style = style.strip()
+        try:
+            value = int(number)
+        except ValueError:
+            raise ConfigError(
+                f"CANDIDATES: {item!r} is not a whole number or STYLE=NUMBER "
+                "(e.g. CANDIDATES=8 or CANDIDATES=songci=8,tang=16)"
+            ) from None
+        if not 1 <= value <= max_batch:
+            raise ConfigError(
+                f"CANDIDATES: {item!r} must be from 1 to MAX_BATCH ({max_batch}): a poem's "
+                "rows are in the batch"
+            )
+        if "=" in item and not style:
+            raise ConfigError(f"CANDIDATES: {item!r} names no style before its '='")
+        if style in styles or (not style and every is not None):
+            raise ConfigError(f"CANDIDATES sets {style or 'every style'} twice")
+        if style:
+            styles[style] = value
+        else:
+            every = value
+    return every, styles
+
+
 def _float(name: str, default: float, low: float = 0.0) -> float:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -123,8 +156,10 @@ class Settings:
     default_length: int = 400
     default_temperature: float = 0.8
     # Each line of a form written this many times, the best one kept; None: each style's own
-    # (its card's poem.candidates, else DEFAULT_CANDIDATES).
+    # (its card's poem.candidates, else DEFAULT_CANDIDATES). `style_candidates` sets it for
+    # named styles (CANDIDATES=songci=8,tang=16), over both.
     candidates: int | None = None
+    style_candidates: dict[str, int] = field(default_factory=dict)
     candidate_unit: str = "line"  # or "poem": whole poems as candidates
     user_cooldown: float = 3.0
     channel_concurrency: int = 4
@@ -163,11 +198,7 @@ class Settings:
         default_length = _int("DEFAULT_LENGTH", 400, 1)
         if default_length > limits.max_length:
             raise ConfigError("DEFAULT_LENGTH must not exceed MAX_LENGTH")
-        candidates = _int("CANDIDATES", 0, 1) or None
-        if candidates is not None and candidates > limits.max_batch:
-            raise ConfigError(
-                "CANDIDATES must not exceed MAX_BATCH (a poem's rows are in the batch)"
-            )
+        candidates, style_candidates = _candidates(limits.max_batch)
         candidate_unit = os.environ.get("CANDIDATE_UNIT", "").strip().lower() or "line"
         if candidate_unit not in CANDIDATE_UNITS:
             raise ConfigError(f"CANDIDATE_UNIT must be one of {', '.join(CANDIDATE_UNITS)}")
@@ -204,6 +235,7 @@ class Settings:
             default_length=default_length,
             default_temperature=_float("DEFAULT_TEMPERATURE", 0.8),
             candidates=candidates,
+            style_candidates=style_candidates,
             candidate_unit=candidate_unit,
             user_cooldown=_float("USER_COOLDOWN_SECONDS", 3.0),
             channel_concurrency=_int("CHANNEL_MAX_POEMS", 4, 1),

@@ -20,9 +20,15 @@ DEFAULT_CANDIDATES = 8  # a style's candidates a line where neither CANDIDATES n
 
 def candidates_for(settings: Settings, card: dict[str, Any]) -> int:
     """How many times a poem of this style writes each line of its form: CANDIDATES where the
-    operator set it, else the style's own (its card's `poem.candidates`, chosen by blind
-    readers against the latency), else DEFAULT_CANDIDATES; never more than the batch."""
-    chosen = settings.candidates or card.get("poem", {}).get("candidates") or DEFAULT_CANDIDATES
+    operator set it (for this style by name, else for every style), else the style's own (its
+    card's `poem.candidates`, chosen by blind readers against the latency), else
+    DEFAULT_CANDIDATES; never more than the batch."""
+    chosen = (
+        settings.style_candidates.get(card.get("style", ""))
+        or settings.candidates
+        or card.get("poem", {}).get("candidates")
+        or DEFAULT_CANDIDATES
+    )
     return max(1, min(int(chosen), settings.limits.max_batch))
 
 

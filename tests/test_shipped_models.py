@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import types
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from bot.composition import build_registry
+from bot.config import ConfigError, Settings
 from bot.engine.bundle import active_version, load_bundle, styles
 from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel
@@ -202,3 +204,40 @@ def test_each_style_writes_its_own_candidates_unless_the_operator_says(tmp_path)
     assert asked(dataclasses.replace(settings, candidates=4), "tang") == 4
     small = dataclasses.replace(settings.limits, max_batch=12)
     assert asked(dataclasses.replace(settings, candidates=None, limits=small), "tang") == 12
+    # A style named in CANDIDATES takes its number; the others the bare one, else their own.
+    named = dataclasses.replace(settings, candidates=None, style_candidates={"songci": 8})
+    assert asked(named, "songci") == 8 and asked(named, "tang") == 16
+    both = dataclasses.replace(named, candidates=4)
+    assert asked(both, "songci") == 8 and asked(both, "tang") == 4
+
+
+@pytest.mark.parametrize(
+    ("raw", "every", "styles"),
+    [
+        ("8", 8, {}),
+        ("songci=8, tang=16", None, {"songci": 8, "tang": 16}),
+        ("12,songci=8", 12, {"songci": 8}),
+        ("", None, {}),
+    ],
+)
+def test_candidates_are_set_for_every_style_or_by_name(monkeypatch, raw, every, styles):
+    monkeypatch.setenv("CANDIDATES", raw)
+    settings = Settings.from_env()
+    assert (settings.candidates, settings.style_candidates) == (every, styles)
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("many", "'many' is not a whole number or STYLE=NUMBER"),
+        ("songci=0", "must be from 1 to MAX_BATCH"),
+        ("tang=100000", "must be from 1 to MAX_BATCH"),
+        ("=8", "names no style"),
+        ("8,9", "sets every style twice"),
+        ("tang=8,tang=16", "sets tang twice"),
+    ],
+)
+def test_a_bad_candidates_setting_is_refused_saying_what(monkeypatch, raw, says):
+    monkeypatch.setenv("CANDIDATES", raw)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        Settings.from_env()
