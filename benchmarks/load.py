@@ -163,6 +163,11 @@ def populate(
     return Crowd(guilds, channels, members, warmers)
 
 
+def add_env_option(parser: argparse.ArgumentParser, text: str) -> None:
+    """`--env NAME=VALUE`, repeatable: a bot setting over .env.example's."""
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help=text)
+
+
 def env_changes(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
     """`--env NAME=VALUE` options as settings, the parser's error on one without a name."""
     changes = dict(item.split("=", 1) for item in items if "=" in item)
@@ -663,12 +668,8 @@ def main() -> None:
         default=None,
         help="a load.json of the same command on other code, run beside this one, to compare",
     )
-    p.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a bot setting over .env.example's (repeatable), e.g. GC_SECONDS=0 for a baseline",
+    add_env_option(
+        p, "a bot setting over .env.example's (repeatable), e.g. GC_SECONDS=0 for a baseline"
     )
     args = p.parse_args()
     changes = env_changes(p, args.env)

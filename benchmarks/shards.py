@@ -26,6 +26,7 @@ from typing import Any
 from benchmarks.load import (
     Crowd,
     Shape,
+    add_env_option,
     drive,
     env_changes,
     judge,
@@ -304,13 +305,7 @@ def main() -> None:
         default=max(1, (os.cpu_count() or 2) // 2),
         help="ORT_THREADS of each shard process (default: half the cores, so the two split them)",
     )
-    p.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a bot setting over .env.example's for every process (repeatable)",
-    )
+    add_env_option(p, "a bot setting over .env.example's for every process (repeatable)")
     args = p.parse_args()
     changes = env_changes(p, args.env)
     shape = dataclasses.replace(Shape(), interactions=args.interactions, seconds=args.seconds)

@@ -118,14 +118,6 @@ class Masks:
             return required.without(ids), True
         return required.without(ids), False
 
-    def allowed(self, allowed: Any) -> tuple[np.ndarray, bool]:
-        """The boolean mask of what a writer allows next, and whether its `preferred` sets
-        had to be dropped."""
-        addend, relaxed = self.addend(allowed)
-        if addend is None:
-            return np.zeros(self.size, bool), relaxed
-        return addend == 0, relaxed
-
 
 class StuckError(ValueError):
     """A writer allowed nothing the model can write: the form cannot be finished with this

@@ -786,13 +786,11 @@ class Scheduler:
             scores = self.model.ngram.mixed_logits(scores, context, self.model.ngram_weight)
         total = _logsumexp(scores.copy())
         for j, k in enumerate(ahead):
-            mask, _ = self.masks.allowed(members[k].rules.writer.allowed())
-            if not mask.any():
+            addend, _ = self.masks.addend(members[k].rules.writer.allowed())
+            if addend is None:  # the form allows nothing next
                 out[k] = -math.inf
                 continue
-            allowed = scores[j, mask]
-            top = allowed.max()
-            out[k] = float(top + np.log(np.exp(allowed - top).sum()) - total[j])
+            out[k] = float(_logsumexp(scores[j : j + 1] + addend)[0] - total[j])
         return out
 
     def _plan(self) -> _Plan:

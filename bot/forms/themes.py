@@ -763,9 +763,26 @@ class EchoJudge:
         self._heard = 0  # echoes in the line that ended last
 
     def __getattr__(self, name: str) -> Any:
+        """What else the inner writer offers (its form, `last_of_line`)."""
         if name == "inner":  # not set yet (a copy being made): no recursion
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+    # What the engine asks at every step, said here rather than found through __getattr__.
+    def allowed(self) -> Allowed:
+        return self.inner.allowed()
+
+    @property
+    def done(self) -> bool:
+        return self.inner.done
+
+    def cut(self) -> int:
+        return self.inner.cut()
+
+    def branch(self, k: int) -> None:
+        branch = getattr(self.inner, "branch", None)
+        if branch is not None:
+            branch(k)
 
     def advance(self, ch: str) -> None:
         self.inner.advance(ch)
