@@ -9,6 +9,7 @@ Again and Continue keep it; a bundle without theme data says `about` is not avai
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from pathlib import Path
 
@@ -215,6 +216,27 @@ def test_a_sonnet_about_the_sea_keeps_its_metre_and_rhymes():
     assert "sea" in english.words(poem.text)
     for line in english.poem_lines(poem.text):
         assert set(english.words(line)) & set(plan.theme.plan), (line, poem.text)
+
+
+def test_a_sonnet_about_a_theme_keeps_its_rules_whatever_the_writer_allows():
+    """Walks at random through what the writer allows (the network's likeliest paths are
+    only some of them): every sonnet about a theme keeps its 14 lines, syllables and rhymes.
+    The word before a line's keyword must leave it room, and a keyword may not end a line
+    where its rhyme word should (a sonnet about "many" ended a line on "years" for "thereof")."""
+    bundle = load_bundle(SHAKESPEARE)
+    words = english.Lexicon.from_text((SHAKESPEARE / "words.txt").read_text(), cmu=True)
+    vocab = sorted(bundle.vocab.chars)
+    plan = plan_of(SHAKESPEARE, form="sonnet", about="the sea")
+    for seed in range(30):
+        writer, pick, text = plan.rules(seed), random.Random(seed), ""
+        while not writer.done and len(text) < 3000:
+            rule = writer.allowed()
+            able = [c for c in vocab if all(c in r for r in rule.required) and c not in rule.banned]
+            liked = [c for c in able if all(c in p for p in rule.preferred)]
+            text += pick.choice(liked or able)
+            writer.advance(text[-1])
+        check = english.check_sonnet(text, words)
+        assert check.fourteen and check.rhyme_pairs_kept == 7 and check.syllable_ok == 14, text
 
 
 def test_a_paragraph_starts_each_line_with_its_keyword(tmp_path):

@@ -611,14 +611,16 @@ class EnglishWriter(themes.Keyed):
             self._extend(self._word + c)
             return
         self._mode = _ACTIVE
+        # The word's tries are the ones the gap before it allowed: chosen while `_words` still
+        # counts the words before it (whether the keyword is due depends on that count).
         self._forcing = self._pending() and self._due()
-        self._words += 1
         if not self._metred:
             self._tries = self._word_tries()
         elif self._s <= ORDINARY_MAX:
             self._tries = self._start_tries()
         else:
             self._mode = _FULL  # a prompt's word after the line's final word
+        self._words += 1
         self._extend(c)
 
     def _extend(self, word: str) -> None:
