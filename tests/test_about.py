@@ -193,6 +193,7 @@ def test_verse_lines_hold_their_keywords_and_still_rhyme(tmp_path):
         assert len(lines) >= 5, poem.text  # one line at least for each of the user's words
         assert all(word in poem.text for word in plan.theme.words), poem.text
         assert all(any(w in line for w in plan.theme.plan) for line in lines), poem.text
+        assert any(word in lines[-1] for word in plan.theme.words), poem.text  # ends on them
         assert lyrics.check_verse(poem.text).rhyme_rate == 1.0, poem.text
 
 
@@ -213,9 +214,14 @@ def test_a_sonnet_about_the_sea_keeps_its_metre_and_rhymes():
     (poem,) = write(SHAKESPEARE, plan, range(3, 4), candidates=8)
     check = english.check_sonnet(poem.text, words)
     assert check.fourteen and check.rhyme_pairs_kept == 7 and check.syllable_ok == 14, poem.text
-    assert "sea" in english.words(poem.text)
-    for line in english.poem_lines(poem.text):
+    lines = english.poem_lines(poem.text)
+    assert "sea" in english.words(lines[0]) and "sea" in english.words(lines[-1]), poem.text
+    for line in lines:
         assert set(english.words(line)) & set(plan.theme.plan), (line, poem.text)
+    # A couplet is too short to come back to its word: its second line takes the plan's next.
+    plan = plan_of(SHAKESPEARE, form="couplet", about="the sea")
+    (poem,) = write(SHAKESPEARE, plan, range(3, 4), candidates=8)
+    assert [w for w in english.words(poem.text) if w == "sea"] == ["sea"], poem.text
 
 
 def test_a_sonnet_about_a_theme_keeps_its_rules_whatever_the_writer_allows():
@@ -261,6 +267,31 @@ def test_a_users_word_gives_way_until_the_lines_left_are_its_own():
     assert thread.choose(left, 2, places, 1) == ("落葉", 2)
     assert thread.choose(left, 1, places, 2) == ("秋風", 4)
     assert thread.choose(["明月"], 1, lambda w, s: [], 0) is None  # no word fits: none
+
+
+def test_a_sonnet_or_verse_ends_on_the_users_words():
+    """Where words recur (`close`: a sonnet's couplet, a lyric's refrain) the last line takes
+    a user's word again, once all are written; a user's word still to write comes first, and
+    a user's word with no place there gives way to the plan."""
+    thread = themes.Thread(("秋風", "落葉", "明月"), frozenset({"秋風"}))
+    anywhere = lambda word, strict: [0, 2]  # noqa: E731
+    assert thread.choose(["明月"], 1, anywhere, 0, close=True) == ("秋風", 0)
+    assert thread.choose(["明月"], 1, anywhere, 0) == ("明月", 0)  # a form without refrains
+    assert thread.choose(["明月"], 2, anywhere, 0, close=True) == ("明月", 0)  # not the last
+    assert thread.choose(["落葉", "秋風"], 1, anywhere, 1, close=True) == ("秋風", 2)
+    nowhere = lambda word, strict: [] if word == "秋風" else [0]  # noqa: E731
+    assert thread.choose(["明月"], 1, nowhere, 0, close=True) == ("明月", 0)
+
+
+def test_an_english_plan_takes_the_words_related_to_the_users_first():
+    """An English plan's words related to the user's come before those related only to
+    the plan's (love's hate and tears before the plays' blood and death)."""
+    related = themes.Related.load(SHAKESPEARE / themes.THEMES_FILE)
+    for about in ("love", "war", "winter"):
+        plan = plan_of(SHAKESPEARE, form="sonnet", about=about).theme.plan
+        near = {related.words[j] for j, _ in related.related_to(related.index[about])}
+        firsts = [word in near for word in plan[1:]]
+        assert any(firsts) and firsts == sorted(firsts, reverse=True), (about, plan)
 
 
 def test_a_keyword_that_ends_a_training_clause_is_judged_not_stuck():

@@ -67,8 +67,10 @@ Until it is written the line may not end, and on a sonnet or couplet line the wo
 leave room for its syllables (only ordinary words, of a budget less the keyword's); it is
 written where its place comes, or where that room runs out, as an ordinary word (a line's rhyme
 word stays the rhyme's). The plan's words are not written elsewhere in a sonnet or couplet (they
-count as used). A speech has at least as many lines as the user's words. Each candidate of a
-line (the engine's `branch`) starts the keyword at another word of the line.
+count as used), but a sonnet's last line takes a user's word again (the poem ends on its
+subject; a couplet is too short to come back to it). A speech has at least as many lines as
+the user's words. Each candidate of a line (the engine's `branch`) starts the keyword at
+another word of the line.
 """
 
 from __future__ import annotations
@@ -401,7 +403,13 @@ class EnglishWriter(themes.Keyed):
             return
         self._planned = self._line
         lines_left = None if self._total is None else self._total - self._line
-        chosen = thread.choose(self._unwritten, lines_left, self._places, self._branch + self._line)
+        chosen = thread.choose(
+            self._unwritten,
+            lines_left,
+            self._places,
+            self._branch + self._line,
+            close=self._metred and (self._total or 0) >= themes.CLOSE_LINES,
+        )
         self._keyword, self._at = chosen if chosen else ("", -1)
         self._placed = False
 

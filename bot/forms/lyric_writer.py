@@ -36,9 +36,10 @@ A theme (`themes.Thread`): each line holds one keyword of the plan, its characte
 start of a line an acrostic heads unless it begins with the head (the head wins). The line
 may not end before its keyword is written; the keyword is exempt from the reuse ban where it
 stands and banned elsewhere in its line. A keyword too long for the line (or a related word
-whose characters the verse has already) gives way to the next of the plan. The verse has at
-least as many lines as the user's words. Each candidate of a line (the engine's `branch`)
-starts the keyword at another place.
+whose characters the verse has already) gives way to the next of the plan. The last line of a
+verse of 4 lines or more takes a user's word again, as a refrain would (it ends on its
+subject). The verse has at least as many lines as the user's words. Each candidate of a line
+(the engine's `branch`) starts the keyword at another place.
 """
 
 from __future__ import annotations
@@ -203,7 +204,11 @@ class VerseWriter(themes.Keyed):
         if self._planned != self._line:
             self._planned = self._line
             chosen = self._thread.choose(
-                self._unwritten, self.lines - self._line, self._places, self._branch + self._line
+                self._unwritten,
+                self.lines - self._line,
+                self._places,
+                self._branch + self._line,
+                close=self.lines >= themes.CLOSE_LINES,
             )
             self._keyword, self._at = chosen if chosen else ("", -1)
         offset = self._n - self._at

@@ -54,6 +54,7 @@ MAX_WORDS = 5  # English words a theme may have
 MAX_HAN = 12  # Chinese characters a theme may have
 MAX_TYPED = 100  # characters of a theme as typed, before anything else is looked at
 SPARE = 8  # plan words beyond one a line, for keywords that cannot fit a line
+CLOSE_LINES = 4  # lines a poem has at least for its last to take the user's word again
 NEIGHBOURS = 12  # related words kept per word
 ECHO_WEIGHT = 0.3  # a candidate line's score (nats a character) for each echo of its theme
 DISCOUNT = 20.0  # PMI * c / (c + DISCOUNT)
@@ -378,9 +379,15 @@ class Related:
         self, users: Sequence[str], lines: int, fits: Iterable[str] | None = None
     ) -> tuple[str, ...]:
         """The user's words, then related words until there is one a line and SPARE more:
-        each next word the best related to the user's words (and at SECOND_ORDER to the
-        words chosen), sharing no character with the plan's (Chinese), one of `fits` (the
-        words the style can write), else the commonest such words."""
+        first the words related to the user's own, each next one the best related to them
+        (and at SECOND_ORDER to the words chosen), then words related only to the words
+        chosen, each sharing no character with the plan's (Chinese) and one of `fits` (the
+        words the style can write), else the commonest such words. In English a word
+        related only to the plan's words comes after every word related to the user's:
+        those drift to the words the plays are full of (blood, death and eyes after love's
+        hate and tears), themes of their own. A Chinese plan ranks them together: its
+        second-order words are two-character images of the genre (白雲, 青山) where the
+        first-order ones left are often single characters of a common word (天, 中)."""
         allowed = None if fits is None else frozenset(fits)
         chosen = list(dict.fromkeys(users))
         used = set("".join(chosen)) if self.chinese else set()
@@ -401,6 +408,7 @@ class Related:
 
         for word in chosen:
             spread(word, 1.0)
+        first = frozenset(score)  # the words related to the user's own
         want = lines + SPARE
         fallback = iter(np.argsort(-self.counts, kind="stable").tolist())
         while len(chosen) < want:
@@ -410,7 +418,9 @@ class Related:
                 if usable(j)
             }
             if weighted:
-                best = min(weighted, key=lambda j: (-weighted[j], j))
+                best = min(
+                    weighted, key=lambda j: (not self.chinese and j not in first, -weighted[j], j)
+                )
             else:
                 best = next((j for j in fallback if usable(j) and self._plain(j)), -1)
                 if best < 0:
@@ -686,14 +696,20 @@ class Thread:
         lines_left: int | None,
         slots: Callable[[str, bool], list[int]],
         branch: int,
+        close: bool = False,
     ) -> tuple[str, int] | None:
         """This line's keyword and where it starts: the first word of `left` (the user's
         come first) with a place in the line by every rule (`slots(word, True)`), the
         candidate `branch` taking the branch-th of those places; a user's word may bend the
         preferred rules (`slots(word, False)`) only where the lines left are no more than
-        the user's words still to write. None: no word fits this line."""
+        the user's words still to write. With `close` (a form where words recur, a sonnet's
+        couplet or a lyric's refrain, and a poem of CLOSE_LINES or more) the last line takes
+        a user's word again, where one fits and none is still to write: the poem ends on
+        its subject. None: no word fits this line."""
         pending = [w for w in left if w in self.users]
         must = lines_left is not None and len(pending) >= lines_left
+        if close and lines_left == 1 and not pending:
+            left = [w for w in self.words if w in self.users] + list(left)
         for strict in (True, False) if must else (True,):
             for word in pending if must else left:
                 found = slots(word, strict)
