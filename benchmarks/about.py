@@ -45,6 +45,7 @@ from bot.engine.scheduler import Limits, Request, Scheduler
 from bot.engine.sessions import load_model
 from bot.forms import catalog, english, lyrics, tang, themes
 from bot.forms.rules import FormError
+from bot.poems import candidates_for
 
 TOP = 8  # related words judged per query
 QUERIES = 3000  # validation poems asked at most
@@ -222,7 +223,7 @@ def line_keywords(text: str, plan: Sequence[str], chinese: bool) -> tuple[int, i
     return held, len(lines)
 
 
-async def write_all(path: Path, plans: list[catalog.PoemPlan]) -> list:
+async def write_all(path: Path, plans: list[catalog.PoemPlan], candidates: int) -> list:
     model = load_model(path)
     scheduler = Scheduler(model, Limits(max_batch=4096, max_queue=100_000, deadline=3600.0))
     try:
@@ -233,7 +234,7 @@ async def write_all(path: Path, plans: list[catalog.PoemPlan]) -> list:
                 SETTINGS.default_temperature,
                 seed=seed,
                 rules=p.rules,
-                candidates=SETTINGS.candidates,
+                candidates=candidates,
             )
             for seed, p in enumerate(plans)
         ]
@@ -266,7 +267,7 @@ def appear(style: str) -> dict[str, Any]:
                 plans.append(plan)
                 asked.append((kind, theme))
         started = time.perf_counter()
-        poems = asyncio.run(write_all(path, plans))
+        poems = asyncio.run(write_all(path, plans, candidates_for(SETTINGS, bundle.card)))
         seconds = time.perf_counter() - started
         row: dict[str, Any] = {"refused": refused, "seconds": seconds}
         for kind in sets:
@@ -325,13 +326,14 @@ async def cost(runs: int) -> dict[str, Any]:
     path = live("tang")
     bundle = load_bundle(path)
     model = load_model(path)
-    scheduler = Scheduler(model, Limits(max_batch=max(SETTINGS.candidates, 8)))
+    candidates = candidates_for(SETTINGS, bundle.card)
+    scheduler = Scheduler(model, Limits(max_batch=max(candidates, 8)))
     typed = TYPED[True]
     free = catalog.plan(bundle.card, bundle.vocab.chars, path, form="qilv")
     seconds: dict[str, list[float]] = {"without": [], "with": []}
     fluency: dict[str, list[float]] = {"without": [], "with": []}
     try:
-        ask = Request(length=free.length, seed=0, rules=free.rules, candidates=SETTINGS.candidates)
+        ask = Request(length=free.length, seed=0, rules=free.rules, candidates=candidates)
         await scheduler.generate(ask)
         for seed in range(1, runs + 1):
             themed = catalog.plan(
@@ -339,7 +341,7 @@ async def cost(runs: int) -> dict[str, Any]:
             )
             for name, plan in (("without", free), ("with", themed)):
                 request = Request(
-                    length=plan.length, seed=seed, rules=plan.rules, candidates=SETTINGS.candidates
+                    length=plan.length, seed=seed, rules=plan.rules, candidates=candidates
                 )
                 took, logp = await timed(scheduler, model, request)
                 seconds[name].append(took)
@@ -368,7 +370,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"`{report['command']}` on {report['cpu']} (load average "
         f"{', '.join(f'{x:.1f}' for x in report['load_average'])}), "
-        f"{report['candidates']} candidates a line.",
+        "candidates a line: "
+        + ", ".join(f"{style} {k}" for style, k in report["candidates"].items())
+        + " (each style's own).",
         "",
         "## The user's words appear in the poem",
         "",
@@ -470,7 +474,9 @@ def main() -> None:
         + (f" --runs {args.runs}" if args.runs != 20 else ""),
         "cpu": cpu_name(),
         "load_average": list(os.getloadavg()),
-        "candidates": SETTINGS.candidates,
+        "candidates": {
+            style: candidates_for(SETTINGS, load_bundle(live(style)).card) for style in args.styles
+        },
         "appear": {},
         "relatedness": {},
     }
