@@ -30,6 +30,12 @@ def derive_main(argv: list[str]) -> int:
     p.add_argument("--corpus", help="the corpus the bundle was trained on (default: the card's)")
     p.add_argument("--no-int8", action="store_true", help="only add the prefill graph")
     p.add_argument(
+        "--no-prefill",
+        action="store_true",
+        help="only add the int8 graph (a prefill graph holds a second copy of the weights, too "
+        "much for a big network within the 50 MB a bundle has)",
+    )
+    p.add_argument(
         "--poem",
         action="store_true",
         help="only add the card's poem section (its unit and forms) and, for an English "
@@ -85,7 +91,14 @@ def derive_main(argv: list[str]) -> int:
                 add_poem(path, args.corpus, args.unit)
             else:
                 command = shlex.join(["python", "-m", "export", "derive", *argv])
-                derive(path, args.corpus, not args.no_int8, args.new_version, command=command)
+                derive(
+                    path,
+                    args.corpus,
+                    not args.no_int8,
+                    args.new_version,
+                    command=command,
+                    prefill=not args.no_prefill,
+                )
         except (ExportError, BundleError, CorpusError, GraphError, ValueError) as err:
             print(f"error: {path}: {err}", file=sys.stderr)
             return 2

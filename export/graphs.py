@@ -507,6 +507,7 @@ def _dense_fp32(g: _Builder, w: StepWeights, x: str) -> str:
 WEIGHT_LEVELS = 63  # 7-bit weights: see _quantize_columns
 STATE_SCALE = 1 / 127  # activations in (-1, 1) as uint8 codes round(127 x) + 128
 TABLE_LEVELS = 127  # the first layer's input table: int8 rows, one scale each
+TABLE_BYTES = 4 << 20  # the largest such table of the first layer's projections
 
 
 def _quantize_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -549,9 +550,21 @@ class _Int8:
 
     def table(self, w: StepWeights, bias: np.ndarray) -> str:
         """The first layer's input projection of each row's character, `bias` included: a
-        table of int8 rows with one scale per character, looked up and scaled."""
+        table of int8 rows with one scale per character, looked up and scaled. Where that
+        table would hold more than TABLE_BYTES (a Chinese vocabulary: 7,586 characters x
+        2,048 gates is 15.5 MB, half again the rest of the graph), the embedding is the table
+        and its rows are multiplied out at each step (in float32: [batch, 128] x [128, 2,048]
+        is a small product beside the layers')."""
         g = self.g
-        values = w.embedding @ w.layers[0].w.T + bias  # [vocab, gates * units]
+        projection = w.layers[0].w.T  # [embedding, gates * units]
+        if w.embedding.shape[0] * projection.shape[1] <= TABLE_BYTES:
+            return self._lookup(w.embedding @ projection + bias)
+        rows = g.one("MatMul", self._lookup(w.embedding), g.const(projection.astype(np.float32)))
+        return g.one("Add", rows, g.const(bias.astype(np.float32)))
+
+    def _lookup(self, values: np.ndarray) -> str:
+        """Each row's row of `values` [vocab, width], kept as int8 with one scale a row."""
+        g = self.g
         scale = np.abs(values).max(axis=1, keepdims=True) / TABLE_LEVELS
         scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
         q = np.rint(values / scale).astype(np.int8)

@@ -240,8 +240,9 @@ INT8_METHOD = (
     "int8 weights (7-bit) with one scale per output column; activations, every one a hidden "
     "state in (-1, 1), quantised to uint8 element by element at the fixed scale 1/127, so a "
     "row's logits never depend on the rest of the batch; the first layer's input projection "
-    "a table of int8 rows, one scale per character; products by onnxruntime's "
-    "MatMulIntegerToFloat"
+    "a table of int8 rows, one scale per character (where that table would pass 4 MB, the "
+    "embedding is the table and its rows are multiplied out in float32); products by "
+    "onnxruntime's MatMulIntegerToFloat"
 )
 
 
@@ -344,6 +345,7 @@ def derive(
     version: str | None = None,
     log=print,
     command: str | None = None,
+    prefill: bool = True,
 ) -> Bundle:
     """Build a bundle's derived graphs again from its own model.onnx, without its training
     run: the prefill graph and (with `int8`) the int8 step graph, in place. With `version`, a
@@ -352,14 +354,18 @@ def derive(
     form its cell steps fastest in, and must give the old one's logits (within
     PARITY_TOLERANCE over PARITY_STEPS characters of the validation text); the bundle itself
     stays as it is. The corpus (the card's, or `corpus`) gives the validation text and scores
-    the int8 graph."""
+    the int8 graph. Without `prefill`, no prefill graph is built (a big network's second copy
+    of its weights would take the bundle past its 50 MB)."""
     import onnx
 
     bundle = load_bundle(bundle_path)
     text = trained_on(bundle, corpus)
     val_ids, _ = bundle.vocab.encode(split(text.text)[1])
     unk_penalty = bundle.vocab.unknown_penalty(text.text)
-    rebuilt = (PREFILL_FILE if version is None else MODEL_FILE,) + ((INT8_FILE,) if int8 else ())
+    first = (PREFILL_FILE,) if prefill else ()
+    rebuilt = (first if version is None else (MODEL_FILE,)) + ((INT8_FILE,) if int8 else ())
+    if not rebuilt:
+        raise ExportError("nothing to derive: neither a prefill nor an int8 graph was asked for")
     with _rebuilt(bundle, version, rebuilt) as staged:
         fields: dict[str, Any] = {}
         if version is not None:
@@ -388,6 +394,12 @@ def derive(
             }
         ngram = bundle.load_ngram()
         mixture = None if ngram is None else (ngram, float(bundle.ngram_weight))
+        if not prefill:
+            prefill_mode = "none"
+        elif version is None or bundle.prefill_path is None:
+            prefill_mode = "build"
+        else:
+            prefill_mode = "keep"
         fields |= add_derived_graphs(
             staged,
             bundle.card["metrics"],
@@ -396,7 +408,7 @@ def derive(
             int8,
             log,
             mixture,
-            prefill="build" if version is None or bundle.prefill_path is None else "keep",
+            prefill=prefill_mode,
         )
         update_card(staged, **fields)
     target = bundle.path if version is None else bundle.path.parent / version

@@ -15,6 +15,7 @@ import pytest
 
 from bot.engine.scheduler import Busy, Limits, Request, Scheduler
 from bot.engine.sessions import StepModel, cuda_loads
+from export import graphs
 
 from .bundles import make_bundle
 from .stepping import HeldSteps, ManualClock, until
@@ -45,6 +46,16 @@ def held(model):
 @pytest.fixture(scope="module")
 def int8_model(bundle_path):
     return StepModel.load(bundle_path, providers="cpu", int8=True)
+
+
+@pytest.fixture(scope="module")
+def embedding_int8_model(tmp_path_factory):
+    """The test model's int8 graph with the first layer's input multiplied out from the
+    embedding at each step, as for a vocabulary too large for a table (the Chinese styles')."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(graphs, "TABLE_BYTES", 0)
+        path = make_bundle(tmp_path_factory.mktemp("models"), units=48, scale=2.0, int8=True)
+    return StepModel.load(path, providers="cpu", int8=True)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +113,7 @@ async def generate_all(scheduler, requests):
 @pytest.mark.parametrize(
     "variant",
     [
-        *("model", "int8_model", "bound_model", "ngram_model"),
+        *("model", "int8_model", "embedding_int8_model", "bound_model", "ngram_model"),
         *("peephole", "peephole_int8", "coupled", "coupled_int8", "gru_int8"),
     ],
 )
@@ -390,17 +401,22 @@ def test_prompt_is_read_in_one_prefill_run_and_writes_what_stepping_writes(cell,
 
 
 @pytest.mark.parametrize(
-    ("pair", "products"), [("plain", 3), ("peephole", 3), ("coupled", 3), ("gru", 4)]
+    ("pair", "products"),
+    [("plain", 3), ("embedding", 3), ("peephole", 3), ("coupled", 3), ("gru", 4)],
 )
 def test_int8_step_stays_close_to_fp32(pair, products, model, int8_model, request):
-    if pair != "plain":
+    if pair == "embedding":
+        int8_model = a_model("embedding_int8_model", request)
+    elif pair != "plain":
         model, int8_model = a_model(pair, request), a_model(f"{pair}_int8", request)
     ops = [node.op_type for node in onnx.load(int8_model.bundle.model_path(True)).graph.node]
     # The first layer's input is a table: its recurrent product, then one product of [x, h]
     # for the second layer (a GRU's x and h apart), and the logits; each activation
-    # quantised once for the product that reads it.
+    # quantised once for the product that reads it. A vocabulary too large for a table of
+    # projections looks its embedding up and multiplies it out in float32.
     assert ops.count("MatMulIntegerToFloat") == ops.count("QuantizeLinear") == products
     assert "MatMulInteger" not in ops and "DequantizeLinear" not in ops
+    assert ops.count("MatMul") == (pair == "embedding")
     rng = np.random.default_rng(3)
     ids = rng.integers(1, len(model.bundle.vocab), (16, 40))
     states32, states8 = model.zero_states(16), int8_model.zero_states(16)

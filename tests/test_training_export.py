@@ -205,6 +205,14 @@ def test_derive_adds_prefill_and_int8_to_a_bundle_that_lacks_them(runs, tmp_path
     assert sorted(p.name for p in path.parent.iterdir()) == ["v1"]  # nothing left behind
     wrong = export_main(["derive", str(path), "--corpus", str(FIXTURES / "tang_excerpt.txt")])
     assert wrong == 2
+    # A big network's bundle takes its int8 graph alone: no second copy of the weights.
+    (path / "prefill.onnx").unlink()
+    (path / "model.int8.onnx").unlink()
+    assert export_main(["derive", str(path), "--corpus", CORPUS, "--no-prefill"]) == 0
+    bundle = load_bundle(path)
+    assert bundle.prefill_path is None and bundle.model_path(int8=True).is_file()
+    nothing = ["derive", str(path), "--corpus", CORPUS, "--no-prefill", "--no-int8"]
+    assert export_main(nothing) == 2
 
 
 def test_derive_gives_a_shipped_bundle_an_ngram_as_a_new_version(runs, tmp_path, capsys):
