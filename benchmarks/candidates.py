@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.stats import cpu_name, percentile, write_results
 from bot.engine.bundle import load_bundle
 from bot.engine.scheduler import Limits, Request, Scheduler
-from bot.engine.sessions import StepModel, load_model
+from bot.engine.sessions import PRECISIONS, StepModel, load_model
 from bot.forms import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,39 +60,54 @@ async def timed(scheduler: Scheduler, model: StepModel, request: Request) -> tup
 
 
 async def measure(
-    style: str, form: str | None, ks: list[int], runs: int, weights: tuple[float, ...] = (0.0,)
+    style: str,
+    form: str | None,
+    ks: list[int],
+    runs: int,
+    weights: tuple[float, ...] = (0.0,),
+    precisions: tuple[str | None, ...] = (None,),
 ) -> dict:
+    """Each K (and each K above 1 with each lookahead weight, the engine's
+    `Request.lookahead`) at each precision (None: the style's own), the seeds in turn across
+    all of them; p50 / K=1 against K=1 at the same precision."""
     path = live_path(style)
     bundle = load_bundle(path)
-    model = load_model(path)
-    scheduler = Scheduler(model, Limits(max_batch=max(ks)))
-    # Each K, and each K above 1 with each lookahead weight (the engine's `Request.lookahead`).
-    runs_of = [(k, w) for k in ks for w in (weights if k > 1 else (0.0,))]
-    seconds: dict[tuple[int, float], list[float]] = {kw: [] for kw in runs_of}
-    fluency: dict[tuple[int, float], list[float]] = {kw: [] for kw in runs_of}
+    models = {p: load_model(path, precision=p) for p in precisions}
+    schedulers = {p: Scheduler(m, Limits(max_batch=max(ks))) for p, m in models.items()}
+    runs_of = [(p, k, w) for p in precisions for k in ks for w in (weights if k > 1 else (0.0,))]
+    seconds: dict[tuple, list[float]] = {run: [] for run in runs_of}
+    fluency: dict[tuple, list[float]] = {run: [] for run in runs_of}
     try:
         plan = catalog.plan(bundle.card, bundle.vocab.chars, bundle.path, form=form)
         warm = Request(length=plan.length, seed=0, rules=plan.rules, candidates=max(ks))
-        await scheduler.generate(warm)
+        for scheduler in schedulers.values():
+            await scheduler.generate(warm)
         for seed in range(1, runs + 1):
-            for k, w in runs_of:
+            for p, k, w in runs_of:
                 ask = Request(
                     length=plan.length, seed=seed, rules=plan.rules, candidates=k, lookahead=w
                 )
-                took, logp = await timed(scheduler, model, ask)
-                seconds[k, w].append(took)
-                fluency[k, w].append(logp)
+                took, logp = await timed(schedulers[p], models[p], ask)
+                seconds[p, k, w].append(took)
+                fluency[p, k, w].append(logp)
     finally:
-        await scheduler.close()
-    base = statistics.median(seconds[ks[0], 0.0])
+        for scheduler in schedulers.values():
+            await scheduler.close()
+
+    def name(p: str | None, k: int, w: float) -> str:
+        shown = f"{k}" if not w else f"{k}, lookahead {w:g}"
+        return shown if len(precisions) == 1 else f"{shown}, {'int8' if models[p].int8 else 'fp32'}"
+
     return {
-        (f"{k}" if not w else f"{k}, lookahead {w:g}"): {
-            "p50_s": statistics.median(seconds[k, w]),
-            "p95_s": percentile(seconds[k, w], 0.95),
-            "over_k1": statistics.median(seconds[k, w]) / base,
-            "mean_logp": statistics.fmean(fluency[k, w]),
+        name(p, k, w): {
+            "p50_s": statistics.median(seconds[p, k, w]),
+            "p95_s": percentile(seconds[p, k, w], 0.95),
+            "over_k1": statistics.median(seconds[p, k, w])
+            / statistics.median(seconds[p, ks[0], 0.0]),
+            "mean_logp": statistics.fmean(fluency[p, k, w]),
+            "precision": "int8" if models[p].int8 else "fp32",
         }
-        for k, w in runs_of
+        for p, k, w in runs_of
     }
 
 
@@ -123,6 +138,12 @@ def main() -> None:
         default=[0.0],
         help="lookahead weights each K above 1 is also measured with (0: none)",
     )
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=PRECISIONS,
+        help="measure each K at each of these (default: the style's own)",
+    )
     p.add_argument("--plain", action="store_true", help="only the no-form speed, printed")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
@@ -131,9 +152,9 @@ def main() -> None:
         return
     if args.ks[0] != 1:
         p.error("--ks starts with 1, the baseline")
-    rows = asyncio.run(
-        measure(args.style, args.form, args.ks, args.runs, tuple(dict.fromkeys(args.lookahead)))
-    )
+    precisions = tuple(args.precisions) if args.precisions else (None,)
+    lookahead = tuple(dict.fromkeys(args.lookahead))
+    rows = asyncio.run(measure(args.style, args.form, args.ks, args.runs, lookahead, precisions))
     report = {
         "command": f"python -m benchmarks.candidates --style {args.style} --form {args.form} "
         f"--ks {' '.join(map(str, args.ks))} --runs {args.runs}"
@@ -141,7 +162,8 @@ def main() -> None:
             f" --lookahead {' '.join(f'{w:g}' for w in args.lookahead)}"
             if any(args.lookahead)
             else ""
-        ),
+        )
+        + (f" --precisions {' '.join(args.precisions)}" if args.precisions else ""),
         "cpu": cpu_name(),
         "load_average": list(os.getloadavg()),
         "by_k": rows,
@@ -152,11 +174,11 @@ def main() -> None:
         f"`{report['command']}` on {report['cpu']} (load average "
         f"{', '.join(f'{x:.1f}' for x in report['load_average'])}).",
         "",
-        "| K | p50 s | p95 s | p50 / K=1 | network's mean log-prob per char |",
-        "|---:|---:|---:|---:|---:|",
+        "| K | precision | p50 s | p95 s | p50 / K=1 | network's mean log-prob per char |",
+        "|---:|---|---:|---:|---:|---:|",
         *(
-            f"| {k} | {r['p50_s']:.3f} | {r['p95_s']:.3f} | {r['over_k1']:.2f} | "
-            f"{r['mean_logp']:.3f} |"
+            f"| {k} | {r['precision']} | {r['p50_s']:.3f} | {r['p95_s']:.3f} | "
+            f"{r['over_k1']:.2f} | {r['mean_logp']:.3f} |"
             for k, r in rows.items()
         ),
         "",

@@ -568,7 +568,7 @@ def _live_model(style: str, models: Path) -> tuple[StepModel, str, dict[str, Any
     if version is None:
         raise RatingError(f"no live version of {style} in {models}")
     bundle = models / style / version
-    model = load_model(bundle, providers="cpu")
+    model = load_model(bundle, providers="cpu", precision=SETTINGS.precision)
     section = model.bundle.card.get("poem")
     if section is None:
         raise RatingError(f"{bundle}: its card has no poem section (`python -m export derive`)")
@@ -626,6 +626,7 @@ def topic_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
         "bundle": f"{style}/{version}",
         "script": written,
         "copies": copy_check(poems, training, corpus.copyrighted),
+        "precision": "int8" if model.int8 else "fp32",
         "temperature": SETTINGS.default_temperature,
         "candidates": candidates_for(SETTINGS, card),
         "candidate_unit": SETTINGS.candidate_unit,
@@ -693,6 +694,7 @@ def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
             "validation_tail_from_line": corpus.tail_from,
         },
         "copies": copies,
+        "precision": "int8" if model.int8 else "fp32",
         "temperature": SETTINGS.default_temperature,
         "candidates": candidates_for(SETTINGS, card),
         "candidate_unit": SETTINGS.candidate_unit,

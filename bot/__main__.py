@@ -126,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     gen.add_argument("--models", help="models folder (default: MODELS_DIR or models)")
     gen.add_argument(
-        "--precision", choices=PRECISIONS, help="fp32, or int8 where the bundle has it"
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32, or int8 where the bundle has it (default: MODEL_PRECISION, else the style's "
+        "own)",
     )
     args = parser.parse_args(argv)
 

@@ -146,7 +146,7 @@ class Settings:
     models_dir: Path = Path("models")
     database_url: str = "sqlite:///data/poembot.sqlite3"
     providers: str = "auto"
-    precision: str = "fp32"
+    precision: str | None = None  # fp32 or int8 for every style; None: each style's own
     ort_threads: int = 0  # onnxruntime's threads for this process (0: one per core)
     gc_seconds: float = 0.5  # the event loop collects garbage this often (0: Python's own way)
     api_base_url: str = ""
@@ -185,8 +185,8 @@ class Settings:
         providers = os.environ.get("ORT_PROVIDERS", "auto").strip().lower() or "auto"
         if providers not in PROVIDERS:
             raise ConfigError(f"ORT_PROVIDERS must be one of {', '.join(PROVIDERS)}")
-        precision = os.environ.get("MODEL_PRECISION", "fp32").strip().lower() or "fp32"
-        if precision not in PRECISIONS:
+        precision = os.environ.get("MODEL_PRECISION", "").strip().lower() or None
+        if precision is not None and precision not in PRECISIONS:
             raise ConfigError(f"MODEL_PRECISION must be one of {', '.join(PRECISIONS)}")
         limits = Limits(
             max_batch=_int("MAX_BATCH", Limits.max_batch, 1),

@@ -138,3 +138,13 @@ def test_generate_serves_the_int8_graph_when_asked_and_says_when_a_bundle_has_no
     assert stale.returncode == 0 and "predates per-row scales; serving fp32" in stale.stderr
     wrong = run("generate", "--style", "verse", *base, env={"MODEL_PRECISION": "fp16"})
     assert wrong.returncode == 2 and "MODEL_PRECISION" in wrong.stderr
+    # A style whose card says its int8 graph serves it gets int8 unless told otherwise.
+    own = make_bundle(tmp_path / "models", "own", int8=True)
+    card = json.loads((own / "card.json").read_text())
+    card["int8"]["serve"] = True
+    (own / "card.json").write_text(json.dumps(card))
+    mine = run("generate", "--style", "own", *base, env={"MODEL_PRECISION": ""})
+    told = run("generate", "--style", "own", *base, env={"MODEL_PRECISION": "fp32"})
+    assert mine.returncode == told.returncode == 0, mine.stderr + told.stderr
+    assert "(int8)" in mine.stderr and "(int8)" not in told.stderr
+    assert "(int8)" not in run("generate", "--style", "own", *base, "--precision", "fp32").stderr

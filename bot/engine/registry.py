@@ -96,7 +96,7 @@ class Registry:
         models_dir: Path,
         providers: str = "auto",
         limits: Limits | None = None,
-        precision: str = "fp32",
+        precision: str | None = None,
         shared: SharedVersions | None = None,
         prepare: Callable[[Bundle], None] | None = None,
     ) -> None:

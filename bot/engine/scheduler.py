@@ -918,7 +918,7 @@ class Scheduler:
 
 
 async def generate_once(
-    bundle_path: Path, request: Request, providers: str = "auto", precision: str = "fp32"
+    bundle_path: Path, request: Request, providers: str = "auto", precision: str | None = None
 ) -> Generation:
     """Load a bundle, generate one text, close: the shell's and the export check's way in."""
     scheduler = Scheduler(load_model(bundle_path, providers, precision))
