@@ -49,7 +49,7 @@ import onnxruntime as ort
 from benchmarks.stats import cpu_name, isa_flags, percentile, write_results
 from bot.engine.bundle import active_version, load_bundle
 from bot.engine.scheduler import Limits, Request, Scheduler
-from bot.engine.sessions import StepModel
+from bot.engine.sessions import StepModel, load_model
 from bot.forms import catalog
 from export.graphs import StepWeights, form_of, read_weights
 
@@ -342,13 +342,13 @@ def prompt_cost(model: StepModel, prompt_chars: int, reps: int) -> dict[str, flo
 
 
 def qilv_candidates(runs_at_1: int = 10) -> dict[str, Any]:
-    """七律 on the live tang model (fp32) with the bot's default limits (but no deadline: a
-    slow machine's figure is measured, not refused): one client writing poems of 32
-    candidates a line one after another, then 64 clients of 8 candidates a line (two poems
-    each, closed loop); their latencies."""
+    """七律 on the live tang model at its own precision (int8: its card's `int8.serve`) with
+    the bot's default limits (but no deadline: a slow machine's figure is measured, not
+    refused): one client writing poems of 32 candidates a line one after another, then 64
+    clients of 8 candidates a line (two poems each, closed loop); their latencies."""
     models = ROOT / "models"
-    bundle = load_bundle(models / QILV_STYLE / active_version(models, QILV_STYLE))
-    model = StepModel(bundle, providers="cpu")
+    model = load_model(models / QILV_STYLE / active_version(models, QILV_STYLE), "cpu")
+    bundle = model.bundle
     plan = catalog.plan(bundle.card, bundle.vocab.chars, bundle.path, form="qilv")
 
     def qilv(candidates: int) -> Callable[[int], Request]:
@@ -368,6 +368,7 @@ def qilv_candidates(runs_at_1: int = 10) -> dict[str, Any]:
             await scheduler.close()
         return {
             "version": bundle.version,
+            "precision": "int8" if model.int8 else "fp32",
             "max_batch": limits.max_batch,
             "at_1": alone,
             "at_64": crowd,
@@ -702,7 +703,8 @@ def markdown(r: dict[str, Any]) -> str:
     if "qilv" in r:
         q = r["qilv"]
         lines[-1:] = [
-            f"七律 with candidates on `{QILV_STYLE}/{q['version']}` (fp32, at most "
+            f"七律 with candidates on `{QILV_STYLE}/{q['version']}` "
+            f"({q.get('precision', 'fp32')}, at most "
             f"{q['max_batch']} rows in the batch): 32 candidates a line, one poem at a time: "
             f"p50 {q['at_1']['p50']:.3f} s, p99 {q['at_1']['p99']:.3f} s over "
             f"{q['at_1']['requests']} poems; 8 a line from 64 clients ({q['at_64']['requests']}"
