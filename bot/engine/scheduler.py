@@ -637,25 +637,23 @@ class Scheduler:
         rows, cols = self._rows, self._cols
         # Each row's mask as an addend (0 where allowed, -inf not: x + 0 is x, so an allowed
         # character's score stays exactly as it was), four times the speed of assigning
-        # -inf through a boolean index.
-        penalty = np.empty((ruled.size, scores.shape[1]), np.float32)
+        # -inf through a boolean index; added row by row into scores of their own (never the
+        # model's outputs), one pass over each row.
+        scores = _own(scores)
         temperature = plan.temperature
-        for k, j in enumerate(ruled.tolist()):
-            i = int(plan.sampling[j])
+        for j, i in zip(ruled.tolist(), plan.sampling[ruled].tolist(), strict=True):
             row = rows[i]
             try:
-                penalty[k], greedy = row.rules.mask()
+                addend, greedy = row.rules.mask()
             except StuckError as err:  # this row ends; the batch goes on
                 row.error, cols.ruled[i], cols.left[i] = err, False, 0
-                penalty[k], greedy = self.masks.everything_addend, False
+                addend, greedy = self.masks.everything_addend, False
+            line = scores[j]
+            np.add(line, addend, out=line)
             if greedy:
                 if temperature is plan.temperature:
                     temperature = temperature.copy()
                 temperature[j] = 0.0
-        if ruled.size == scores.shape[0]:
-            return scores + penalty, temperature  # a new array: never the model's outputs
-        scores = _own(scores)
-        scores[ruled] += penalty
         return scores, temperature
 
     def _guard(self, plan: _Plan, scores: np.ndarray) -> np.ndarray:
