@@ -8,6 +8,7 @@ import asyncio
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -265,3 +266,14 @@ def test_what_writers_allow_is_kept_within_a_bound_and_read_back_right():
         masks.addend(Allowed(required=(frozenset(chars[:2]),), banned=frozenset(chars[:2])))[0]
         is None
     )
+    # The engine adds them into a row's scores in place: the same row as scores + addend,
+    # and a row nothing is allowed in is left as it was.
+    scores = np.random.default_rng(1).standard_normal(len(vocab.chars)).astype(np.float32)
+    for banned in (chars[100:110], chars[100:120], ""):
+        asked = Allowed(required=(han,), banned=frozenset(banned), preferred=(level,))
+        row = scores.copy()
+        assert masks.add(asked, row) == masks.addend(asked)[1]
+        assert np.array_equal(row, scores + masks.addend(asked)[0])
+    row = scores.copy()
+    stuck = Allowed(required=(frozenset(chars[:2]),), banned=frozenset(chars[:2]))
+    assert masks.add(stuck, row) is None and np.array_equal(row, scores)

@@ -41,12 +41,16 @@ class _Rows:
     def of(cls, allows: np.ndarray) -> _Rows:
         return cls(allows, _ADDEND.take(allows.view(np.uint8)), int(np.count_nonzero(allows)))
 
+    def leaves(self, ids: list[int]) -> bool:
+        """Whether anything stays allowed with `ids` banned too."""
+        return self.count - (int(np.count_nonzero(self.allows[ids])) if ids else 0) > 0
+
     def without(self, ids: list[int]) -> np.ndarray | None:
         """The addend with `ids` banned too; None when that leaves nothing allowed."""
-        if not ids:
-            return self.addend if self.count else None
-        if self.count - int(np.count_nonzero(self.allows[ids])) <= 0:
+        if not self.leaves(ids):
             return None
+        if not ids:
+            return self.addend
         addend = self.addend.copy()
         addend[ids] = -np.inf
         return addend
@@ -104,19 +108,35 @@ class Masks:
                 self._pairs.popitem(last=False)
         return pair
 
-    def addend(self, allowed: Any) -> tuple[np.ndarray | None, bool]:
-        """What a writer allows next as an addend to its row's scores (None: nothing), and
-        whether its `preferred` sets had to be dropped (nothing in the vocabulary keeps them
-        all). Per row only its `banned` characters cost anything: one indexed write."""
+    def _rows(self, allowed: Any) -> tuple[_Rows | None, list[int], bool]:
+        """The rows a writer's next `Allowed` comes to (None: nothing allowed), the ids it
+        bans besides, and whether its `preferred` sets had to be dropped (nothing in the
+        vocabulary keeps them all)."""
         required, preferred = self._pair(allowed)
         index = self.vocab.index
         ids = [index[c] for c in allowed.banned if c in index] if allowed.banned else []
-        if preferred is not None:
-            addend = preferred.without(ids)
-            if addend is not None:
-                return addend, False
-            return required.without(ids), True
-        return required.without(ids), False
+        if preferred is not None and preferred.leaves(ids):
+            return preferred, ids, False
+        return (required if required.leaves(ids) else None), ids, preferred is not None
+
+    def addend(self, allowed: Any) -> tuple[np.ndarray | None, bool]:
+        """What a writer allows next as an addend to its row's scores (None: nothing), and
+        whether its `preferred` sets had to be dropped."""
+        rows, ids, relaxed = self._rows(allowed)
+        return (None if rows is None else rows.without(ids)), relaxed
+
+    def add(self, allowed: Any, scores: np.ndarray) -> bool | None:
+        """Add what a writer allows next into its row's `scores`, in place (its addend, then
+        -inf at its banned ids: one pass over the row and one indexed write, no copy of the
+        addend); whether its `preferred` sets had to be dropped. None: nothing is allowed,
+        and `scores` is left as it was."""
+        rows, ids, relaxed = self._rows(allowed)
+        if rows is None:
+            return None
+        np.add(scores, rows.addend, out=scores)
+        if ids:
+            scores[ids] = -np.inf
+        return relaxed
 
 
 class StuckError(ValueError):
@@ -164,19 +184,19 @@ class RowRules:
         judge = getattr(self.writer, "penalty", None)
         return float(judge()) if judge is not None else 0.0
 
-    def mask(self) -> tuple[np.ndarray, bool]:
-        """The next character's addend to the row's scores (0 where allowed, -inf elsewhere;
-        `Masks.addend`) and whether it is to be the likeliest."""
+    def constrain(self, scores: np.ndarray) -> bool:
+        """Mask the row's scores for the next character in place (-inf where the writer does
+        not allow it; `Masks.add`); whether it is to be the likeliest."""
         allowed = self.writer.allowed()
-        addend, relaxed = self.masks.addend(allowed)
-        if relaxed:
-            self.relaxed.append(allowed.relax or "a preferred rule")
-        if addend is None:
+        relaxed = self.masks.add(allowed, scores)
+        if relaxed is None:
             raise StuckError(
                 "the form could not be finished with this model's characters; try another "
                 "seed or form"
             )
-        return addend, allowed.greedy
+        if relaxed:
+            self.relaxed.append(allowed.relax or "a preferred rule")
+        return allowed.greedy
 
     def advance(self, ch: str) -> None:
         self.writer.advance(ch)

@@ -642,14 +642,13 @@ class Scheduler:
         scores = _own(scores)
         temperature = plan.temperature
         for j, i in zip(ruled.tolist(), plan.sampling[ruled].tolist(), strict=True):
-            row = rows[i]
+            row, line = rows[i], scores[j]
             try:
-                addend, greedy = row.rules.mask()
+                greedy = row.rules.constrain(line)
             except StuckError as err:  # this row ends; the batch goes on
                 row.error, cols.ruled[i], cols.left[i] = err, False, 0
-                addend, greedy = self.masks.everything_addend, False
-            line = scores[j]
-            np.add(line, addend, out=line)
+                np.add(line, self.masks.everything_addend, out=line)
+                greedy = False
             if greedy:
                 if temperature is plan.temperature:
                     temperature = temperature.copy()
