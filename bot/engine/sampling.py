@@ -70,12 +70,15 @@ def _inverse_cdf(p: np.ndarray, u: np.ndarray) -> np.ndarray:
         cdf = np.cumsum(p, axis=1, dtype=np.float64)
         return np.minimum((cdf <= u[:, None] * cdf[:, -1:]).sum(axis=1), vocab - 1)
     blocks = -(-vocab // BLOCK)
-    # Each block's total, summed in float64 over a [n, blocks, 64] view of the row (numpy's
-    # reduceat with a float64 dtype casts element by element: 2.5x the time at 512 rows of
-    # Tang's 7,586 ids, the same sums to 1e-16).
+    # Each block's total, summed in float64 over a [n, blocks, 64] view of the row by einsum
+    # (numpy's reduceat with a float64 dtype casts element by element, and sum's reduction
+    # over a short axis pays per block: 3.7x and 1.5x the time at 512 rows of Tang's 7,586
+    # ids, the same sums to 1e-16).
     cut = (blocks - 1) * BLOCK
     totals = np.empty((n, blocks), np.float64)
-    totals[:, :-1] = p[:, :cut].reshape(n, blocks - 1, BLOCK).sum(axis=2, dtype=np.float64)
+    totals[:, :-1] = np.einsum(
+        "ijk->ij", p[:, :cut].reshape(n, blocks - 1, BLOCK), dtype=np.float64
+    )
     totals[:, -1] = p[:, cut:].sum(axis=1, dtype=np.float64)
     block_cdf = np.cumsum(totals, axis=1)
     threshold = u * block_cdf[:, -1]
