@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="the train extra is not installed")
 
+import keras
+
 from bot.engine.bundle import CELLS, Vocab, active_version, load_bundle
 from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel, create_session
@@ -300,6 +302,10 @@ def test_graphs_match_tensorflow_with_random_gates_on_random_and_real_text(cell,
     text = (FIXTURES / "shakespeare_excerpt.txt").read_text(encoding="utf-8")
     vocab = Vocab.build(text)
     config = ModelConfig(len(vocab), cell, layers=2, units=32, embedding=16, dropout=0.0)
+    # Keras's initial weights seeded too: with random peepholes some draws let 200 steps
+    # amplify float rounding past the tolerance (peephole, 8 seeds: 4e-7 to 8e-5, and 1.4e-4
+    # in one unseeded run of the suite), which made the test fail now and then.
+    keras.utils.set_random_seed(0)
     model = build_model(config)
     rng = np.random.default_rng(0)
     for i in range(config.layers):
