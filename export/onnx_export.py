@@ -32,7 +32,9 @@ from bot.engine.bundle import (
     NGRAM_FILE,
     PREFILL_FILE,
     Bundle,
+    BundleError,
     Vocab,
+    active_version,
     check_name,
     load_bundle,
     next_version,
@@ -234,6 +236,38 @@ def prefill_parity(session: StepModel, ids: np.ndarray) -> float:
         _, states = session.step(ids[:, t], states)
     prefilled = session.prefill([list(row) for row in ids])
     return max(float(np.abs(a - b).max()) for a, b in zip(states, prefilled, strict=True))
+
+
+INT8_SERVE_TOLERANCE = 0.002  # nats/char: an int8 graph this near fp32 may serve its style
+
+
+def inherit_serving(models_dir: Path, style: str, card: dict[str, Any], log=print) -> None:
+    """A new version of a style keeps what its live version was chosen to serve with: its
+    candidates a line (`poem.candidates`, chosen by blind readers against the latency), and
+    its int8 graph (`int8.serve`) where the new one has an int8 graph as near its fp32 as
+    INT8_SERVE_TOLERANCE; each said in the log."""
+    live = active_version(models_dir, style)
+    if live is None:
+        return
+    try:
+        old = load_bundle(models_dir / style / live).card
+    except (BundleError, OSError, ValueError) as err:
+        log(f"the live {style}/{live} could not be read ({err}); nothing inherited")
+        return
+    candidates = old.get("poem", {}).get("candidates")
+    if candidates is not None and "poem" in card:
+        card["poem"]["candidates"] = candidates
+        log(f"{candidates} candidates a line, as {style}/{live}")
+    if not old.get("int8", {}).get("serve") or "int8" not in card:
+        return
+    metrics = card["metrics"]
+    gap = abs(metrics["val_loss_int8"] - metrics.get("val_loss_onnx", metrics["val_loss"]))
+    card["int8"]["serve"] = gap <= INT8_SERVE_TOLERANCE
+    log(
+        f"int8 graph {gap:.4f} nats/char from fp32: "
+        + ("serves, as " if card["int8"]["serve"] else "fp32 serves, unlike ")
+        + f"{style}/{live}"
+    )
 
 
 INT8_METHOD = (
@@ -749,6 +783,7 @@ def export_run(
                 prefill="build" if prefill else "none",
             )
         )
+        inherit_serving(models_dir, style, card, log)
         for name in (PREFILL_FILE, INT8_FILE, NGRAM_FILE):
             if (staged / name).exists():
                 files[name] = staged / name

@@ -16,10 +16,10 @@ import keras
 
 from bot.engine.bundle import CELLS, Vocab, active_version, load_bundle
 from bot.engine.scheduler import Request, generate_once
-from bot.engine.sessions import StepModel, create_session
+from bot.engine.sessions import StepModel, create_session, load_model
 from export import graphs
 from export.__main__ import main as export_main
-from export.onnx_export import RECURRENT_OPS, keras_weights, write_step
+from export.onnx_export import INT8_SERVE_TOLERANCE, RECURRENT_OPS, keras_weights, write_step
 from training.__main__ import main as train_main
 from training.model import ModelConfig, build_model, forward, zero_states
 
@@ -145,6 +145,31 @@ def test_int8_export_reports_its_own_loss(runs, tmp_path, cell):
     metrics = bundle.card["metrics"]
     assert abs(metrics["val_loss_int8"] - metrics["val_loss"]) < 0.02
     assert "never depend on the rest of the batch" in bundle.card["int8"]["method"]
+
+
+def test_a_new_version_keeps_what_its_style_serves_with(runs, tmp_path, capsys):
+    """A new version of a style takes its live version's candidates a line and, where its
+    own int8 graph is as near its fp32 as the rule says, its int8 serving."""
+    models = tmp_path / "models"
+    assert export_main([str(runs["lstm"]), "--models", str(models), "--int8"]) == 0
+    first = models / "tiny-lstm" / "v1"
+    card = json.loads((first / "card.json").read_text())
+    assert "candidates" not in card["poem"] and not card["int8"].get("serve")
+    card["poem"]["candidates"], card["int8"]["serve"] = 32, True
+    (first / "card.json").write_text(json.dumps(card))
+    capsys.readouterr()
+    assert export_main([str(runs["lstm"]), "--models", str(models), "--int8"]) == 0
+    said = capsys.readouterr().out
+    second = load_bundle(models / "tiny-lstm" / "v2").card
+    metrics = second["metrics"]
+    near = abs(metrics["val_loss_int8"] - metrics["val_loss_onnx"]) <= INT8_SERVE_TOLERANCE
+    assert second["poem"]["candidates"] == 32 and "32 candidates a line, as tiny-lstm/v1" in said
+    assert second["int8"]["serve"] == near and "nats/char from fp32" in said
+    # Without an int8 graph there is nothing to serve in int8: fp32, the candidates kept.
+    assert export_main([str(runs["lstm"]), "--models", str(models), "--version", "v3"]) == 0
+    third = load_bundle(models / "tiny-lstm" / "v3")
+    assert third.card["poem"]["candidates"] == 32 and "int8" not in third.card
+    assert not load_model(third.path, "cpu").int8
 
 
 def test_ngram_export_serves_the_mixture_and_reports_its_loss(runs, tmp_path, monkeypatch, capsys):
