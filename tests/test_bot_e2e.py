@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 
 import pytest
@@ -241,18 +242,27 @@ async def test_every_model_command_is_refused_to_anyone_but_the_operators(tmp_pa
 async def test_operator_lists_and_inspects_models(tmp_path):
     models = make_models(tmp_path)
     make_bundle(models, "verse", "v3", seed=4, val_loss=1.8, ngram=3, ngram_weight=0.75)
+    quantised = make_bundle(models, "verse", "v4", seed=5, int8=True)
+    card = json.loads((quantised / "card.json").read_text())
+    card["int8"]["serve"] = True
+    (quantised / "card.json").write_text(json.dumps(card))
     async with bot_world(tmp_path) as w:
         _, listing = await w.run("model", w.operator, subcommand="list")
         fields = {f["name"]: f["value"] for f in listing.embeds[0]["fields"]}
-        assert "v1 **live**" in fields["verse"] and "v2" in fields["verse"]
+        assert "v1 **live** (fp32)" in fields["verse"] and "v2" in fields["verse"]
         assert "1.900 nats/char" in fields["verse"]
+        _, info = await w.run(
+            "model", w.operator, {"style": "verse", "version": "v4"}, subcommand="info"
+        )
+        model = next(f["value"] for f in info.embeds[0]["fields"] if f["name"] == "Model")
+        assert "serves int8 (int8 graph:" in model
         _, info = await w.run("model", w.operator, {"style": "tang"}, subcommand="info")
         assert info.embeds[0]["title"].startswith("Tang")
         _, info = await w.run(
             "model", w.operator, {"style": "verse", "version": "v3"}, subcommand="info"
         )
         model = next(f["value"] for f in info.embeds[0]["fields"] if f["name"] == "Model")
-        assert "mixed with a 3-gram model at 0.25" in model
+        assert "mixed with a 3-gram model at 0.25" in model and "serves fp32" in model
 
 
 @asynchronous

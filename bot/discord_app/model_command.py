@@ -17,6 +17,7 @@ from bot.discord_app.errors import UserError
 from bot.discord_app.replies import escape, quoted
 from bot.engine.bundle import CELLS, BundleError, check_name, load_bundle, styles, versions
 from bot.engine.registry import Registry, StoredVersion, UnknownStyle, VersionInfo
+from bot.engine.sessions import serving_precision
 from bot.forms.catalog import offered
 from bot.forms.units import UNITS
 from bot.jobs import SIZES, Job
@@ -37,7 +38,9 @@ def _loss(value: float | None) -> str:
 def _version_line(info: VersionInfo) -> str:
     if info.problem:
         return f"{info.version} · refused: {escape(info.problem[:150])}"
-    mark = " **live**" if info.live else ""
+    mark = ""
+    if info.live:
+        mark = f" **live** ({info.serving})" if info.serving else " **live**"
     return (
         f"{info.version}{mark} · {_loss(info.val_loss)} · "
         f"{info.size_bytes / 1e6:.1f} MB · {info.created_at[:10]}"
@@ -162,11 +165,16 @@ class ModelGroup(app_commands.Group):
             if ngram
             else ""
         )
+        int8 = card.get("int8", {})
+        serves = serving_precision(bundle, self.registry.precision)
+        if self.registry.precision is not None:
+            serves += " (MODEL_PRECISION)"
         embed.add_field(
             name="Model",
             value=f"{card['layers']} x {card['cell'].upper()} {card['units']} · embedding "
             f"{card['embedding']} · vocab {card['vocab_size']:,} · "
-            f"{card.get('parameters', 0):,} parameters{mixed}",
+            f"{card.get('parameters', 0):,} parameters{mixed} · serves {serves}"
+            + (f" (int8 graph: {_loss(int8.get('val_loss'))})" if int8.get("file") else ""),
             inline=False,
         )
         embed.add_field(

@@ -78,6 +78,11 @@ class Live:
     def provider(self) -> str:
         return self.scheduler.model.provider
 
+    @property
+    def precision(self) -> str:
+        """What its steps run in: "int8" (the bundle's int8 graph) or "fp32"."""
+        return "int8" if self.scheduler.model.int8 else "fp32"
+
 
 @dataclass(frozen=True)
 class VersionInfo:
@@ -88,6 +93,7 @@ class VersionInfo:
     size_bytes: int
     created_at: str
     problem: str | None
+    serving: str | None = None  # the live version's precision as loaded: "int8" or "fp32"
 
 
 class Registry:
@@ -139,15 +145,17 @@ class Registry:
                 size, created = bundle.size_bytes, str(card.get("created_at", ""))
             except BundleError as err:
                 problem, val_loss, size, created = str(err), None, 0, ""
+            is_live = live is not None and live.version == version
             out.append(
                 VersionInfo(
                     style=style,
                     version=version,
-                    live=live is not None and live.version == version,
+                    live=is_live,
                     val_loss=val_loss if isinstance(val_loss, (int, float)) else None,
                     size_bytes=size,
                     created_at=created,
                     problem=problem,
+                    serving=live.precision if is_live and live is not None else None,
                 )
             )
         return out

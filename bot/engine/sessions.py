@@ -254,25 +254,34 @@ class StepModel:
         return states
 
 
+def _own_precision(bundle: Bundle) -> str:
+    return "int8" if bundle.card.get("int8", {}).get("serve") else "fp32"
+
+
+def serving_precision(bundle: Bundle, precision: str | None = None) -> str:
+    """What `load_model` runs a bundle's steps in when asked for `precision` (None: the
+    bundle's own): "int8" where it has an int8 graph with per-row scales, else "fp32"."""
+    has = bundle.model_path(int8=True).is_file() and "int8" in bundle.card
+    return "int8" if (precision or _own_precision(bundle)) == "int8" and has else "fp32"
+
+
 def load_model(path: Path, providers: str = "auto", precision: str | None = None) -> StepModel:
     """A bundle's model at the asked precision; fp32 (with a log line) where the bundle has no
     int8 graph. No precision asked: the bundle's own, int8 where its card's int8 section says
     `serve` (its int8 graph measured as good as fp32 and faster: see the README), else fp32."""
     bundle = load_bundle(path)
-    if precision is None:
-        precision = "int8" if bundle.card.get("int8", {}).get("serve") else "fp32"
-    int8 = precision == "int8" and bundle.model_path(int8=True).is_file()
-    if precision == "int8" and not int8:
-        log.info("%s/%s has no int8 graph; serving fp32", bundle.style, bundle.version)
-    elif int8 and "int8" not in bundle.card:
-        # Written by onnxruntime's dynamic quantisation (one activation scale per batch), whose
-        # text would depend on the other requests in the batch.
-        log.warning(
-            "%s/%s: its int8 graph predates per-row scales; serving fp32 "
-            "(`python -m export derive %s` rebuilds it)",
-            bundle.style,
-            bundle.version,
-            bundle.path,
-        )
-        int8 = False
+    int8 = serving_precision(bundle, precision) == "int8"
+    if (precision or _own_precision(bundle)) == "int8" and not int8:
+        if not bundle.model_path(int8=True).is_file():
+            log.info("%s/%s has no int8 graph; serving fp32", bundle.style, bundle.version)
+        else:
+            # Written by onnxruntime's dynamic quantisation (one activation scale per batch),
+            # whose text would depend on the other requests in the batch.
+            log.warning(
+                "%s/%s: its int8 graph predates per-row scales; serving fp32 "
+                "(`python -m export derive %s` rebuilds it)",
+                bundle.style,
+                bundle.version,
+                bundle.path,
+            )
     return StepModel(bundle, providers=providers, int8=int8)
