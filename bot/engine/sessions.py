@@ -270,8 +270,9 @@ def load_model(path: Path, providers: str = "auto", precision: str | None = None
     int8 graph. No precision asked: the bundle's own, int8 where its card's int8 section says
     `serve` (its int8 graph measured as good as fp32 and faster: see the README), else fp32."""
     bundle = load_bundle(path)
-    int8 = serving_precision(bundle, precision) == "int8"
-    if (precision or _own_precision(bundle)) == "int8" and not int8:
+    asked = precision or _own_precision(bundle)
+    int8 = serving_precision(bundle, asked) == "int8"
+    if asked == "int8" and not int8:
         if not bundle.model_path(int8=True).is_file():
             log.info("%s/%s has no int8 graph; serving fp32", bundle.style, bundle.version)
         else:
