@@ -32,7 +32,6 @@ from bot.forms.lines import LINES_FILE, LineGuard, LineIndex
 from bot.forms.rules import FormError
 from bot.forms.tang_writer import TangWriter
 from bot.forms.units import UnitWriter
-from bot.forms.wordgram import WORDGRAM_FILE, WordGram
 
 WORDS_FILE = "words.txt"
 READINGS_FILE = tang.READINGS_FILE  # the same name for Tang's table and a lyric style's
@@ -108,7 +107,6 @@ def poem_section(corpus_name: str, text: str, unit: str | None = None) -> dict[s
         section["readings"] = READINGS_FILE
     if section.get("words"):
         section["names"] = NAMES_FILE
-        section["wordgram"] = WORDGRAM_FILE
     return section
 
 
@@ -127,8 +125,6 @@ def poem_files(section: dict[str, Any], train_text: str) -> dict[str, str | byte
     names = speaker_names(train_text) if section.get("names") else []
     if section.get("names"):
         files[section["names"]] = "".join(f"{n}\n" for n in names)
-    if section.get("wordgram"):
-        files[section["wordgram"]] = WordGram.build(train_text).to_bytes()
     if section.get("themes"):
         kind = "english" if not section.get("script") else "tang"
         if section.get("script") and "wujue" not in section["forms"]:
@@ -261,15 +257,12 @@ def _table(path: Path, mtime: float, kind: str) -> Any:
         return ci.Tunes.load(path)
     if kind == "themes":
         return themes.Related.load(path)
-    if kind == "wordgram":
-        return WordGram.load(path)
     return lyrics.VerseReadings.load(path)
 
 
 def table(bundle_path: Path, card: dict[str, Any], key: str, kind: str) -> Any:
     """The bundle's table the `poem` section names under `key`, read as `kind` ("tang",
-    "verse", "names", "tunes", "themes" or "wordgram"; cached by file), or None for a bundle
-    without one."""
+    "verse", "names", "tunes" or "themes"; cached by file), or None for a bundle without one."""
     name = card.get("poem", {}).get(key)
     path = Path(bundle_path) / name if name else None
     if path is None or not path.is_file():
@@ -560,12 +553,9 @@ def _maker(
         from bot.forms.english_writer import EnglishWriter
 
         names = table(bundle_path, card, "names", "names") or frozenset()
-        grams = table(bundle_path, card, "wordgram", "wordgram")
 
         def english(seed: int) -> EnglishWriter:
-            return EnglishWriter(
-                words, chars, shape.name, acrostic, seed, names, length, thread, grams
-            )
+            return EnglishWriter(words, chars, shape.name, acrostic, seed, names, length, thread)
 
         english(0)  # FormError for options it refuses
         return english

@@ -93,7 +93,6 @@ from bot.forms.english import (
     words,
 )
 from bot.forms.rules import Allowed, FormError
-from bot.forms.wordgram import WordGram
 
 SHAPES: tuple[str, ...] = ("speech", "sonnet", "couplet")
 LINES: dict[str, int] = {"sonnet": 14, "couplet": 2}
@@ -109,7 +108,6 @@ KEYWORD_PLACES = 4  # a line's keyword is one of its first this many words
 SPEECH_MIN, SPEECH_MAX = 4, 14  # lines of a speech (the corpus's longer speeches)
 END_SOON = 120  # characters left: a line ends only at a sentence's end, and the speech there
 END_NOW = 48  # characters left: the next word ends the sentence
-WORDGRAM_WEIGHT = 1.0  # the word model's per-character log-probability beside the network's
 _SPEAKER_TAG = re.compile(r"[A-Z][A-Za-z'.-]*(?: +(?:[A-Z][A-Za-z'.-]*|of|the|and)){0,4}")
 
 # Line index (0-based) of each B-line -> its A-line, the partner whose rhyme it must take.
@@ -314,7 +312,6 @@ class EnglishWriter(themes.Keyed):
         names: frozenset[str] = frozenset(),
         length: int | None = None,
         thread: themes.Thread | None = None,
-        grams: WordGram | None = None,
     ) -> None:
         if shape not in SHAPES:
             raise FormError(f"Unknown English form {shape!r}: choose one of {', '.join(SHAPES)}.")
@@ -367,8 +364,6 @@ class EnglishWriter(themes.Keyed):
         self._lines: set[str] = set()  # the lines closed, as their words
         self._repeated = False  # the current line repeats a content word
         self._penalty = 0.0  # of the last closed line (see `penalty`)
-        self._grams = grams
-        self._before: tuple[str, ...] = ()  # the poem's last two words before this line
         self._start_theme(thread, seed)
         if thread and self._metred:
             self._used.update(w for w in thread.words if w not in STOP_WORDS)
@@ -389,10 +384,7 @@ class EnglishWriter(themes.Keyed):
 
     def penalty(self) -> float:
         """For the line just closed: infinite when it repeats an earlier line of the poem or
-        (sonnet, couplet) a content word of it; else, with the style's word model, minus its
-        words' log-probability in the training text after the poem's words before it, per
-        character of the line (its newline included), weighted by WORDGRAM_WEIGHT: the
-        candidate's score is then the two models' mean log-probabilities per character."""
+        (sonnet, couplet) a content word of it, else 0."""
         return self._penalty
 
     def allowed(self) -> Allowed:
@@ -672,13 +664,8 @@ class EnglishWriter(themes.Keyed):
                 self._seen_first = True
                 speaker = not poem_lines(line)
             if not speaker:
-                tokens = words(line)
-                flat = " ".join(tokens)
+                flat = " ".join(words(line))
                 self._penalty = math.inf if self._repeated or flat in self._lines else 0.0
-                if self._grams is not None and tokens:
-                    fit = self._grams.log_prob(self._before, tokens) / (len(line) + 1)
-                    self._penalty -= WORDGRAM_WEIGHT * fit
-                    self._before = (*self._before, *tokens)[-2:]
                 self._lines.add(flat)
                 self._sentence = line.rstrip()[-1:] in SENTENCE_ENDS
                 self._finals.append(self._last)
