@@ -240,6 +240,7 @@ class Outcome:
     first_text: float | None = None  # to the first write showing the poem (streamed or whole)
     edits: int = 0  # streamed edits before the finished poem
     rest_calls: int = 0  # REST calls the bot made for this interaction
+    dispatched_at: float | None = None  # the loopback's clock (time.monotonic) at dispatch
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -252,6 +253,7 @@ def judge(arrival: Arrival, record: InteractionRecord) -> Outcome:
     """Classify an interaction's answer and name every invariant it breaks."""
     accepted = [c for c in record.callbacks if c.accepted]
     outcome = Outcome(arrival, "none", accepted[0].latency if accepted else None, None)
+    outcome.dispatched_at = record.dispatched_at
     problems = outcome.problems
     if not accepted:
         problems.append("never acknowledged")

@@ -11,6 +11,12 @@ The bot runs as in `make load`, with a `sitecustomize.py` on its PYTHONPATH that
 and writes what it saw when the process exits. The timing adds about a microsecond a callback.
 An acknowledgement waits for whatever callback holds the loop when it arrives, so the callbacks
 here are what its tail is made of.
+
+It also follows each acknowledgement along its way (both processes read one monotonic clock):
+the loopback dispatches the interaction; the bot reads the Gateway frame that carries it
+(discord.py's `received_message`), parses it, and calls `defer`; the loopback receives that
+request (where the crowd's acknowledgement ends); the bot hears the reply. The hops of the slow
+acknowledgements say which process kept them waiting.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load import Shape, prompts_for, run_load
-from benchmarks.stats import cpu_name, write_results
+from benchmarks.load import Outcome, Report, Shape, prompts_for, run_load
+from benchmarks.stats import cpu_name, percentile, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,15 +73,96 @@ def _collected(phase, info):
         _gc.append((info["generation"], time.perf_counter() - _started[0], info["collected"]))
 
 
+_acks, _frame = {}, [0.0]  # interaction id -> its seed and times; the last frame's time
+
+
+def _follow_acknowledgements():
+    import discord.gateway, discord.interactions, discord.state
+
+    received = discord.gateway.DiscordWebSocket.received_message
+    parse = discord.state.ConnectionState.parse_interaction_create
+    defer = discord.interactions.InteractionResponse.defer
+
+    async def received_message(self, msg, /):
+        _frame[0] = time.monotonic()
+        return await received(self, msg)
+
+    def parse_interaction_create(self, data):
+        options = (data.get("data") or {}).get("options") or []
+        seed = next((o.get("value") for o in options if o.get("name") == "seed"), None)
+        _acks[str(data["id"])] = {"seed": seed, "frame": _frame[0], "parse": time.monotonic()}
+        return parse(self, data)
+
+    async def timed_defer(self, *args, **kwargs):
+        times = _acks.get(str(self._parent.id))
+        if times is not None:
+            times["defer"] = time.monotonic()
+        try:
+            return await defer(self, *args, **kwargs)
+        finally:
+            if times is not None:
+                times["heard"] = time.monotonic()
+
+    discord.gateway.DiscordWebSocket.received_message = received_message
+    discord.state.ConnectionState.parse_interaction_create = parse_interaction_create
+    discord.interactions.InteractionResponse.defer = timed_defer
+
+
 def _write():
     with open(os.path.join(_OUT, f"{os.getpid()}.json"), "w") as f:
-        json.dump({"slow": _slow, "gc": _gc}, f)
+        json.dump({"slow": _slow, "gc": _gc, "acks": list(_acks.values())}, f)
 
 
 asyncio.events.Handle._run = _timed
 gc.callbacks.append(_collected)
+_follow_acknowledgements()
 atexit.register(_write)
 """
+
+HOPS = (
+    ("to_bot", "the loopback's dispatch to the bot reading the frame"),
+    ("to_defer", "the bot's parsing and handler, to its `defer` call"),
+    ("to_loopback", "the `defer` request to the loopback receiving it"),
+    ("reply", "the loopback's reply back to the bot (after the acknowledgement)"),
+)
+
+
+def hops(outcomes: list[Outcome], records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Each acknowledged poem request's way, in ms: the crowd's latency and every hop."""
+    by_seed = {
+        a["seed"]: a for r in records for a in r.get("acks", []) if "heard" in a and a["seed"]
+    }
+    out = []
+    for o in outcomes:
+        times = by_seed.get(o.arrival.options.get("seed"))
+        if times is None or o.ack is None or o.dispatched_at is None:
+            continue
+        received = o.dispatched_at + o.ack
+        out.append(
+            {
+                "at_s": o.arrival.at,
+                "ack": o.ack * 1000,
+                "to_bot": (times["frame"] - o.dispatched_at) * 1000,
+                "to_defer": (times["defer"] - times["frame"]) * 1000,
+                "to_loopback": (received - times["defer"]) * 1000,
+                "reply": (times["heard"] - received) * 1000,
+            }
+        )
+    return out
+
+
+def hop_summary(ways: list[dict[str, float]]) -> dict[str, Any]:
+    """Per hop p50 / p90 / p99 / max (ms), and the ten slowest acknowledgements' hops."""
+    summary: dict[str, Any] = {"count": len(ways)}
+    for name in ("ack", *(h for h, _ in HOPS)):
+        values = [w[name] for w in ways]
+        summary[name] = {
+            q: round(percentile(values, v), 1)
+            for q, v in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+        } | {"max": round(max(values), 1)}
+    slowest = sorted(ways, key=lambda w: -w["ack"])[:10]
+    summary["slowest"] = [{k: round(v, 1) for k, v in w.items()} for w in slowest]
+    return summary
 
 
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -140,8 +227,65 @@ def markdown(report: dict[str, Any]) -> str:
         "0.5 s, everything every 30 s. Recorded from its first collection there on: start-up "
         "(loading the models, connecting) is left out.",
         "",
+        *hop_lines(report["hops_ms"]),
     ]
     return "\n".join(lines)
+
+
+def hop_lines(summary: dict[str, Any]) -> list[str]:
+    names = dict(HOPS)
+    return [
+        f"Where an acknowledgement's time goes ({summary['count']} poem requests followed from "
+        "the loopback into the bot and back; ms):",
+        "",
+        "| hop | p50 | p90 | p99 | max |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {names.get(name, 'acknowledgement, as the crowd saw it')} | "
+            f"{summary[name]['p50']} | {summary[name]['p90']} | {summary[name]['p99']} | "
+            f"{summary[name]['max']} |"
+            for name in ("ack", *names)
+        ),
+        "",
+        "The ten slowest acknowledgements, hop by hop (ms):",
+        "",
+        "| arrival s | ack | to the bot | to `defer` | to the loopback | reply |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {w['at_s']} | {w['ack']} | {w['to_bot']} | {w['to_defer']} | "
+            f"{w['to_loopback']} | {w['reply']} |"
+            for w in summary["slowest"]
+        ),
+        "",
+    ]
+
+
+async def watched_load(
+    root: Path,
+    models: Path,
+    shape: Shape,
+    prompts: dict[str, list[str]],
+    threshold_ms: float,
+    **env_changes: str,
+) -> tuple[Report, list[dict[str, Any]]]:
+    """`make load`'s run (in `root`) with the bot watched from inside: the crowd's report and
+    what the bot process recorded (its slow callbacks, collections and acknowledgements)."""
+    site, dumps = root / "site", root / "dumps"
+    site.mkdir()
+    dumps.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (root / "run").mkdir()
+    load = await run_load(
+        root / "run",
+        models,
+        shape,
+        prompts,
+        PYTHONPATH=f"{site}:{ROOT}",
+        LOOP_STALLS_THRESHOLD=str(threshold_ms / 1000),
+        LOOP_STALLS_OUT=str(dumps),
+        **env_changes,
+    )
+    return load, [json.loads(f.read_text()) for f in sorted(dumps.glob("*.json"))]
 
 
 def main() -> None:
@@ -155,23 +299,9 @@ def main() -> None:
     shape = dataclasses.replace(Shape(), interactions=args.interactions, seconds=args.seconds)
     prompts = prompts_for(args.models)
     with tempfile.TemporaryDirectory() as tmp:
-        site, dumps = Path(tmp) / "site", Path(tmp) / "dumps"
-        site.mkdir()
-        dumps.mkdir()
-        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-        (Path(tmp) / "run").mkdir()
-        load = asyncio.run(
-            run_load(
-                Path(tmp) / "run",
-                args.models.resolve(),
-                shape,
-                prompts,
-                PYTHONPATH=f"{site}:{ROOT}",
-                LOOP_STALLS_THRESHOLD=str(args.threshold_ms / 1000),
-                LOOP_STALLS_OUT=str(dumps),
-            )
+        load, records = asyncio.run(
+            watched_load(Path(tmp), args.models.resolve(), shape, prompts, args.threshold_ms)
         )
-        records = [json.loads(f.read_text()) for f in sorted(dumps.glob("*.json"))]
     if not records:
         raise SystemExit("the bot process wrote nothing (did it exit cleanly?)")
     report = {
@@ -182,6 +312,7 @@ def main() -> None:
         "ack_ms": load.summary["ack_ms"],
         "problems": load.problems,
         **summarise(records),
+        "hops_ms": hop_summary(hops(load.outcomes, records)),
     }
     text = markdown(report)
     write_results(args.out, "loop_stalls", report, text)
