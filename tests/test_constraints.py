@@ -277,3 +277,17 @@ def test_what_writers_allow_is_kept_within_a_bound_and_read_back_right():
     row = scores.copy()
     stuck = Allowed(required=(frozenset(chars[:2]),), banned=frozenset(chars[:2]))
     assert masks.add(stuck, row) is None and np.array_equal(row, scores)
+
+
+def test_a_vocabulary_is_one_character_set_however_often_a_poem_is_planned(tang_model):
+    # The writers' tables are cached by vocabulary: planning a poem must not make a new set of
+    # the same 6,500 characters each time (comparing it with the cached one costs every plan).
+    chars = tang_model.bundle.vocab.chars
+    first = catalog.charset(chars)
+    assert first == frozenset(chars)
+    assert catalog.charset(chars) is first
+    assert catalog.charset(first) is first
+    assert catalog.charset(tuple(list(chars))) == first  # another tuple alike: an equal set
+    for n in range(catalog.CHARSETS_KEPT + 1):  # past the bound: still the right set
+        catalog.charset(tuple(chars[: n + 2]))
+    assert catalog.charset(chars) == first
