@@ -108,7 +108,8 @@ class Worker:
 
     async def stop(self) -> None:
         """Stop at once, leaving the job running as it is (its child killed): on SQLite the
-        next start resumes it; on PostgreSQL it is failed when its heartbeats stop."""
+        next start resumes it; on PostgreSQL it is queued again when its heartbeats stop, and
+        a worker resumes it."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -120,7 +121,9 @@ class Worker:
         claimed = await self.queue.claim(self.name)
         if claimed is None:
             return False
-        await self._run(claimed)
+        # A job queued again after its worker went silent goes on from where it was, where
+        # this machine has its run (else it trains from the start, under the same version).
+        await self._run(claimed, resume=claimed.requeued > 0)
         return True
 
     async def _run(self, claimed: Claimed, resume: bool = False) -> None:

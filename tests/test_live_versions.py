@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import signal
+import sqlite3
 import time
 
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from bot.discord_app.sharding import IdentifyGate
 from bot.engine.registry import Registry
 from bot.engine.scheduler import Limits, Request
+from bot.stores import job_queue
 from bot.stores.job_queue import JobMessage, JobQueue
 from bot.stores.live_versions import SharedModels
 
@@ -165,7 +167,7 @@ async def _enqueue(queue: JobQueue, style: str):
 
 
 @asynchronous
-async def test_jobs_are_claimed_once_failed_when_silent_and_cancelled_from_anywhere(url):
+async def test_jobs_are_claimed_once_queued_again_when_silent_and_cancelled_from_anywhere(url):
     bot, other_bot = JobQueue(url, heartbeat=0.2), JobQueue(url, heartbeat=0.2)
     first = await _enqueue(bot, "verse")
     with pytest.raises(ValueError, match="already queued"):
@@ -174,19 +176,38 @@ async def test_jobs_are_claimed_once_failed_when_silent_and_cancelled_from_anywh
     claims = await asyncio.gather(bot.claim("w1"), other_bot.claim("w2"), bot.claim("w3"))
     taken = sorted(c.job.id for c in claims if c is not None)
     assert taken == [first.id, second.id]  # each job once, the third claim finds none
+    assert all(c.requeued == 0 for c in claims if c is not None)
     runner = next(c for c in claims if c is not None and c.job.id == first.id)
     worker = ["w1", "w2", "w3"][claims.index(runner)]
-    # The worker of the first job keeps beating; the other's goes silent and is failed.
-    # (0.6 s of silence fails a job: each reap comes right after the runner's beat, and the
-    # sleeps alone outlast the silent one's 0.6 s, however slow the machine.)
-    for _ in range(5):
-        await asyncio.sleep(0.15)
-        assert await bot.beat(runner.job, worker) is False
-        await other_bot.reap()
-    jobs = {j.id: j for j in await other_bot.listing()}
-    assert jobs[first.id].status == "training"
+    silent = ["w1", "w2", "w3"][next(i for i, c in enumerate(claims) if c and c is not runner)]
+
+    async def outlast_silence() -> dict:
+        # The worker of the first job keeps beating; the other's goes silent. (0.6 s of
+        # silence: each reap comes right after the runner's beat, and the sleeps alone outlast
+        # the silent one's 0.6 s, however slow the machine.)
+        for _ in range(5):
+            await asyncio.sleep(0.15)
+            assert await bot.beat(runner.job, worker) is False
+            await other_bot.reap()
+        return {j.id: j for j in await other_bot.listing()}
+
+    # A silent worker's job is queued again (twice), for another worker to go on with; the
+    # silent one may no longer save it.
+    for attempt in (1, 2):
+        jobs = await outlast_silence()
+        assert jobs[first.id].status == "training"
+        assert jobs[second.id].status == "queued", jobs[second.id]
+        assert "stopped answering (no heartbeat for" in jobs[second.id].detail
+        assert f"queued again, to go on where it was ({attempt} of 2)" in jobs[second.id].detail
+        assert await bot.save(jobs[second.id], silent) is False
+        again = await other_bot.claim(f"w{3 + attempt}")
+        assert again is not None and again.job.id == second.id and again.requeued == attempt
+        silent = f"w{3 + attempt}"
+    # The third silence fails it, with the reason.
+    jobs = await outlast_silence()
     assert jobs[second.id].status == "failed"
-    assert "stopped answering (no heartbeat for" in jobs[second.id].detail
+    assert "stopped answering" in jobs[second.id].detail
+    assert "nothing live changed" in jobs[second.id].detail
     # A cancel from another process reaches the worker at its next heartbeat.
     await other_bot.cancel(first.id)
     assert await bot.beat(runner.job, worker) is True
@@ -196,6 +217,35 @@ async def test_jobs_are_claimed_once_failed_when_silent_and_cancelled_from_anywh
         await bot.cancel(queued.id)
     with pytest.raises(LookupError):
         await bot.cancel(999)
+
+
+@asynchronous
+async def test_on_sqlite_a_silent_job_is_failed_and_an_older_database_still_opens(tmp_path):
+    # One process serves SQLite: its own restart resumes its jobs (tests/test_job_restart.py),
+    # so a job that goes silent while it runs is failed, not queued again. A database made
+    # before jobs were queued again (no attempts column) opens and works.
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        job_queue._SCHEMA.format(**job_queue._SQLITE).replace(
+            ",\n    attempts INTEGER NOT NULL DEFAULT 0", ""
+        )
+    )
+    old.close()
+    assert "attempts" not in {
+        r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(retrain_jobs)")
+    }
+    queue = JobQueue(f"sqlite:///{path}", heartbeat=0.05)
+    try:
+        job = await _enqueue(queue, "verse")
+        claimed = await queue.claim("w1")
+        assert claimed is not None and claimed.job.id == job.id and claimed.requeued == 0
+        await asyncio.sleep(0.2)  # three heartbeats of 0.05 s missed
+        assert await queue.reap() == [(job.id, "failed")]
+        (failed,) = await queue.listing()
+        assert failed.status == "failed" and "stopped answering" in failed.detail
+    finally:
+        await queue.close()
 
 
 @asynchronous

@@ -182,16 +182,23 @@ async def test_two_shards_and_a_worker_share_live_versions_and_jobs(tmp_path, po
             listing = await (await model(g0, "jobs")).final(timeout=10)
             assert "verse · succeeded" in listing.content
 
-            # 3. The worker killed mid-job: failed for its missed heartbeats (within a minute,
-            # long before the job's own 300 s timeout), nothing live changes, and the next job
-            # runs (here cancelled from the other shard).
+            # 3. The worker killed mid-job: queued again for its missed heartbeats (within a
+            # minute, long before the job's own 300 s timeout), nothing live changes meanwhile;
+            # the next worker goes on with it to the end, and then the next job runs (here
+            # cancelled from the other shard).
             record = await model(g1, "retrain", {"style": "verse", "epochs": 1, "activate": True})
             await record.wait_for(lambda r: "training" in job_now(r) and r, timeout=60)
             worker.process.send_signal(signal.SIGKILL)
-            failed = await record.wait_for(lambda r: "failed" in job_now(r) and job_now(r), 60)
-            assert "stopped answering" in failed
+            again = await record.wait_for(lambda r: "queued again" in job_now(r) and job_now(r), 60)
+            assert "stopped answering" in again and "1 of 2" in again
             assert "verse v3" in await poem_footer(discord, g0, readers[g0])
             worker = await start(work, None, args=("worker",))
+            done = await record.wait_for(
+                lambda r: ("succeeded" in job_now(r) or "failed" in job_now(r)) and job_now(r),
+                timeout=240,
+            )
+            assert "v4 is live" in done, job_said(record)
+            await serves(discord, g0, readers[g0], "v4", NOTIFIED)
             record = await model(g1, "retrain", {"style": "verse", "epochs": 1})
             await record.wait_for(lambda r: "training" in job_now(r) and r, timeout=60)
             job_id = int(job_now(record).split("**Job ")[1].split("**")[0])
@@ -201,8 +208,8 @@ async def test_two_shards_and_a_worker_share_live_versions_and_jobs(tmp_path, po
 
             # 4. PostgreSQL restarts: both go on serving, listen again, and follow.
             postgres.stop()
-            assert "verse v3" in await poem_footer(discord, g0, readers[g0])
-            assert "verse v3" in await poem_footer(discord, g1, readers[g1])
+            assert "verse v4" in await poem_footer(discord, g0, readers[g0])
+            assert "verse v4" in await poem_footer(discord, g1, readers[g1])
             postgres.start()
             # Whether shard 0 listens again before or after this, it follows: it reads every
             # pointer when it reconnects (backoff at most 2 s).

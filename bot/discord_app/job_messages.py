@@ -47,12 +47,13 @@ async def _show(client: discord.Client, text: str, where: JobMessage) -> tuple[i
 
 
 async def follow_job_messages(client: discord.Client, queue: JobQueue) -> None:
-    """Until cancelled: whenever a job changes, and every heartbeat, fail jobs of silent
-    workers and bring the messages of this process's guilds up to date."""
+    """Until cancelled: whenever a job changes, and every heartbeat, queue again or fail the
+    jobs of silent workers and bring the messages of this process's guilds up to date."""
     async for _ in queue.changes(queue.heartbeat):
         try:
-            for job_id in await queue.reap():
-                log.warning("job %s failed: its worker stopped sending heartbeats", job_id)
+            for job_id, status in await queue.reap():
+                how = "queued again" if status == "queued" else status
+                log.warning("job %s %s: its worker stopped sending heartbeats", job_id, how)
             for job, revision, where in await queue.unshown():
                 if not holds(client, where.guild_id):
                     continue

@@ -6,10 +6,13 @@ A bot process queues a job and posts its Discord message; a worker claims it (on
 `SELECT ... FOR UPDATE SKIP LOCKED`), names its version in the row, runs it, stores its progress
 and result, and beats a heartbeat while it runs. Every change bumps the job's revision; the bot
 process that holds the job's guild edits its message up to the latest revision
-(`bot/discord_app/job_messages.py`). A job whose worker misses three heartbeats is failed by
-whichever process notices first. Cancelling marks the job; its worker sees the mark at its next
-heartbeat and kills the child. On SQLite, which one bot process serves, the next start of that
-process adopts the jobs it was running when it stopped, and resumes them.
+(`bot/discord_app/job_messages.py`). A job whose worker misses three heartbeats (killed, or its
+machine gone) is, on PostgreSQL, queued again by whichever process notices first, at most
+REQUEUES times, and then failed; the worker that takes it again resumes it (from the run's
+last checkpoint where that worker's machine has it). Cancelling marks the job; its worker sees
+the mark at its next heartbeat and kills the child. On SQLite, which one bot process serves,
+the next start of that process adopts the jobs it was running when it stopped, and resumes
+them; a job that stops beating while that process runs is failed.
 
 Version names cannot collide: one job per style is queued or running at a time (a unique index),
 and a job's name is the next after every version stored in the database, in the models folder
@@ -46,7 +49,8 @@ from bot.stores.postgres import CONNECT_TIMEOUT, SCHEMA_LOCK
 log = logging.getLogger(__name__)
 
 CHANNEL = "poembot_jobs"  # NOTIFY after every change to a job
-MISSED_BEATS = 3  # heartbeats a worker may miss before its job is failed
+MISSED_BEATS = 3  # heartbeats a worker may miss before its job is queued again or failed
+REQUEUES = 2  # times (PostgreSQL) a job whose worker went silent is queued again, then failed
 STATEMENT_SECONDS = 30.0  # an uploaded corpus (up to MAX_CORPUS_BYTES) travels in its row
 RESUMED = "resumed after the bot restarted"
 
@@ -80,7 +84,8 @@ CREATE TABLE IF NOT EXISTS retrain_jobs (
     token_at DOUBLE PRECISION,
     message_id BIGINT,
     message_kind TEXT,
-    shown INTEGER NOT NULL DEFAULT -1
+    shown INTEGER NOT NULL DEFAULT -1,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS retrain_jobs_one_per_style ON retrain_jobs (style)
     WHERE status IN ('queued', 'training', 'exporting');
@@ -92,6 +97,7 @@ _JOB = (
     "detail, progress, version, val_loss, activated, created, finished"
 )
 _IS_RUNNING = "status IN ('training', 'exporting')"
+_ATTEMPTS = "attempts INTEGER NOT NULL DEFAULT 0"
 
 
 class QueueUnavailable(Exception):
@@ -114,10 +120,12 @@ class JobMessage:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A job a worker took, and the text of its uploaded corpus if it has one."""
+    """A job a worker took, the text of its uploaded corpus if it has one, and how many times
+    it was queued again after a worker went silent (then the worker resumes it)."""
 
     job: Job
     corpus_text: str | None
+    requeued: int = 0
 
 
 def _json(value: Any) -> Any:
@@ -185,8 +193,12 @@ class JobQueue:
                     with db.transaction():  # processes starting together: one makes the table
                         db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                         db.execute(_SCHEMA.format(**_POSTGRES))
+                    db.execute(f"ALTER TABLE retrain_jobs ADD COLUMN IF NOT EXISTS {_ATTEMPTS}")
                 else:
                     db.executescript(_SCHEMA.format(**_SQLITE))
+                    columns = {r[1] for r in db.execute("PRAGMA table_info(retrain_jobs)")}
+                    if "attempts" not in columns:  # a database from before requeueing
+                        db.execute(f"ALTER TABLE retrain_jobs ADD COLUMN {_ATTEMPTS}")
             except BaseException:
                 db.close()
                 raise
@@ -388,18 +400,26 @@ class JobQueue:
             (revision, revision, message_id, kind, job_id),
         )
 
-    async def reap(self) -> list[int]:
-        """Fail the running jobs whose worker has missed its heartbeats; their ids."""
+    async def reap(self) -> list[tuple[int, str]]:
+        """Queue again (PostgreSQL, up to REQUEUES times) or fail the running jobs whose worker
+        has missed its heartbeats; their ids and new status."""
         now = time.time()
+        again = REQUEUES if self.shared else 0  # SQLite: its one process resumes at restart
         rows = await self._rows(
-            "UPDATE retrain_jobs SET status = 'failed', finished = ?, revision = revision + 1, "
+            "UPDATE retrain_jobs SET status = CASE WHEN attempts < ? THEN 'queued' ELSE "
+            "'failed' END, finished = CASE WHEN attempts < ? THEN NULL ELSE ? END, "
+            "worker = CASE WHEN attempts < ? THEN NULL ELSE worker END, "
+            "attempts = attempts + 1, revision = revision + 1, "
             "detail = 'worker ' || coalesce(worker, 'unknown') || ' stopped answering (no "
             "heartbeat for ' || CAST(round(CAST(? - heartbeat AS NUMERIC), 1) AS TEXT) || "
-            f"' s); nothing live changed' WHERE {_IS_RUNNING} AND heartbeat < ? RETURNING id",
-            (now, now, now - MISSED_BEATS * self.heartbeat),
+            "' s); ' || CASE WHEN attempts < ? THEN 'queued again, to go on where it was (' || "
+            "CAST(attempts + 1 AS TEXT) || ' of ' || CAST(? AS TEXT) || ')' ELSE "
+            "'nothing live changed' END "
+            f"WHERE {_IS_RUNNING} AND heartbeat < ? RETURNING id, status",
+            (again, again, now, again, now, again, again, now - MISSED_BEATS * self.heartbeat),
             notify=True,
         )
-        return [r[0] for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     # The worker's side -------------------------------------------------------------------
     async def claim(self, worker: str) -> Claimed | None:
@@ -408,11 +428,11 @@ class JobQueue:
         rows = await self._rows(
             "UPDATE retrain_jobs SET status = 'training', worker = ?, heartbeat = ?, "
             "revision = revision + 1 WHERE id = (SELECT id FROM retrain_jobs WHERE status = "
-            f"'queued' ORDER BY id LIMIT 1{lock}) RETURNING {_JOB}, corpus_text",
+            f"'queued' ORDER BY id LIMIT 1{lock}) RETURNING {_JOB}, corpus_text, attempts",
             (worker, time.time()),
             notify=True,
         )
-        return Claimed(_job(rows[0][:16]), rows[0][16]) if rows else None
+        return Claimed(_job(rows[0][:16]), rows[0][16], rows[0][17]) if rows else None
 
     async def adopt(self, worker: str) -> list[Claimed]:
         """On SQLite, at start: the jobs this process was running when it stopped, now
