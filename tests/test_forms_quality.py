@@ -197,6 +197,16 @@ def test_a_line_repeating_a_content_word_or_a_line_is_penalised_without_end():
     for ch in "My love is like a rose upon the tree,\n":
         sonnet.advance(ch)
     assert sonnet.penalty() == math.inf  # "love" again
+    # A possessive is its word: "fortune's" after "fortune" is the word again, either way.
+    for first, second in (("fortune", "fortune's"), ("fortune's", "fortune")):
+        writer = EnglishWriter(lexicon, vocab, "sonnet")
+        for ch in f"O {first} bright, thou keep'st the day,\n":
+            writer.advance(ch)
+        assert writer.penalty() == 0.0
+        for ch in f"And {second} wheel doth turn away,\n":
+            writer.advance(ch)
+        assert writer.penalty() == math.inf, (first, second)
+    assert english.repeats("Fortune is kind,\nAnd fortune's wheel is blind.\n") == (1, 0)
     speech = EnglishWriter(lexicon, vocab, "speech")
     for ch in "Good night.\nGood night.\n":
         speech.advance(ch)

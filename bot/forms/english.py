@@ -315,11 +315,18 @@ def content_words(text: str) -> list[str]:
     return [w for w in words(text) if w not in STOP_WORDS]
 
 
+def owner(word: str) -> str:
+    """A lowercase word without its possessive `'s` ("fortune's" -> "fortune"): the same
+    content word, for the rule that a sonnet writes none twice."""
+    return word[:-2] if word.endswith("'s") and len(word) > 2 else word
+
+
 def repeats(text: str, content: bool = True) -> tuple[int, int]:
-    """(content words used again, lines written again) in a poem (`poem_lines`); with
-    `content` False only lines count (a speech may repeat its words)."""
+    """(content words used again, a possessive counting as its word; lines written again) in a
+    poem (`poem_lines`); with `content` False only lines count (a speech may repeat its
+    words)."""
     lines = poem_lines(text)
-    used = content_words("\n".join(lines)) if content else []
+    used = [owner(w) for w in content_words("\n".join(lines))] if content else []
     flat = [" ".join(words(line)) for line in lines]
     return len(used) - len(set(used)), len(flat) - len(set(flat))
 

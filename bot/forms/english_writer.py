@@ -89,6 +89,7 @@ from bot.forms.english import (
     STOP_WORDS,
     Lexicon,
     Trie,
+    owner,
     poem_lines,
     words,
 )
@@ -649,8 +650,9 @@ class EnglishWriter(themes.Keyed):
         if self._forcing and word == self._keyword:
             self._placed = True
         elif self._metred and word not in STOP_WORDS:
-            self._repeated |= word in self._used
-            self._used.add(word)
+            own = owner(word)  # "fortune's" repeats "fortune", and the other way round
+            self._repeated |= own in self._used
+            self._used.add(own)
         self._forcing = False
         self._s += self._syllables(word)
         self._last = word
