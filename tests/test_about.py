@@ -157,6 +157,29 @@ def test_the_stored_relatedness_holds_words_and_numbers_only(tmp_path):
         themes.Related.load(tmp_path / "broken.npz")
 
 
+def test_a_pair_nearly_always_inside_a_longer_word_is_no_word():
+    # 被东 stands where a seven-character clause's words start (2+2+3) but is always the head of
+    # 被东风; 东风 beside many characters, and 明月, are words. The same in a lyric's lines.
+    rng = random.Random(3)
+    filler = "山水江湖云雨花草松竹梅兰秋冬春夏"
+    verse, lyric = [], []
+    for _ in range(40):
+        a, b, c = rng.sample(filler, 3)
+        verse.append(f"{a}{b}被东风{c}{a}，{b}{c}明月{a}{b}{c}。")
+        verse.append(f"{c}{a}东风{b}{a}{c}，{a}{c}明月{b}{a}{b}。")
+        verse.append(f"{a}{b}{c}{b}{a}{c}{b}，{c}{b}{a}{c}{a}{b}{a}。")
+        lyric.append(f"{a}{b}被东风{c}{a} {b}{c}明月{a}{b}")
+        lyric.append(f"{c}{a}东风{b} {a}{c}明月{b}{a}")
+        lyric.append(f"{a}{b}{c}{b}{a} {c}{b}{a}{c}{a}")
+    for units, shaped in (
+        (themes.chinese_units("\n".join(verse), True), True),
+        (themes.chinese_units("\n".join(lyric), False), False),
+    ):
+        found = themes.chinese_words(units, shaped)
+        assert "东风" in found and "明月" in found, found[:20]
+        assert "被东" not in found
+
+
 # --- lines that hold their keyword ---------------------------------------------------------
 
 

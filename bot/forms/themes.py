@@ -6,9 +6,9 @@ words: pairs of characters at a word's place in a clause (a Tang clause reads 2+
 so pairs start at 0, 2, 3 of five and 0, 2, 4, 5 of seven, and so do they in a 詞's clause of
 five or seven; a lyric's pairs, and a 詞's in its clauses of other lengths, start anywhere)
 seen in at least MIN_PAIR distinct clauses and far likelier together than apart (pointwise
-mutual information at least PAIR_PMI), less a lyric's pairs that are nearly always part of a
-longer word (为什 of 为什么). For English styles, the word forms of the training split other
-than function words and the plays' characters' names.
+mutual information at least PAIR_PMI), less the pairs that are nearly always part of a longer
+word (为什 of 为什么, 被东 of 被东风, 水潺 of 水潺潺). For English styles, the word forms of the
+training split other than function words and the plays' characters' names.
 
 Relatedness. Two words are related when they share a unit (a couplet of Chinese verse, a
 sentence of a 詞 (its clauses up to a `。`: a rhyme, the line it is shown in; not its tune's
@@ -149,17 +149,16 @@ def chinese_words(units: Sequence[Sequence[str]], tang: bool) -> list[str]:
         for i in word_starts(len(run), tang):
             if i + 1 < len(run):
                 pairs[run[i : i + 2]] += 1
-                if not tang:
-                    beside.update(
-                        (run[i : i + 2], c)
-                        for c in (f"<{run[i - 1 : i]}", f">{run[i + 2 : i + 3]}")
-                    )
+                beside.update(
+                    (run[i : i + 2], c) for c in (f"<{run[i - 1 : i]}", f">{run[i + 2 : i + 3]}")
+                )
     total = sum(chars.values())
     found = Counter({c: n for c, n in chars.items() if n >= MIN_CHAR})
     for pair, n in pairs.items():
         if n >= MIN_PAIR and math.log(n * total / (chars[pair[0]] * chars[pair[1]])) >= PAIR_PMI:
             found[pair] = n
-    # A lyric's pair nearly always beside one character is part of a longer word (为什 of 为什么).
+    # A pair nearly always beside one character is part of a longer word (为什 of 为什么, 被东
+    # of 被东风, 水潺 of 水潺潺), even where a clause's shape puts a word's start there.
     for (pair, side), n in beside.items():
         if len(side) == 2 and pair in found and n >= BOUND_SHARE * pairs[pair]:
             del found[pair]
