@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,14 +149,39 @@ def fork(writer: Any) -> Any:
     """A copy of a writer that goes on from where it stands without touching the original:
     its lists, sets and dicts copied, a writer it wraps forked too, the rest (plans, cached
     frozensets) shared. Writers keep their mutable state in such attributes
-    (bot/forms/rules.py)."""
-    twin = copy.copy(writer)
-    for name, value in vars(writer).items():
-        if isinstance(value, (list, set, dict)):
-            setattr(twin, name, copy.copy(value))
-        elif hasattr(value, "allowed") and hasattr(value, "advance"):
-            setattr(twin, name, fork(value))
+    (bot/forms/rules.py). A line's 32 candidates fork their writers at every line, so this
+    copies the instance's attributes directly, deciding what to do with each attribute by its
+    type once (a Tang writer in its two guards: 8.5 µs against 23 µs with `copy.copy`)."""
+    state = dict(writer.__dict__)
+    for name, value in state.items():
+        how = _HOW.get(type(value))
+        if how is None:
+            how = _HOW[type(value)] = _how(type(value))
+        if how is _shared:
+            continue
+        state[name] = how(value)
+    twin = object.__new__(type(writer))
+    twin.__dict__.update(state)
     return twin
+
+
+def _shared(value: Any) -> Any:
+    return value
+
+
+def _how(kind: type) -> Callable[[Any], Any]:
+    """What `fork` does with an attribute of this type: copy a list, set or dict (a subclass
+    such as defaultdict as `copy.copy` would), fork a writer, share anything else."""
+    if kind in (list, set, dict):
+        return kind.copy
+    if issubclass(kind, (list, set, dict)):
+        return copy.copy
+    if hasattr(kind, "allowed") and hasattr(kind, "advance"):
+        return fork
+    return _shared
+
+
+_HOW: dict[type, Callable[[Any], Any]] = {}
 
 
 class RowRules:
