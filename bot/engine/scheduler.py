@@ -514,21 +514,35 @@ class Scheduler:
                 row.ngram_state = ngram.state_after(read)
             row.next_id = row.feed.popleft()
             self._feeding = self._feeding or bool(row.feed)
-        # A request with candidates becomes its K rows, each from the state its prompt left.
-        rows, take = [], []
-        for n, row in enumerate(newcomers):
-            members = _candidates(row)
-            rows.extend(members)
-            take.extend([n] * len(members))
+        if any(r.request.candidates > 1 for r in newcomers):
+            # K candidates a request (31 forks of its writer, 31 random streams: about 1 ms a
+            # Tang request at 32) are made in the step thread, idle between bursts, so that
+            # the event loop stays free to acknowledge interactions meanwhile.
+            loop = asyncio.get_running_loop()
+            rows, take, columns = await loop.run_in_executor(
+                self._executor, self._expand, newcomers
+            )
+        else:
+            rows, take, columns = self._expand(newcomers)
         self._admitting = rows
         # One concatenation for the whole burst of newcomers.
         old = self.model.host(self._states)
         self._states = self.model.to_device(
             [np.concatenate([s, z[take]]) for s, z in zip(old, fresh, strict=True)]
         )
-        self._cols = self._cols.extend(self._columns(rows))
+        self._cols = self._cols.extend(columns)
         self._rows.extend(rows)
         self._admitting = []
+
+    def _expand(self, newcomers: list[_Row]) -> tuple[list[_Row], list[int], _Columns]:
+        """The newcomers' rows (a request with candidates becomes its K rows, each from the
+        state its prompt left), the newcomer each row comes from, and their columns."""
+        rows, take = [], []
+        for n, row in enumerate(newcomers):
+            members = _candidates(row)
+            rows.extend(members)
+            take.extend([n] * len(members))
+        return rows, take, self._columns(rows)
 
     def _fits(self, row: _Row, taken: int) -> bool:
         """Whether a queued request's rows fit beside `taken` rows of the batch."""
