@@ -1,7 +1,8 @@
 """`python -m export RUN --models DIR`: turn a finished training run into a verified bundle.
 `python -m export derive BUNDLE...`: build the prefill and int8 graphs again (with
 --new-version, the one-step graph too, as a new version), add the poem section or a copy guard,
-for bundles that exist."""
+for bundles that exist.
+`python -m export kernels`: write the bot's row kernels (`bot/engine/kernels/*.onnx`) again."""
 
 from __future__ import annotations
 
@@ -109,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["derive"]:
         return derive_main(argv[1:])
+    if argv[:1] == ["kernels"]:
+        from export.kernels import write
+
+        for path in write():
+            print(f"wrote {path}")
+        return 0
     p = argparse.ArgumentParser(
         prog="python -m export",
         description="Export a training run to an ONNX bundle and check it against TensorFlow.",
