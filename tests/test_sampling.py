@@ -134,3 +134,20 @@ def test_draws_over_a_large_vocabulary_follow_the_distribution_and_skip_empty_id
     top = np.argsort(-p)[:20]  # the likeliest ids are drawn about as often as they should be
     observed = np.bincount(picked, minlength=vocab)[top] / n
     assert np.all(np.abs(observed - p[top]) < 4 * np.sqrt(p[top] / n) + 1e-3)
+
+
+def test_a_rows_draw_over_a_large_vocabulary_is_the_same_alone_and_among_63_others():
+    """Tang's 7,586 ids, drawn block by block: every sum runs along its own row."""
+    rng = np.random.default_rng(12)
+    logits = (rng.standard_normal((64, 7586)) * 3).astype(np.float32)
+    logits[:, rng.integers(0, 7586, 3000)] = -np.inf  # masked ids, as the forms mask them
+    temps = rng.uniform(0.3, 1.2, 64)
+    u = rng.random(64)
+    none, whole = np.zeros(64, np.int64), np.ones(64)
+    together = sample(logits, temps, none, whole, u, 0)
+    alone = [
+        sample(logits[i : i + 1], temps[i : i + 1], none[:1], whole[:1], u[i : i + 1], 0)[0]
+        for i in range(64)
+    ]
+    assert together.tolist() == alone
+    assert np.isfinite(logits[np.arange(64), together]).all()

@@ -25,7 +25,7 @@ def sample(
     uniforms [n] in [0, 1): each row's draw; banned: an id never chosen (the unknown id).
     """
     # float32 throughout the passes over the vocabulary (half the memory traffic of float64);
-    # the sums the draw compares run in float64.
+    # the running sums the draw compares run in float64.
     z = np.array(logits, dtype=np.float32)
     if banned is not None:
         z[:, banned] = -np.inf
@@ -70,17 +70,15 @@ def _inverse_cdf(p: np.ndarray, u: np.ndarray) -> np.ndarray:
         cdf = np.cumsum(p, axis=1, dtype=np.float64)
         return np.minimum((cdf <= u[:, None] * cdf[:, -1:]).sum(axis=1), vocab - 1)
     blocks = -(-vocab // BLOCK)
-    # Each block's total, summed in float64 over a [n, blocks, 64] view of the row by einsum
-    # (numpy's reduceat with a float64 dtype casts element by element, and sum's reduction
-    # over a short axis pays per block: 3.7x and 1.5x the time at 512 rows of Tang's 7,586
-    # ids, the same sums to 1e-16).
+    # Each block's total of 64 float32 masses, summed in float32 over a [n, blocks, 64] view
+    # of the row by einsum (relative error 2e-7), then accumulated across blocks in float64.
+    # At 32 rows of Tang's 7,586 ids: 41 us, against 171 for einsum summing in float64 and
+    # 131 for sum's reduction over the short axis (2-core Xeon, AVX-512).
     cut = (blocks - 1) * BLOCK
-    totals = np.empty((n, blocks), np.float64)
-    totals[:, :-1] = np.einsum(
-        "ijk->ij", p[:, :cut].reshape(n, blocks - 1, BLOCK), dtype=np.float64
-    )
-    totals[:, -1] = p[:, cut:].sum(axis=1, dtype=np.float64)
-    block_cdf = np.cumsum(totals, axis=1)
+    totals = np.empty((n, blocks), np.float32)
+    totals[:, :-1] = np.einsum("ijk->ij", p[:, :cut].reshape(n, blocks - 1, BLOCK))
+    totals[:, -1] = p[:, cut:].sum(axis=1)
+    block_cdf = np.cumsum(totals, axis=1, dtype=np.float64)
     threshold = u * block_cdf[:, -1]
     rows = np.arange(n)
     block = np.minimum((block_cdf <= threshold[:, None]).sum(axis=1), blocks - 1)
