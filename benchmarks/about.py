@@ -13,7 +13,8 @@
    each of 50 themes drawn from the corpus's frequent words and 20 a user would type; the
    share of poems holding every word of their theme, of lines holding a plan word, and of
    poems keeping every rule of their form.
-3. Cost: a 七律 at concurrency 1 with and without a theme, runs alternating, and the network's
+3. Cost: a 七律 at concurrency 1 with and without a theme (each with its own candidates: a
+   theme's are ABOUT_CANDIDATE_FACTOR times the style's), runs alternating, and the network's
    mean log-probability per character of the poems written (read afresh).
 
 Writes benchmarks/results/about.json and .md.
@@ -267,7 +268,9 @@ def appear(style: str) -> dict[str, Any]:
                 plans.append(plan)
                 asked.append((kind, theme))
         started = time.perf_counter()
-        poems = asyncio.run(write_all(path, plans, candidates_for(SETTINGS, bundle.card)))
+        poems = asyncio.run(
+            write_all(path, plans, candidates_for(SETTINGS, bundle.card, about=True))
+        )
         seconds = time.perf_counter() - started
         row: dict[str, Any] = {"refused": refused, "seconds": seconds}
         for kind in sets:
@@ -326,14 +329,17 @@ async def cost(runs: int) -> dict[str, Any]:
     path = live("tang")
     bundle = load_bundle(path)
     model = load_model(path)
-    candidates = candidates_for(SETTINGS, bundle.card)
-    scheduler = Scheduler(model, Limits(max_batch=max(candidates, 8)))
+    candidates = {
+        "without": candidates_for(SETTINGS, bundle.card),
+        "with": candidates_for(SETTINGS, bundle.card, about=True),
+    }
+    scheduler = Scheduler(model, Limits(max_batch=max(*candidates.values(), 8)))
     typed = TYPED[True]
     free = catalog.plan(bundle.card, bundle.vocab.chars, path, form="qilv")
     seconds: dict[str, list[float]] = {"without": [], "with": []}
     fluency: dict[str, list[float]] = {"without": [], "with": []}
     try:
-        ask = Request(length=free.length, seed=0, rules=free.rules, candidates=candidates)
+        ask = Request(length=free.length, seed=0, rules=free.rules, candidates=candidates["with"])
         await scheduler.generate(ask)
         for seed in range(1, runs + 1):
             themed = catalog.plan(
@@ -341,7 +347,7 @@ async def cost(runs: int) -> dict[str, Any]:
             )
             for name, plan in (("without", free), ("with", themed)):
                 request = Request(
-                    length=plan.length, seed=seed, rules=plan.rules, candidates=candidates
+                    length=plan.length, seed=seed, rules=plan.rules, candidates=candidates[name]
                 )
                 took, logp = await timed(scheduler, model, request)
                 seconds[name].append(took)
@@ -358,6 +364,7 @@ async def cost(runs: int) -> dict[str, Any]:
     }
     out["ratio_p50"] = out["with"]["p50_s"] / out["without"]["p50_s"]
     out["runs"] = runs
+    out["candidates"] = candidates
     return out
 
 
@@ -372,7 +379,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{', '.join(f'{x:.1f}' for x in report['load_average'])}), "
         "candidates a line: "
         + ", ".join(f"{style} {k}" for style, k in report["candidates"].items())
-        + " (each style's own).",
+        + " (each style's own, times ABOUT_CANDIDATE_FACTOR for a poem about a theme).",
         "",
         "## The user's words appear in the poem",
         "",
@@ -426,7 +433,9 @@ def markdown(report: dict[str, Any]) -> str:
         out += [
             "## Cost: a 七律 at concurrency 1",
             "",
-            f"{c['runs']} runs each, alternating, themes cycling through the typed ones.",
+            f"{c['runs']} runs each, alternating, themes cycling through the typed ones; "
+            f"candidates a line without / with a theme: {c['candidates']['without']} / "
+            f"{c['candidates']['with']}.",
             "",
             "| | p50 s | p95 s | network's mean log-prob per char |",
             "|---|---:|---:|---:|",
@@ -475,7 +484,8 @@ def main() -> None:
         "cpu": cpu_name(),
         "load_average": list(os.getloadavg()),
         "candidates": {
-            style: candidates_for(SETTINGS, load_bundle(live(style)).card) for style in args.styles
+            style: candidates_for(SETTINGS, load_bundle(live(style)).card, about=True)
+            for style in args.styles
         },
         "appear": {},
         "relatedness": {},

@@ -1,10 +1,10 @@
 """What the echo judge (`bot.forms.themes.EchoJudge`) does to poems about a theme, on the
 shipped styles: for each style's default form (Tang: 七律; 宋詞: 水调歌头; Shakespeare: sonnet;
 Jay Chou: verse), the 20 themes a user would type (`benchmarks.about.TYPED`), N seeds each,
-with each style's own candidates a line, written once with the judge off (ECHO_WEIGHT 0) and
-once at each weight asked: the echoes of its theme a poem holds (words the corpus relates to
-the user's own; Chinese: their characters), and the network's mean log-probability per
-character of the poem, read afresh (`benchmarks.candidates.poem_logp`).
+with each style's own candidates a line for a poem about a theme, written once with the judge
+off (ECHO_WEIGHT 0) and once at each weight asked: the echoes of its theme a poem holds
+(words the corpus relates to the user's own; Chinese: their characters), and the network's
+mean log-probability per character of the poem, read afresh (`benchmarks.candidates.poem_logp`).
 
     python -m benchmarks.echoes [--styles tang jaychou songci shakespeare] [--seeds 3]
                                 [--weights 0 0.3 0.6]
@@ -42,7 +42,7 @@ async def measure(style: str, seeds: int, weights: list[float]) -> dict[str, Any
     path = live(style)
     bundle = load_bundle(path)
     model = load_model(path)
-    k = candidates_for(SETTINGS, bundle.card)
+    k = candidates_for(SETTINGS, bundle.card, about=True)
     scheduler = Scheduler(model, Limits(max_batch=4096, max_queue=100_000, deadline=3600.0))
     related = catalog.table(path, bundle.card, "themes", "themes")
     rows: dict[str, Any] = {}
@@ -91,7 +91,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"`{report['command']}` on {report['cpu']} (load average "
         f"{', '.join(f'{x:.1f}' for x in report['load_average'])}). The shipped default "
         f"weight is {DEFAULT_WEIGHT:g}; 0 is the judge off. Each row: the 20 themes a user "
-        "would type x the seeds, each style's own candidates a line.",
+        "would type x the seeds, each style's own candidates a line for a themed poem.",
         "",
         "| style (form, candidates) | weight | poems | echoes a poem | network's log-prob a char |",
         "|---|---:|---:|---:|---:|",

@@ -629,6 +629,7 @@ def topic_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
         "precision": "int8" if model.int8 else "fp32",
         "temperature": SETTINGS.default_temperature,
         "candidates": candidates_for(SETTINGS, card),
+        "about_candidates": candidates_for(SETTINGS, card, about=True),
         "candidate_unit": SETTINGS.candidate_unit,
         "heading": f"{card.get('display_name', style)}: {2 * n} poems, each with four themes",
         "poems": {

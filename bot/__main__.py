@@ -58,7 +58,8 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
         top_p=args.top_p,
         seed=args.seed,
         rules=poem.rules,
-        candidates=args.candidates or candidates_for(settings, bundle.card),
+        candidates=args.candidates
+        or candidates_for(settings, bundle.card, about=poem.theme is not None),
         candidate_unit=settings.candidate_unit,
     )
     try:

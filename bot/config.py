@@ -161,6 +161,10 @@ class Settings:
     candidates: int | None = None
     style_candidates: dict[str, int] = field(default_factory=dict)
     candidate_unit: str = "line"  # or "poem": whole poems as candidates
+    # A poem about a theme writes this many times its style's candidates a line (at most
+    # MAX_BATCH): its candidates each try the line's keyword in another place, so each place
+    # has fewer tries than a free line's (ABOUT_CANDIDATE_FACTOR; 1: the same as a free poem).
+    about_factor: int = 2
     user_cooldown: float = 3.0
     channel_concurrency: int = 4
     stream_edit_seconds: float = 1.0  # a /poem reply is edited at most this often; 0: not at all
@@ -237,6 +241,7 @@ class Settings:
             candidates=candidates,
             style_candidates=style_candidates,
             candidate_unit=candidate_unit,
+            about_factor=_int("ABOUT_CANDIDATE_FACTOR", 2, 1),
             user_cooldown=_float("USER_COOLDOWN_SECONDS", 3.0),
             channel_concurrency=_int("CHANNEL_MAX_POEMS", 4, 1),
             stream_edit_seconds=_float("STREAM_EDIT_SECONDS", 1.0),

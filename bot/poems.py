@@ -18,18 +18,22 @@ MAX_SEED = 2**53 - 1  # Discord's integer options, and a browser's exact numbers
 DEFAULT_CANDIDATES = 8  # a style's candidates a line where neither CANDIDATES nor its card says
 
 
-def candidates_for(settings: Settings, card: dict[str, Any]) -> int:
+def candidates_for(settings: Settings, card: dict[str, Any], about: bool = False) -> int:
     """How many times a poem of this style writes each line of its form: CANDIDATES where the
     operator set it (for this style by name, else for every style), else the style's own (its
     card's `poem.candidates`, chosen by blind readers against the latency), else
-    DEFAULT_CANDIDATES; never more than the batch."""
+    DEFAULT_CANDIDATES; a poem `about` a theme ABOUT_CANDIDATE_FACTOR times that (its
+    candidates spread over the places a line's keyword can take: readers found the themed
+    poems' fluency closer to the free ones' at twice the candidates, on all four styles);
+    never more than the batch."""
     chosen = (
         settings.style_candidates.get(card.get("style", ""))
         or settings.candidates
         or card.get("poem", {}).get("candidates")
         or DEFAULT_CANDIDATES
     )
-    return max(1, min(int(chosen), settings.limits.max_batch))
+    factor = settings.about_factor if about else 1
+    return max(1, min(int(chosen) * factor, settings.limits.max_batch))
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ def plan_request(
         seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
         rules=plan.rules,
         context=context,
-        candidates=candidates_for(settings, live.bundle.card),
+        candidates=candidates_for(settings, live.bundle.card, about=plan.theme is not None),
         candidate_unit=settings.candidate_unit,
     )
     return plan, request

@@ -217,6 +217,31 @@ def test_each_style_writes_its_own_candidates_unless_the_operator_says(tmp_path)
     assert asked(both, "songci") == 8 and asked(both, "tang") == 4
 
 
+def test_a_poem_about_a_theme_writes_twice_its_styles_candidates(tmp_path, monkeypatch):
+    """A theme's candidates try its keyword in different places of a line: a themed poem
+    takes ABOUT_CANDIDATE_FACTOR (2) times its style's candidates, within the batch; 1 makes
+    it the same as a free poem's; a factor below 1 is refused."""
+    settings = make_settings(tmp_path, MODELS)
+
+    def asked(settings, style: str, about: str | None) -> int:
+        version = active_version(MODELS, style)
+        live = types.SimpleNamespace(bundle=load_bundle(MODELS / style / version))
+        return plan_request(settings, live, about=about)[1].candidates
+
+    free = dataclasses.replace(settings, candidates=None)
+    assert free.about_factor == Settings.about_factor == 2
+    assert (asked(free, "tang", None), asked(free, "tang", "秋風")) == (32, 64)
+    assert (asked(free, "shakespeare", None), asked(free, "shakespeare", "love")) == (8, 16)
+    small = dataclasses.replace(free, limits=dataclasses.replace(free.limits, max_batch=40))
+    assert asked(small, "tang", "秋風") == 40
+    assert asked(dataclasses.replace(free, about_factor=1), "tang", "秋風") == 32
+    monkeypatch.setenv("ABOUT_CANDIDATE_FACTOR", "3")
+    assert Settings.from_env().about_factor == 3
+    monkeypatch.setenv("ABOUT_CANDIDATE_FACTOR", "0")
+    with pytest.raises(ConfigError, match="ABOUT_CANDIDATE_FACTOR must be at least 1"):
+        Settings.from_env()
+
+
 @pytest.mark.parametrize(
     ("raw", "every", "styles"),
     [
