@@ -13,9 +13,9 @@
    each of 50 themes drawn from the corpus's frequent words and 20 a user would type; the
    share of poems holding every word of their theme, of lines holding a plan word, and of
    poems keeping every rule of their form.
-3. Cost: a 七律 at concurrency 1 with and without a theme (each with its own candidates: a
-   theme's are ABOUT_CANDIDATE_FACTOR times the style's), runs alternating, and the network's
-   mean log-probability per character of the poems written (read afresh).
+3. Cost: a 七律 at concurrency 1 with and without a theme (each at the candidates a line the
+   bot gives it: more for a theme), runs alternating, and the network's mean
+   log-probability per character of the poems written (read afresh).
 
 Writes benchmarks/results/about.json and .md.
 """
@@ -379,7 +379,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{', '.join(f'{x:.1f}' for x in report['load_average'])}), "
         "candidates a line: "
         + ", ".join(f"{style} {k}" for style, k in report["candidates"].items())
-        + " (each style's own, times ABOUT_CANDIDATE_FACTOR for a poem about a theme).",
+        + " (each style's own for a poem about a theme).",
         "",
         "## The user's words appear in the poem",
         "",

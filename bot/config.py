@@ -54,11 +54,12 @@ def _int(name: str, default: int, low: int = 0) -> int:
     return value
 
 
-def _candidates(max_batch: int) -> tuple[int | None, dict[str, int]]:
-    """CANDIDATES: a number for every style (`8`), numbers for named styles (`songci=8,
-    tang=16`), or both (`12,songci=8`: songci 8, every other style 12); unset, each style's
-    own. Each from 1 to MAX_BATCH (a poem's candidate rows are in the batch)."""
-    raw = os.environ.get("CANDIDATES", "").strip()
+def _candidates(max_batch: int, name: str = "CANDIDATES") -> tuple[int | None, dict[str, int]]:
+    """CANDIDATES (or ABOUT_CANDIDATES): a number for every style (`8`), numbers for named
+    styles (`songci=8, tang=16`), or both (`12,songci=8`: songci 8, every other style 12);
+    unset, each style's own. Each from 1 to MAX_BATCH (a poem's candidate rows are in the
+    batch)."""
+    raw = os.environ.get(name, "").strip()
     every: int | None = None
     styles: dict[str, int] = {}
     for item in (part.strip() for part in raw.split(",") if part.strip()):
@@ -68,18 +69,18 @@ def _candidates(max_batch: int) -> tuple[int | None, dict[str, int]]:
             value = int(number)
         except ValueError:
             raise ConfigError(
-                f"CANDIDATES: {item!r} is not a whole number or STYLE=NUMBER "
-                "(e.g. CANDIDATES=8 or CANDIDATES=songci=8,tang=16)"
+                f"{name}: {item!r} is not a whole number or STYLE=NUMBER "
+                f"(e.g. {name}=8 or {name}=songci=8,tang=16)"
             ) from None
         if not 1 <= value <= max_batch:
             raise ConfigError(
-                f"CANDIDATES: {item!r} must be from 1 to MAX_BATCH ({max_batch}): a poem's "
+                f"{name}: {item!r} must be from 1 to MAX_BATCH ({max_batch}): a poem's "
                 "rows are in the batch"
             )
         if "=" in item and not style:
-            raise ConfigError(f"CANDIDATES: {item!r} names no style before its '='")
+            raise ConfigError(f"{name}: {item!r} names no style before its '='")
         if style in styles or (not style and every is not None):
-            raise ConfigError(f"CANDIDATES sets {style or 'every style'} twice")
+            raise ConfigError(f"{name} sets {style or 'every style'} twice")
         if style:
             styles[style] = value
         else:
@@ -161,10 +162,10 @@ class Settings:
     candidates: int | None = None
     style_candidates: dict[str, int] = field(default_factory=dict)
     candidate_unit: str = "line"  # or "poem": whole poems as candidates
-    # A poem about a theme writes this many times its style's candidates a line (at most
-    # MAX_BATCH): its candidates each try the line's keyword in another place, so each place
-    # has fewer tries than a free line's (ABOUT_CANDIDATE_FACTOR; 1: the same as a free poem).
-    about_factor: int = 2
+    # The same for a poem about a theme (ABOUT_CANDIDATES, as CANDIDATES): None, each style's
+    # own (bot.poems.candidates_for).
+    about_candidates: int | None = None
+    style_about_candidates: dict[str, int] = field(default_factory=dict)
     user_cooldown: float = 3.0
     channel_concurrency: int = 4
     stream_edit_seconds: float = 1.0  # a /poem reply is edited at most this often; 0: not at all
@@ -203,6 +204,7 @@ class Settings:
         if default_length > limits.max_length:
             raise ConfigError("DEFAULT_LENGTH must not exceed MAX_LENGTH")
         candidates, style_candidates = _candidates(limits.max_batch)
+        about_candidates, style_about_candidates = _candidates(limits.max_batch, "ABOUT_CANDIDATES")
         candidate_unit = os.environ.get("CANDIDATE_UNIT", "").strip().lower() or "line"
         if candidate_unit not in CANDIDATE_UNITS:
             raise ConfigError(f"CANDIDATE_UNIT must be one of {', '.join(CANDIDATE_UNITS)}")
@@ -241,7 +243,8 @@ class Settings:
             candidates=candidates,
             style_candidates=style_candidates,
             candidate_unit=candidate_unit,
-            about_factor=_int("ABOUT_CANDIDATE_FACTOR", 2, 1),
+            about_candidates=about_candidates,
+            style_about_candidates=style_about_candidates,
             user_cooldown=_float("USER_COOLDOWN_SECONDS", 3.0),
             channel_concurrency=_int("CHANNEL_MAX_POEMS", 4, 1),
             stream_edit_seconds=_float("STREAM_EDIT_SECONDS", 1.0),

@@ -16,24 +16,34 @@ from bot.forms import catalog
 
 MAX_SEED = 2**53 - 1  # Discord's integer options, and a browser's exact numbers, stop at 2^53
 DEFAULT_CANDIDATES = 8  # a style's candidates a line where neither CANDIDATES nor its card says
+ABOUT_FACTOR = 2  # a poem about a theme, where nothing says how many: twice a free poem's
 
 
 def candidates_for(settings: Settings, card: dict[str, Any], about: bool = False) -> int:
     """How many times a poem of this style writes each line of its form: CANDIDATES where the
     operator set it (for this style by name, else for every style), else the style's own (its
     card's `poem.candidates`, chosen by blind readers against the latency), else
-    DEFAULT_CANDIDATES; a poem `about` a theme ABOUT_CANDIDATE_FACTOR times that (its
-    candidates spread over the places a line's keyword can take: readers found the themed
-    poems' fluency closer to the free ones' at twice the candidates, on all four styles);
-    never more than the batch."""
-    chosen = (
-        settings.style_candidates.get(card.get("style", ""))
-        or settings.candidates
-        or card.get("poem", {}).get("candidates")
-        or DEFAULT_CANDIDATES
-    )
-    factor = settings.about_factor if about else 1
-    return max(1, min(int(chosen) * factor, settings.limits.max_batch))
+    DEFAULT_CANDIDATES; never more than the batch.
+
+    A poem `about` a theme: ABOUT_CANDIDATES where the operator set it; else twice what
+    CANDIDATES sets, where it does; else the style's own (`poem.about_candidates`); else
+    ABOUT_FACTOR times a free poem's. Its candidates each try the line's keyword in another
+    place, so each place has fewer tries than a free line's: at twice the candidates, readers
+    found the themed poems' fluency closer to the free ones' on all four shipped styles, and
+    Shakespeare's only level at four times (`benchmarks/results/ratings/topic-about-*`)."""
+    style = card.get("style", "")
+    poem = card.get("poem", {})
+    operator = settings.style_candidates.get(style) or settings.candidates
+    chosen = operator or poem.get("candidates") or DEFAULT_CANDIDATES
+    if about:
+        chosen = (
+            settings.style_about_candidates.get(style)
+            or settings.about_candidates
+            or (operator and ABOUT_FACTOR * operator)
+            or poem.get("about_candidates")
+            or ABOUT_FACTOR * chosen
+        )
+    return max(1, min(int(chosen), settings.limits.max_batch))
 
 
 @dataclass(frozen=True)

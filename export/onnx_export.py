@@ -243,7 +243,8 @@ INT8_SERVE_TOLERANCE = 0.002  # nats/char: an int8 graph this near fp32 may serv
 
 def inherit_serving(models_dir: Path, style: str, card: dict[str, Any], log=print) -> None:
     """A new version of a style keeps what its live version was chosen to serve with: its
-    candidates a line (`poem.candidates`, chosen by blind readers against the latency), and
+    candidates a line (`poem.candidates` and, for a poem about a theme,
+    `poem.about_candidates`: chosen by blind readers against the latency), and
     its int8 graph (`int8.serve`) where the new one has an int8 graph as near its fp32 as
     INT8_SERVE_TOLERANCE; each said in the log."""
     live = active_version(models_dir, style)
@@ -254,10 +255,11 @@ def inherit_serving(models_dir: Path, style: str, card: dict[str, Any], log=prin
     except (BundleError, OSError, ValueError) as err:
         log(f"the live {style}/{live} could not be read ({err}); nothing inherited")
         return
-    candidates = old.get("poem", {}).get("candidates")
-    if candidates is not None and "poem" in card:
-        card["poem"]["candidates"] = candidates
-        log(f"{candidates} candidates a line, as {style}/{live}")
+    for key, what in (("candidates", ""), ("about_candidates", " about a theme")):
+        candidates = old.get("poem", {}).get(key)
+        if candidates is not None and "poem" in card:
+            card["poem"][key] = candidates
+            log(f"{candidates} candidates a line{what}, as {style}/{live}")
     if not old.get("int8", {}).get("serve") or "int8" not in card:
         return
     metrics = card["metrics"]

@@ -217,10 +217,11 @@ def test_each_style_writes_its_own_candidates_unless_the_operator_says(tmp_path)
     assert asked(both, "songci") == 8 and asked(both, "tang") == 4
 
 
-def test_a_poem_about_a_theme_writes_twice_its_styles_candidates(tmp_path, monkeypatch):
+def test_a_poem_about_a_theme_writes_more_candidates(tmp_path, monkeypatch):
     """A theme's candidates try its keyword in different places of a line: a themed poem
-    takes ABOUT_CANDIDATE_FACTOR (2) times its style's candidates, within the batch; 1 makes
-    it the same as a free poem's; a factor below 1 is refused."""
+    takes its style's own number (Shakespeare's card: 32, chosen by blind readers), else
+    twice a free poem's; ABOUT_CANDIDATES sets it as CANDIDATES does, CANDIDATES alone
+    doubles; always within the batch."""
     settings = make_settings(tmp_path, MODELS)
 
     def asked(settings, style: str, about: str | None) -> int:
@@ -228,17 +229,25 @@ def test_a_poem_about_a_theme_writes_twice_its_styles_candidates(tmp_path, monke
         live = types.SimpleNamespace(bundle=load_bundle(MODELS / style / version))
         return plan_request(settings, live, about=about)[1].candidates
 
-    free = dataclasses.replace(settings, candidates=None)
-    assert free.about_factor == Settings.about_factor == 2
-    assert (asked(free, "tang", None), asked(free, "tang", "秋風")) == (32, 64)
-    assert (asked(free, "shakespeare", None), asked(free, "shakespeare", "love")) == (8, 16)
-    small = dataclasses.replace(free, limits=dataclasses.replace(free.limits, max_batch=40))
+    own = dataclasses.replace(settings, candidates=None)
+    assert (asked(own, "tang", None), asked(own, "tang", "秋風")) == (32, 64)
+    assert (asked(own, "shakespeare", None), asked(own, "shakespeare", "love")) == (8, 32)
+    small = dataclasses.replace(own, limits=dataclasses.replace(own.limits, max_batch=40))
     assert asked(small, "tang", "秋風") == 40
-    assert asked(dataclasses.replace(free, about_factor=1), "tang", "秋風") == 32
-    monkeypatch.setenv("ABOUT_CANDIDATE_FACTOR", "3")
-    assert Settings.from_env().about_factor == 3
-    monkeypatch.setenv("ABOUT_CANDIDATE_FACTOR", "0")
-    with pytest.raises(ConfigError, match="ABOUT_CANDIDATE_FACTOR must be at least 1"):
+    # The operator's CANDIDATES: a themed poem takes twice it, over the style's own.
+    assert asked(dataclasses.replace(own, candidates=4), "shakespeare", "love") == 8
+    monkeypatch.setenv("ABOUT_CANDIDATES", "12,shakespeare=20")
+    read = Settings.from_env()
+    assert (read.about_candidates, read.style_about_candidates) == (12, {"shakespeare": 20})
+    chosen = dataclasses.replace(
+        own,
+        about_candidates=read.about_candidates,
+        style_about_candidates=read.style_about_candidates,
+    )
+    assert asked(chosen, "shakespeare", "love") == 20 and asked(chosen, "tang", "秋風") == 12
+    assert asked(chosen, "tang", None) == 32  # free poems keep theirs
+    monkeypatch.setenv("ABOUT_CANDIDATES", "tang=0")
+    with pytest.raises(ConfigError, match=re.escape("ABOUT_CANDIDATES: 'tang=0' must be from 1")):
         Settings.from_env()
 
 

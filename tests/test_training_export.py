@@ -156,6 +156,7 @@ def test_a_new_version_keeps_what_its_style_serves_with(runs, tmp_path, capsys):
     card = json.loads((first / "card.json").read_text())
     assert "candidates" not in card["poem"] and not card["int8"].get("serve")
     card["poem"]["candidates"], card["int8"]["serve"] = 32, True
+    card["poem"]["about_candidates"] = 48
     (first / "card.json").write_text(json.dumps(card))
     capsys.readouterr()
     assert export_main([str(runs["lstm"]), "--models", str(models), "--int8"]) == 0
@@ -164,6 +165,8 @@ def test_a_new_version_keeps_what_its_style_serves_with(runs, tmp_path, capsys):
     metrics = second["metrics"]
     near = abs(metrics["val_loss_int8"] - metrics["val_loss_onnx"]) <= INT8_SERVE_TOLERANCE
     assert second["poem"]["candidates"] == 32 and "32 candidates a line, as tiny-lstm/v1" in said
+    assert second["poem"]["about_candidates"] == 48
+    assert "48 candidates a line about a theme, as tiny-lstm/v1" in said
     assert second["int8"]["serve"] == near and "nats/char from fp32" in said
     # Without an int8 graph there is nothing to serve in int8: fp32, the candidates kept.
     assert export_main([str(runs["lstm"]), "--models", str(models), "--version", "v3"]) == 0
