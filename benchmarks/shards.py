@@ -29,6 +29,7 @@ from benchmarks.load import (
     add_env_option,
     drive,
     env_changes,
+    harness_collector_off,
     judge,
     plan,
     populate,
@@ -166,8 +167,9 @@ async def run_sharded(
                 await warm_up(discord, crowd, sorted(prompts))
                 load_before = os.getloadavg()
                 began = time.monotonic()
-                records, late = await drive(discord, crowd, arrivals)
-                await settle(discord, records, timeout=90)
+                with harness_collector_off():
+                    records, late = await drive(discord, crowd, arrivals)
+                    await settle(discord, records, timeout=90)
                 wall = time.monotonic() - began
                 outcomes = [judge(a, r) for a, r in zip(arrivals, records, strict=True)]
                 summary = summarise(shape, outcomes, wall, late, {})
