@@ -41,10 +41,6 @@ def _floats(name: str, *shape: str | int) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
 
 
-def _ints(name: str, *values: int) -> onnx.TensorProto:
-    return helper.make_tensor(name, TensorProto.INT64, [len(values)], list(values))
-
-
 def logsumexp_graph() -> onnx.ModelProto:
     # max(x) - max(logsoftmax(x)): exact where a row holds -inf (a masked or mixed score),
     # and max(logsoftmax) is small (-log of the top id's probability), so little is lost
