@@ -88,7 +88,20 @@ def test_a_plan_is_the_users_words_then_related_ones_the_same_in_either_script()
     assert plan.theme is not None and plan.theme.words == ("秋風",)
     words = plan.theme.plan
     assert words[0] == "秋風" and len(words) == 8 + themes.SPARE
-    assert len(set("".join(words))) == len("".join(words)), words  # no character twice
+    # No two words share a character (a word may double its own: 霏霏).
+    assert sum(len(set(w)) for w in words) == len(set("".join(words))), words
+    # Each word after the user's is related to it, or to two of the words chosen before it
+    # (the plan does not wander off through one word's other sense).
+    related = catalog.table(TANG, load_bundle(TANG).card, "themes", "themes")
+
+    def near(word: str) -> set[str]:
+        return {related.words[j] for j, _ in related.related_to(related.index[word])}
+
+    for k, word in enumerate(words[1:8], 1):
+        if word in near("秋風"):
+            continue
+        before = [w for w in words[:k] if word in near(w)]
+        assert len(before) >= themes.SUPPORT, (word, words)
     assert plan_of(TANG, form="qilv", about="秋风").theme.plan == words  # simplified in
     assert plan_of(TANG, form="qilv", about=" 秋風 ").theme.plan == words
     # A typed word the model knows in both scripts is taken in the one its corpus uses.

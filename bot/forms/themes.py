@@ -67,6 +67,7 @@ BOUND_SHARE = 0.8  # a lyric's pair this often beside one character is part of a
 MIN_WORD = 3  # units an English word is seen in
 MAX_PLAN_WORDS = 9000  # words stored, the commonest first
 SECOND_ORDER = 0.25  # weight of relatedness to the plan's own words beside the user's
+SUPPORT = 2  # chosen words a word related to none of the user's must be related to
 SINGLE_WEIGHT = 0.4  # a single character's score beside a two-character word's
 _WORD_STARTS = {5: (0, 2, 3), 7: (0, 2, 4, 5)}
 _HAN_RUN = re.compile(f"[{IDEOGRAPH}]+")
@@ -380,8 +381,11 @@ class Related:
         """The user's words, then related words until there is one a line and SPARE more:
         first the words related to the user's own, each next one the best related to them
         (and at SECOND_ORDER to the words chosen), then words related only to the words
-        chosen, each sharing no character with the plan's (Chinese) and one of `fits` (the
-        words the style can write), else the commonest such words. In English a word
+        chosen where at least SUPPORT of those agree, each sharing no character with the
+        plan's (Chinese) and one of `fits` (the words the style can write), else the
+        commonest such words. One chosen word alone would lead the plan through its other
+        sense: 邊塞 chose 河 (a river, or the Milky Way), and 河 alone brought the weaver
+        girl and the cowherd (織女, 牽牛) into a poem of the frontier. In English a word
         related only to the plan's words comes after every word related to the user's:
         those drift to the words the plays are full of (blood, death and eyes after love's
         hate and tears), themes of their own. A Chinese plan ranks them together: its
@@ -391,13 +395,18 @@ class Related:
         chosen = list(dict.fromkeys(users))
         used = set("".join(chosen)) if self.chinese else set()
         score: dict[int, float] = defaultdict(float)
+        agree: dict[int, int] = defaultdict(int)  # chosen words a later word is related to
 
         def spread(word: str, weight: float) -> None:
             ids = self._ids(word)
+            reached: set[int] = set()
             for i in ids:
                 for j, s in self.related_to(i):
                     if not self._compound(i, j):
                         score[j] += weight * s / len(ids)
+                        reached.add(j)
+            for j in reached:
+                agree[j] += 1
 
         def usable(j: int) -> bool:
             word = self.words[j]
@@ -414,7 +423,7 @@ class Related:
             weighted = {
                 j: s * (SINGLE_WEIGHT if self.chinese and len(self.words[j]) == 1 else 1.0)
                 for j, s in score.items()
-                if usable(j)
+                if usable(j) and (j in first or agree[j] >= SUPPORT)
             }
             if weighted:
                 best = min(
