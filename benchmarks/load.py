@@ -282,7 +282,7 @@ def judge(arrival: Arrival, record: InteractionRecord) -> Outcome:
     if message.embeds:
         outcome.kind = "poem"
         style, seed = arrival.options["style"], arrival.options["seed"]
-        text = footer(message)
+        text = footer(message).split("\n")[-1]  # under a theme's line, where it has one
         if not text.startswith(f"{style} ") or f"seed {seed}" not in text or message.ephemeral:
             problems.append(f"someone else's poem or a private one: {text!r}")
         return outcome

@@ -87,7 +87,7 @@ from bot.engine.sessions import StepModel, load_model
 from bot.forms import catalog, ci, english, script, tang
 from bot.forms.lines import LINES_FILE, MIN_CHARS, LineIndex, training_lines
 from bot.forms.rules import FormError
-from bot.poems import candidates_for, plan_request
+from bot.poems import NO_THEME, candidates_for, plan_request
 
 CRITERIA = ("fluency", "coherence", "meaning", "poeticness")
 SOURCES = ("bot", "poets")
@@ -510,7 +510,8 @@ def write_bot(
     themes: list[str | None] | None = None,
 ) -> list[Generation]:
     """The bot's poems through its own way in (`plan_request`, default options and the
-    `themes` given), one batch."""
+    `themes` given: None, as a user who names none, the style's own where it has some;
+    NO_THEME, none), one batch."""
     about = themes or [None] * len(seeds)
 
     async def run() -> list[Generation]:
@@ -609,7 +610,7 @@ def topic_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
     if len(shown_themes) < OPTIONS:
         raise RatingError(f"a topic sheet needs --n {OPTIONS} at least (four themes to choose)")
     themed = write_bot(model, asked, seeds, themes)
-    free = write_bot(model, asked, seeds)
+    free = write_bot(model, asked, seeds, [NO_THEME] * len(seeds))  # not one of its own
     poems = []
     for seed, theme, form, about, plain in zip(seeds, themes, asked, themed, free, strict=True):
         others = rng.sample([t for t in shown_themes if t != theme], OPTIONS - 1)
@@ -699,6 +700,11 @@ def style_sheet(style: str, models: Path, corpora: Path, n: int) -> tuple[dict[s
         "temperature": SETTINGS.default_temperature,
         "candidates": candidates_for(SETTINGS, card),
         "candidate_unit": SETTINGS.candidate_unit,
+        # A poem asked without a theme takes one of its style's own, at the candidates of one.
+        "default_themes": (
+            card.get("poem", {}).get("default_themes", []) if SETTINGS.default_themes else []
+        ),
+        "about_candidates": candidates_for(SETTINGS, card, about=True),
         "heading": f"{card.get('display_name', style)}: {2 * n} poems",
         "poems": {},
     }

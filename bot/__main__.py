@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import sys
 from pathlib import Path
 
@@ -12,10 +13,9 @@ from bot.config import ConfigError, Settings, load_dotenv
 from bot.engine.bundle import BundleError, active_version, check_name, load_bundle, styles
 from bot.engine.scheduler import Busy, Request, generate_once
 from bot.engine.sessions import PRECISIONS, ProviderError
-from bot.forms.catalog import plan as plan_poem
 from bot.forms.rules import FormError
 from bot.forms.themes import about_line
-from bot.poems import candidates_for
+from bot.poems import MAX_SEED, candidates_for, plan_with_theme
 
 
 def generate_main(args: argparse.Namespace, settings: Settings) -> int:
@@ -32,20 +32,21 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
             f"error: no bundle for style {style!r} in {models} (styles: {known})", file=sys.stderr
         )
         return 2
+    seed = args.seed if args.seed is not None else secrets.randbelow(MAX_SEED + 1)
     try:
         bundle = load_bundle(models / style / version)
-        poem = plan_poem(
+        poem = plan_with_theme(
+            settings,
             bundle.card,
             bundle.vocab.chars,
             bundle.path,
+            seed,
+            about=args.about,
             form=args.form,
             acrostic=args.acrostic,
-            output_script=args.script,
+            script=args.script,
             prompt=args.prompt,
             length=args.length,
-            default_length=settings.default_length,
-            max_length=settings.limits.max_length,
-            about=args.about,
         )
     except (BundleError, FormError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -56,7 +57,7 @@ def generate_main(args: argparse.Namespace, settings: Settings) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
-        seed=args.seed,
+        seed=seed,
         rules=poem.rules,
         candidates=args.candidates
         or candidates_for(settings, bundle.card, about=poem.theme is not None),
@@ -113,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--acrostic", help="藏头: line i starts with its i-th character (or letter)")
     gen.add_argument("--script", choices=("simplified", "traditional"), help="Chinese styles")
     gen.add_argument(
-        "--about", help="what the poem is about: up to 5 words or 12 Chinese characters"
+        "--about",
+        help="what the poem is about: up to 5 words or 12 Chinese characters; - for nothing in "
+        "particular (a style that has themes of its own gives a poem asked without one of them)",
     )
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = always the likeliest")
     gen.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = off)")

@@ -101,6 +101,17 @@ def _float(name: str, default: float, low: float = 0.0) -> float:
     return value
 
 
+def _switch(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be on or off")
+
+
 def _port(name: str) -> int | None:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -166,6 +177,9 @@ class Settings:
     # own (bot.poems.candidates_for).
     about_candidates: int | None = None
     style_about_candidates: dict[str, int] = field(default_factory=dict)
+    # A poem asked with no theme takes one of its style's own (its card's
+    # poem.default_themes) where the style names some (bot.poems.theme_for); off: never.
+    default_themes: bool = True
     user_cooldown: float = 3.0
     channel_concurrency: int = 4
     stream_edit_seconds: float = 1.0  # a /poem reply is edited at most this often; 0: not at all
@@ -245,6 +259,7 @@ class Settings:
             candidate_unit=candidate_unit,
             about_candidates=about_candidates,
             style_about_candidates=style_about_candidates,
+            default_themes=_switch("DEFAULT_THEMES", True),
             user_cooldown=_float("USER_COOLDOWN_SECONDS", 3.0),
             channel_concurrency=_int("CHANNEL_MAX_POEMS", 4, 1),
             stream_edit_seconds=_float("STREAM_EDIT_SECONDS", 1.0),

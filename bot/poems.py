@@ -5,18 +5,24 @@ give the same poem in either; it raises FormError for options the form cannot ta
 from __future__ import annotations
 
 import dataclasses
+import random
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
 from bot.engine.registry import Live
 from bot.engine.scheduler import Request
 from bot.forms import catalog
+from bot.forms.rules import FormError
 
 MAX_SEED = 2**53 - 1  # Discord's integer options, and a browser's exact numbers, stop at 2^53
 DEFAULT_CANDIDATES = 8  # a style's candidates a line where neither CANDIDATES nor its card says
 ABOUT_FACTOR = 2  # a poem about a theme, where nothing says how many: twice a free poem's
+NO_THEME = "-"  # `about` as typed for a poem about nothing in particular
+THEME_PICK = 0x7E3A  # mixed into the seed that picks a default theme (not the sampler's stream)
 
 
 def candidates_for(settings: Settings, card: dict[str, Any], about: bool = False) -> int:
@@ -80,6 +86,77 @@ def read_as_finished(context: str, card: dict[str, Any]) -> str:
     return context.rstrip("\n") + ("\n" if unit == "line" else "\n\n")
 
 
+def theme_for(
+    settings: Settings,
+    card: dict[str, Any],
+    seed: int,
+    *,
+    about: str | None,
+    prompt: str = "",
+    acrostic: str | None = None,
+    context: str = "",
+) -> tuple[str | None, bool]:
+    """What a poem is about, and whether the bot chose it: the user's `about` as typed; none
+    where they typed NO_THEME (or a caller passed ""); else, for a poem asked with no opening
+    words, no acrostic and nothing to write on from, one of its style's own themes (its
+    card's `poem.default_themes`), picked by the seed, unless the operator turned that off
+    (DEFAULT_THEMES=off). Blind readers found Shakespeare's poems about a theme more coherent
+    than free ones and as fluent (`benchmarks/results/ratings/topic-24-shakespeare-jaychou`);
+    a style whose readers found no gain names none."""
+    if about is not None:
+        return (None, False) if about == "" or about.strip() == NO_THEME else (about, False)
+    if prompt or acrostic or context or not settings.default_themes:
+        return None, False
+    own = [t for t in card.get("poem", {}).get("default_themes", ()) if isinstance(t, str)]
+    if not own:
+        return None, False
+    return random.Random(seed ^ THEME_PICK).choice(own), True
+
+
+def plan_with_theme(
+    settings: Settings,
+    card: dict[str, Any],
+    chars: Sequence[str],
+    path: Path,
+    seed: int,
+    *,
+    about: str | None,
+    form: str | None = None,
+    acrostic: str | None = None,
+    script: str | None = None,
+    prompt: str = "",
+    length: int | None = None,
+    context: str = "",
+) -> catalog.PoemPlan:
+    """The form's plan (`catalog.plan`) about what `theme_for` says: a theme the bot chose
+    gives way, the poem written free, where the form cannot take it."""
+    theme, chosen = theme_for(
+        settings, card, seed, about=about, prompt=prompt, acrostic=acrostic, context=context
+    )
+
+    def planned(theme: str | None) -> catalog.PoemPlan:
+        return catalog.plan(
+            card,
+            chars,
+            path,
+            form=form,
+            acrostic=acrostic,
+            output_script=script,
+            prompt=prompt,
+            length=length,
+            default_length=settings.default_length,
+            max_length=settings.limits.max_length,
+            about=theme,
+        )
+
+    try:
+        return planned(theme)
+    except FormError:
+        if not chosen:
+            raise
+        return planned(None)
+
+
 def plan_request(
     settings: Settings,
     live: Live,
@@ -96,19 +173,22 @@ def plan_request(
 ) -> tuple[catalog.PoemPlan, Request]:
     """The plan and the Request for a poem of `live`'s style: the form's writer and length
     bound, the settings' temperature where none is given, a seed a user can type back where
-    none is given."""
-    plan = catalog.plan(
+    none is given, the theme `theme_for` says (`plan_with_theme`)."""
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    plan = plan_with_theme(
+        settings,
         live.bundle.card,
         live.bundle.vocab.chars,
         live.bundle.path,
+        seed,
+        about=about,
         form=form,
         acrostic=acrostic,
-        output_script=script,
+        script=script,
         prompt=prompt,
         length=length,
-        default_length=settings.default_length,
-        max_length=settings.limits.max_length,
-        about=about,
+        context=context,
     )
     if temperature is None:
         temperature = settings.default_temperature
@@ -119,7 +199,7 @@ def plan_request(
         prompt=plan.prompt,
         length=plan.length,
         temperature=temperature + 0.0,  # -0.0 would show as "-0" in a footer
-        seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
+        seed=seed,
         rules=plan.rules,
         context=context,
         candidates=candidates_for(settings, live.bundle.card, about=plan.theme is not None),

@@ -244,9 +244,10 @@ INT8_SERVE_TOLERANCE = 0.002  # nats/char: an int8 graph this near fp32 may serv
 def inherit_serving(models_dir: Path, style: str, card: dict[str, Any], log=print) -> None:
     """A new version of a style keeps what its live version was chosen to serve with: its
     candidates a line (`poem.candidates` and, for a poem about a theme,
-    `poem.about_candidates`: chosen by blind readers against the latency), and
-    its int8 graph (`int8.serve`) where the new one has an int8 graph as near its fp32 as
-    INT8_SERVE_TOLERANCE; each said in the log."""
+    `poem.about_candidates`: chosen by blind readers against the latency), the themes it
+    gives a poem asked without one (`poem.default_themes`, where the new one can plan
+    themes), and its int8 graph (`int8.serve`) where the new one has an int8 graph as near
+    its fp32 as INT8_SERVE_TOLERANCE; each said in the log."""
     live = active_version(models_dir, style)
     if live is None:
         return
@@ -260,6 +261,10 @@ def inherit_serving(models_dir: Path, style: str, card: dict[str, Any], log=prin
         if candidates is not None and "poem" in card:
             card["poem"][key] = candidates
             log(f"{candidates} candidates a line{what}, as {style}/{live}")
+    own = old.get("poem", {}).get("default_themes")
+    if own and "poem" in card and "themes" in card["poem"]:
+        card["poem"]["default_themes"] = list(own)
+        log(f"its own themes for a poem asked without one ({len(own)}), as {style}/{live}")
     if not old.get("int8", {}).get("serve") or "int8" not in card:
         return
     metrics = card["metrics"]

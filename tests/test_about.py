@@ -9,13 +9,16 @@ Again and Continue keep it; a bundle without theme data says `about` is not avai
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
-from bot.engine.bundle import load_bundle
+from bot.composition import build_page, build_registry
+from bot.engine.bundle import active_version, load_bundle
 from bot.engine.constraints import fork
 from bot.engine.scheduler import Request, Scheduler
 from bot.engine.sessions import StepModel
@@ -474,3 +477,84 @@ async def test_poem_about_shows_its_plan_and_again_and_continue_keep_it(tmp_path
         lines = unescaped(plain.content).split("\n")
         assert lines[-2].startswith("-# about 秋风: 秋風 · ") and "seed 5" in lines[-1]
         assert not w.discord.violations
+
+
+# --- a theme of the style's own --------------------------------------------------------------
+
+
+def own_themes(root: Path, *words: str) -> Path:
+    """A models folder whose shakespeare is the shipped live bundle with `words` as the themes
+    it gives a poem asked without one (its other files linked, not copied)."""
+    shipped_models = ROOT / "models"
+    live = shipped_models / "shakespeare" / active_version(shipped_models, "shakespeare")
+    folder = root / "models" / "shakespeare" / live.name
+    folder.mkdir(parents=True)
+    for path in live.iterdir():
+        if path.name != "card.json":
+            (folder / path.name).symlink_to(path)
+    card = json.loads((live / "card.json").read_text(encoding="utf-8"))
+    card["poem"]["default_themes"] = list(words)
+    (folder / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    (folder.parent / "ACTIVE").write_text(f"{live.name}\n")
+    return root / "models"
+
+
+@asynchronous
+async def test_a_poem_asked_without_a_theme_takes_one_of_its_styles_own(tmp_path):
+    """Where a style names themes of its own, /poem with none writes about one (shown as a
+    theme the user typed would be); `about: -`, opening words or an acrostic write free."""
+    settings = make_settings(tmp_path, own_themes(tmp_path, "winter"), default_style="shakespeare")
+    async with bot_world(tmp_path, settings=settings) as w:
+        _, message = await w.poem({"style": "shakespeare", "seed": 5})
+        about = footer(message).split("\n")[0]
+        assert about.startswith("about winter: winter · ") and "seed 5" in footer(message)
+        assert "winter" in message.embeds[0]["description"].lower()
+        again = await (await w.discord.press(message, buttons(message)["Again"], w.member)).final(
+            30
+        )
+        assert footer(again).startswith("about winter: ") and "seed 5" not in footer(again)
+        for free in ({"about": "-"}, {"prompt": "Shall I"}, {"acrostic": "LOVE"}):
+            _, shown = await w.poem({"style": "shakespeare", "seed": 5, **free})
+            assert shown.embeds, (free, shown.content)
+            assert not footer(shown).startswith("about"), free
+        assert not w.discord.violations
+
+
+@asynchronous
+async def test_the_api_gives_a_poem_asked_without_a_theme_one_of_its_styles_own(tmp_path):
+    settings = make_settings(tmp_path, own_themes(tmp_path, "the sea", "winter"))
+    registry = build_registry(settings)
+    await registry.reload()
+    client = TestClient(TestServer(build_page(settings, registry).app()))
+    await client.start_server()
+    try:
+        got = set()
+        for seed in range(6):
+            response = await client.post("/api/poems", json={"style": "shakespeare", "seed": seed})
+            poem = await response.json()
+            assert response.status == 200 and poem["about"]["theme"] in ("the sea", "winter")
+            got.add(poem["about"]["theme"])
+            again = await client.post("/api/poems", json={"style": "shakespeare", "seed": seed})
+            assert (await again.json())["text"] == poem["text"]  # the seed picks it
+        assert got == {"the sea", "winter"}
+        free = await client.post(
+            "/api/poems", json={"style": "shakespeare", "seed": 1, "about": "-"}
+        )
+        assert free.status == 200 and (await free.json())["about"] is None
+    finally:
+        await client.close()
+        await registry.close()
+
+
+def test_the_shell_writes_about_a_theme_of_the_styles_own_unless_told_not_to():
+    shipped_models = ROOT / "models"
+    live = shipped_models / "shakespeare" / active_version(shipped_models, "shakespeare")
+    own = load_bundle(live).card["poem"]["default_themes"]
+    done = shell("generate", "--style", "shakespeare", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stderr.splitlines() if line.startswith("-- about "))
+    assert line[len("-- about ") :].split(": ")[0] in own
+    free = shell("generate", "--style", "shakespeare", "--seed", "3", "--about", "-")
+    assert free.returncode == 0, free.stderr
+    assert not any(line.startswith("-- about ") for line in free.stderr.splitlines())
+    assert free.stdout != done.stdout

@@ -199,7 +199,7 @@ def test_each_style_writes_its_own_candidates_unless_the_operator_says(tmp_path)
     def asked(settings, style: str) -> int:
         version = active_version(MODELS, style)
         live = types.SimpleNamespace(bundle=load_bundle(MODELS / style / version))
-        return plan_request(settings, live, prompt="")[1].candidates
+        return plan_request(settings, live, about="-")[1].candidates  # a free poem
 
     assert (
         load_bundle(MODELS / "tang" / active_version(MODELS, "tang")).card["poem"]["candidates"]
@@ -231,7 +231,9 @@ def test_a_poem_about_a_theme_writes_more_candidates(tmp_path, monkeypatch):
 
     own = dataclasses.replace(settings, candidates=None)
     assert (asked(own, "tang", None), asked(own, "tang", "秋風")) == (32, 64)
-    assert (asked(own, "shakespeare", None), asked(own, "shakespeare", "love")) == (8, 32)
+    assert (asked(own, "shakespeare", "-"), asked(own, "shakespeare", "love")) == (8, 32)
+    # Asked without a theme, Shakespeare writes about one of its own: as many as for a theme.
+    assert asked(own, "shakespeare", None) == 32
     small = dataclasses.replace(own, limits=dataclasses.replace(own.limits, max_batch=40))
     assert asked(small, "tang", "秋風") == 40
     # The operator's CANDIDATES: a themed poem takes twice it, over the style's own.
@@ -248,6 +250,48 @@ def test_a_poem_about_a_theme_writes_more_candidates(tmp_path, monkeypatch):
     assert asked(chosen, "tang", None) == 32  # free poems keep theirs
     monkeypatch.setenv("ABOUT_CANDIDATES", "tang=0")
     with pytest.raises(ConfigError, match=re.escape("ABOUT_CANDIDATES: 'tang=0' must be from 1")):
+        Settings.from_env()
+
+
+def test_shakespeare_gives_a_poem_asked_without_a_theme_one_of_its_own(tmp_path, monkeypatch):
+    """Blind readers found Shakespeare's poems about a theme more coherent than its free ones
+    and as fluent, so its card names themes a poem asked without one is about: picked by the
+    seed, each one its every form can write; a user's theme, `-`, opening words or an acrostic
+    come first, DEFAULT_THEMES=off turns it off, and a style whose card names none writes free."""
+    settings = make_settings(tmp_path, MODELS)
+
+    def live(style: str) -> types.SimpleNamespace:
+        return types.SimpleNamespace(
+            bundle=load_bundle(MODELS / style / active_version(MODELS, style))
+        )
+
+    shakespeare = live("shakespeare")
+    card = shakespeare.bundle.card
+    own = card["poem"]["default_themes"]
+    picked = {}
+    for seed in range(40):
+        plan, request = plan_request(settings, shakespeare, seed=seed)
+        assert plan.theme is not None and plan.theme.typed in own and request.seed == seed
+        picked[seed] = plan.theme.typed
+    assert len(set(picked.values())) >= 10
+    assert plan_request(settings, shakespeare, seed=7)[0].theme.typed == picked[7]
+    chars, path = shakespeare.bundle.vocab.chars, shakespeare.bundle.path
+    for theme in own:
+        for form in card["poem"]["forms"]:
+            plan = catalog.plan(card, chars, path, form=form, about=theme)
+            assert plan.theme is not None and plan.theme.plan, (theme, form)
+    for free in ({"about": "-"}, {"about": " - "}, {"prompt": "Shall I"}, {"acrostic": "LOVE"}):
+        assert plan_request(settings, shakespeare, seed=7, **free)[0].theme is None, free
+    assert plan_request(settings, shakespeare, seed=7, about="the sea")[0].theme.typed == "the sea"
+    off = dataclasses.replace(settings, default_themes=False)
+    assert plan_request(off, shakespeare, seed=7)[0].theme is None
+    for style in ("tang", "songci", "jaychou"):
+        assert "default_themes" not in live(style).bundle.card["poem"]
+        assert plan_request(settings, live(style), seed=7)[0].theme is None
+    monkeypatch.setenv("DEFAULT_THEMES", "off")
+    assert Settings.from_env().default_themes is False
+    monkeypatch.setenv("DEFAULT_THEMES", "sometimes")
+    with pytest.raises(ConfigError, match="DEFAULT_THEMES='sometimes' must be on or off"):
         Settings.from_env()
 
 

@@ -157,6 +157,7 @@ def test_a_new_version_keeps_what_its_style_serves_with(runs, tmp_path, capsys):
     assert "candidates" not in card["poem"] and not card["int8"].get("serve")
     card["poem"]["candidates"], card["int8"]["serve"] = 32, True
     card["poem"]["about_candidates"] = 48
+    card["poem"]["default_themes"] = ["love", "war"]
     (first / "card.json").write_text(json.dumps(card))
     capsys.readouterr()
     assert export_main([str(runs["lstm"]), "--models", str(models), "--int8"]) == 0
@@ -167,6 +168,8 @@ def test_a_new_version_keeps_what_its_style_serves_with(runs, tmp_path, capsys):
     assert second["poem"]["candidates"] == 32 and "32 candidates a line, as tiny-lstm/v1" in said
     assert second["poem"]["about_candidates"] == 48
     assert "48 candidates a line about a theme, as tiny-lstm/v1" in said
+    assert second["poem"]["default_themes"] == ["love", "war"]
+    assert "its own themes for a poem asked without one (2), as tiny-lstm/v1" in said
     assert second["int8"]["serve"] == near and "nats/char from fp32" in said
     # Without an int8 graph there is nothing to serve in int8: fp32, the candidates kept.
     assert export_main([str(runs["lstm"]), "--models", str(models), "--version", "v3"]) == 0

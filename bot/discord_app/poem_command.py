@@ -83,7 +83,7 @@ class PoemCommand:
             form="the poem's form, from what the style offers (default: the style's own)",
             acrostic="藏头 / acrostic: line i starts with its i-th character or letter",
             script="Chinese styles: the script the poem is shown in",
-            about="what the poem is about: up to 5 words or 12 Chinese characters",
+            about="what the poem is about: up to 5 words or 12 Chinese characters; - for none",
         )
         @app_commands.choices(
             script=[

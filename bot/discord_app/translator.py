@@ -52,9 +52,9 @@ TRANSLATIONS: dict[str, tuple[str, str]] = {
         "中文風格：詩以簡體還是繁體顯示",
     ),
     "about": ("主题", "主題"),
-    "what the poem is about: up to 5 words or 12 Chinese characters": (
-        "诗的主题：最多 5 个词或 12 个汉字",
-        "詩的主題：最多 5 個詞或 12 個漢字",
+    "what the poem is about: up to 5 words or 12 Chinese characters; - for none": (
+        "诗的主题：最多 5 个词或 12 个汉字；- 表示不要主题",
+        "詩的主題：最多 5 個詞或 12 個漢字；- 表示不要主題",
     ),
     "简体 simplified": ("简体", "簡體"),
     "繁體 traditional": ("繁体", "繁體"),
