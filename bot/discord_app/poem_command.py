@@ -281,7 +281,10 @@ class PoemCommand:
         except Throttled as err:
             raise _throttled(err) from None
         with slot:
-            asked = dataclasses.replace(options, style=chosen)
+            # A theme the bot chose is kept as the user's would be: Again and Continue write
+            # about it too.
+            theme = poem.theme.typed if poem.theme is not None and options.about is None else None
+            asked = dataclasses.replace(options, style=chosen, about=options.about or theme)
             await self.reply(interaction, live, asked, request, poem, saved, note, heading, slot)
 
     async def reply(
