@@ -9,7 +9,6 @@ Again and Continue keep it; a bundle without theme data says `about` is not avai
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 from pathlib import Path
@@ -30,7 +29,7 @@ from .botworld import asynchronous, bot_world, buttons, footer, make_settings
 from .bundles import FIXTURES, make_bundle
 from .test_cli import run as shell
 from .test_discord_replies import unescaped
-from .test_forms_e2e import shipped
+from .test_forms_e2e import own_themes, shipped
 from .test_page import page_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -480,23 +479,6 @@ async def test_poem_about_shows_its_plan_and_again_and_continue_keep_it(tmp_path
 
 
 # --- a theme of the style's own --------------------------------------------------------------
-
-
-def own_themes(root: Path, *words: str) -> Path:
-    """A models folder whose shakespeare is the shipped live bundle with `words` as the themes
-    it gives a poem asked without one (its other files linked, not copied)."""
-    shipped_models = ROOT / "models"
-    live = shipped_models / "shakespeare" / active_version(shipped_models, "shakespeare")
-    folder = root / "models" / "shakespeare" / live.name
-    folder.mkdir(parents=True)
-    for path in live.iterdir():
-        if path.name != "card.json":
-            (folder / path.name).symlink_to(path)
-    card = json.loads((live / "card.json").read_text(encoding="utf-8"))
-    card["poem"]["default_themes"] = list(words)
-    (folder / "card.json").write_text(json.dumps(card), encoding="utf-8")
-    (folder.parent / "ACTIVE").write_text(f"{live.name}\n")
-    return root / "models"
 
 
 @asynchronous

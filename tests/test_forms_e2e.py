@@ -5,10 +5,12 @@ privately in words, with nothing written."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from bot.engine.bundle import active_version
 from bot.forms import english, tang
 
 from .botworld import asynchronous, bot_world, footer, make_settings
@@ -24,6 +26,23 @@ def shipped(root: Path, *styles: str) -> Path:
         (models / style / "v1").symlink_to(ROOT / "models" / style / "v1")
         (models / style / "ACTIVE").write_text("v1\n")
     return models
+
+
+def own_themes(root: Path, *words: str) -> Path:
+    """A models folder whose shakespeare is the shipped live bundle with `words` as the themes
+    it gives a poem asked without one (its other files linked, not copied)."""
+    shipped_models = ROOT / "models"
+    live = shipped_models / "shakespeare" / active_version(shipped_models, "shakespeare")
+    folder = root / "models" / "shakespeare" / live.name
+    folder.mkdir(parents=True)
+    for path in live.iterdir():
+        if path.name != "card.json":
+            (folder / path.name).symlink_to(path)
+    card = json.loads((live / "card.json").read_text(encoding="utf-8"))
+    card["poem"]["default_themes"] = list(words)
+    (folder / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    (folder.parent / "ACTIVE").write_text(f"{live.name}\n")
+    return root / "models"
 
 
 @asynchronous

@@ -25,7 +25,7 @@ from bot.forms import english, tang
 
 from .botworld import asynchronous, make_settings
 from .stepping import holding, until
-from .test_forms_e2e import shipped
+from .test_forms_e2e import own_themes, shipped
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRE_BROWSER = bool(os.environ.get("POEMBOT_REQUIRE_BROWSER"))
@@ -213,13 +213,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served_page(root: Path) -> Iterator[str]:
+def served_page(root: Path, models: Path | None = None) -> Iterator[str]:
     """The page on a loopback port, its event loop in a thread of its own."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     port = _free_port()
-    settings = make_settings(root, shipped(root, "tang", "shakespeare"))
+    settings = make_settings(root, models or shipped(root, "tang", "shakespeare"))
 
     async def up():
         registry = build_registry(settings)
@@ -363,3 +363,31 @@ def test_the_page_streams_poems_and_keeps_hostile_text_as_text(browser, tmp_path
         if keep:
             for name in ("tang.png", "shakespeare.png"):
                 shutil.copy(tmp_path / name, Path(keep) / name)
+
+
+def test_the_page_keeps_the_theme_the_bot_chose_on_again_and_continue(browser, tmp_path):
+    own = ("love", "the sea", "winter", "death", "night", "war", "spring", "time", "home", "rain")
+    with served_page(tmp_path, own_themes(tmp_path, *own)) as url:
+        context = browser.new_context(locale="en-US", bypass_csp=True)
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function("document.body.dataset.ready === '1'")
+        page.select_option("#style", "shakespeare")
+        page.fill("#seed", "5")
+        _write(page, 1)
+        named = page.text_content("#theme")
+        theme = named.removeprefix("about ").split(": ")[0]
+        assert theme in own, named
+        for done, button in enumerate(("#again", "#continue"), start=2):
+            page.click(button)
+            page.wait_for_function(f"document.body.dataset.done === '{done}'", timeout=WAIT_MS)
+            assert page.text_content("#theme").startswith(f"about {theme}: "), button
+        # `-` in the About field: no theme, and Again keeps it so.
+        page.fill("#about", "-")
+        _write(page, 4)
+        assert not page.is_visible("#theme")
+        page.click("#again")
+        page.wait_for_function("document.body.dataset.done === '5'", timeout=WAIT_MS)
+        assert not page.is_visible("#theme")
+        page.screenshot(path=str(tmp_path / "own-theme.png"), full_page=True)

@@ -259,13 +259,17 @@ async function start() {
     event.preventDefault();
     write();
   });
+  // Again and Continue keep the poem's theme, typed or chosen by the bot (as on Discord).
+  const theme = () =>
+    state.last && state.last.data.about ? { about: state.last.data.about.theme } : {};
   $("again").addEventListener("click", () => {
     $("seed").value = "";
-    write();
+    write(theme());
   });
   $("continue").addEventListener("click", () => {
     if (!state.last) return;
-    write({ context: state.last.text.slice(-1000), prompt: undefined }, state.last.text + "\n");
+    const more = { context: state.last.text.slice(-1000), prompt: undefined, ...theme() };
+    write(more, state.last.text + "\n");
   });
   document.body.dataset.ready = "1";
   if (params.has("seed")) write();
