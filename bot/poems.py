@@ -107,7 +107,10 @@ def theme_for(
         return (None, False) if about == "" or about.strip() == NO_THEME else (about, False)
     if prompt or acrostic or context or not settings.default_themes:
         return None, False
-    own = [t for t in card.get("poem", {}).get("default_themes", ()) if isinstance(t, str)]
+    listed = card.get("poem", {}).get("default_themes")
+    if not isinstance(listed, list):  # none, or a card an operator mistyped: no theme
+        return None, False
+    own = [t for t in listed if isinstance(t, str) and t.strip()]
     if not own:
         return None, False
     return random.Random(seed ^ THEME_PICK).choice(own), True

@@ -23,7 +23,7 @@ from bot.engine.scheduler import Request, generate_once
 from bot.engine.sessions import StepModel, load_model
 from bot.forms import catalog, english_writer, lyric_writer, tang, tang_writer
 from bot.forms.rules import FormError
-from bot.poems import plan_request
+from bot.poems import plan_request, theme_for
 
 from .botworld import asynchronous, make_settings
 
@@ -288,6 +288,12 @@ def test_shakespeare_gives_a_poem_asked_without_a_theme_one_of_its_own(tmp_path,
     for style in ("tang", "songci", "jaychou"):
         assert "default_themes" not in live(style).bundle.card["poem"]
         assert plan_request(settings, live(style), seed=7)[0].theme is None
+    # A card an operator mistyped: a string is no list of themes, blank entries are skipped.
+    assert theme_for(settings, {"poem": {"default_themes": "love"}}, 7, about=None) == (None, False)
+    assert theme_for(settings, {"poem": {"default_themes": [" ", "love"]}}, 7, about=None) == (
+        "love",
+        True,
+    )
     monkeypatch.setenv("DEFAULT_THEMES", "off")
     assert Settings.from_env().default_themes is False
     monkeypatch.setenv("DEFAULT_THEMES", "sometimes")
