@@ -374,6 +374,7 @@ def test_the_page_keeps_the_theme_the_bot_chose_on_again_and_continue(browser, t
         page.goto(url)
         page.wait_for_function("document.body.dataset.ready === '1'")
         page.select_option("#style", "shakespeare")
+        page.select_option("#form", "couplet")
         page.fill("#seed", "5")
         _write(page, 1)
         named = page.text_content("#theme")
