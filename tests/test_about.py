@@ -486,7 +486,8 @@ async def test_a_poem_asked_without_a_theme_takes_one_of_its_styles_own(tmp_path
     """Where a style names themes of its own, /poem with none writes about one (shown as a
     theme the user typed would be); `about: -`, opening words or an acrostic write free."""
     own = ("love", "the sea", "winter", "death", "night", "war", "spring", "time", "home", "rain")
-    settings = make_settings(tmp_path, own_themes(tmp_path, *own), default_style="shakespeare")
+    models = own_themes(tmp_path, *own)
+    settings = make_settings(tmp_path, models, default_style="shakespeare", about_candidates=4)
     async with bot_world(tmp_path, settings=settings) as w:
         _, message = await w.poem({"style": "shakespeare", "form": "couplet", "seed": 5})
         about = footer(message).split("\n")[0]
@@ -507,7 +508,9 @@ async def test_a_poem_asked_without_a_theme_takes_one_of_its_styles_own(tmp_path
 
 @asynchronous
 async def test_the_api_gives_a_poem_asked_without_a_theme_one_of_its_styles_own(tmp_path):
-    settings = make_settings(tmp_path, own_themes(tmp_path, "the sea", "winter"))
+    settings = make_settings(
+        tmp_path, own_themes(tmp_path, "the sea", "winter"), about_candidates=4
+    )
     registry = build_registry(settings)
     await registry.reload()
     client = TestClient(TestServer(build_page(settings, registry).app()))
@@ -537,12 +540,24 @@ def test_the_shell_writes_about_a_theme_of_the_styles_own_unless_told_not_to():
     shipped_models = ROOT / "models"
     live = shipped_models / "shakespeare" / active_version(shipped_models, "shakespeare")
     own = load_bundle(live).card["poem"]["default_themes"]
-    done = shell("generate", "--style", "shakespeare", "--form", "couplet", "--seed", "3")
+    fewer = {"ABOUT_CANDIDATES": "4"}
+    done = shell(
+        "generate", "--style", "shakespeare", "--form", "couplet", "--seed", "3", env=fewer
+    )
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stderr.splitlines() if line.startswith("-- about "))
     assert line[len("-- about ") :].split(": ")[0] in own
     free = shell(
-        "generate", "--style", "shakespeare", "--form", "couplet", "--seed", "3", "--about", "-"
+        "generate",
+        "--style",
+        "shakespeare",
+        "--form",
+        "couplet",
+        "--seed",
+        "3",
+        "--about",
+        "-",
+        env=fewer,
     )
     assert free.returncode == 0, free.stderr
     assert not any(line.startswith("-- about ") for line in free.stderr.splitlines())

@@ -213,13 +213,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served_page(root: Path, models: Path | None = None) -> Iterator[str]:
+def served_page(root: Path, models: Path | None = None, **changes) -> Iterator[str]:
     """The page on a loopback port, its event loop in a thread of its own."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     port = _free_port()
-    settings = make_settings(root, models or shipped(root, "tang", "shakespeare"))
+    settings = make_settings(root, models or shipped(root, "tang", "shakespeare"), **changes)
 
     async def up():
         registry = build_registry(settings)
@@ -367,7 +367,8 @@ def test_the_page_streams_poems_and_keeps_hostile_text_as_text(browser, tmp_path
 
 def test_the_page_keeps_the_theme_the_bot_chose_on_again_and_continue(browser, tmp_path):
     own = ("love", "the sea", "winter", "death", "night", "war", "spring", "time", "home", "rain")
-    with served_page(tmp_path, own_themes(tmp_path, *own)) as url:
+    # Four candidates a line: what is tested is which theme, not how well it is written.
+    with served_page(tmp_path, own_themes(tmp_path, *own), about_candidates=4) as url:
         context = browser.new_context(locale="en-US", bypass_csp=True)
         context.set_default_timeout(WAIT_MS)
         page = context.new_page()
