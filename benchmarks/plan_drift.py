@@ -63,12 +63,7 @@ class Judge:
 
 
 def judge_plans(related: themes.Related, judge: Judge, asked: list[str], support: int) -> dict:
-    saved = themes.SUPPORT
-    themes.SUPPORT = support
-    try:
-        plans = {t: related.plan([t], LINES) for t in asked}
-    finally:
-        themes.SUPPORT = saved
+    plans = {t: related.plan([t], LINES, support=support) for t in asked}
     lifts = [judge.lift(t, w) for t, plan in plans.items() for w in plan[1:LINES]]
     logs = [math.log(max(x, 1e-3)) for x in lifts]
     return {
@@ -80,7 +75,8 @@ def judge_plans(related: themes.Related, judge: Judge, asked: list[str], support
 
 
 def run(styles: list[str], corpora: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"judged_on": JUDGE, "lines": LINES, "min_poems": MIN_POEMS}
+    styles_out: dict[str, Any] = {}
+    out = {"judged_on": JUDGE, "lines": LINES, "min_poems": MIN_POEMS, "styles": styles_out}
     for style in styles:
         path = live(style)
         related = themes.Related.load(path / themes.THEMES_FILE)
@@ -89,7 +85,7 @@ def run(styles: list[str], corpora: Path) -> dict[str, Any]:
         asked = list(dict.fromkeys([*TOPIC_THEMES[style], *corpus_themes(related)]))
         asked = [t for t in asked if len(judge.holding(t)) >= MIN_POEMS]
         say(f"{style}: {len(asked)} themes, {len(judge.poems):,} poems to judge on")
-        out[style] = {
+        styles_out[style] = {
             "bundle": f"{style}/{path.name}",
             "themes": len(asked),
             "rules": {
@@ -112,18 +108,14 @@ def markdown(report: dict[str, Any]) -> str:
         "| style | rule | themes | plan words | mean log lift | share with lift > 1.5 |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for row in report.values():
-        if not isinstance(row, dict) or "rules" not in row:
-            continue
+    for row in report["styles"].values():
         for rule, got in row["rules"].items():
             lines.append(
                 f"| {row['bundle']} | {rule} | {row['themes']} | {got['words']} | "
                 f"{got['mean_log_lift']:.2f} | {got['share_on_theme']:.0%} |"
             )
     lines += ["", "Plans that changed (before → now), the first ten:", ""]
-    for style, row in report.items():
-        if not isinstance(row, dict) or "rules" not in row:
-            continue
+    for style, row in report["styles"].items():
         now, before = (row["rules"][k]["plans"] for k in row["rules"])
         changed = [t for t in now if now[t] != before[t]][:10]
         for t in changed:

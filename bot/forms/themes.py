@@ -376,12 +376,16 @@ class Related:
         return [self.index[c] for c in word if self.chinese and c in self.index]
 
     def plan(
-        self, users: Sequence[str], lines: int, fits: Iterable[str] | None = None
+        self,
+        users: Sequence[str],
+        lines: int,
+        fits: Iterable[str] | None = None,
+        support: int = SUPPORT,
     ) -> tuple[str, ...]:
         """The user's words, then related words until there is one a line and SPARE more:
         first the words related to the user's own, each next one the best related to them
         (and at SECOND_ORDER to the words chosen), then words related only to the words
-        chosen where at least SUPPORT of those agree, each sharing no character with the
+        chosen where at least `support` of those agree, each sharing no character with the
         plan's (Chinese) and one of `fits` (the words the style can write), else the
         commonest such words. One chosen word alone would lead the plan through its other
         sense: 邊塞 chose 河 (a river, or the Milky Way), and 河 alone brought the weaver
@@ -423,7 +427,7 @@ class Related:
             weighted = {
                 j: s * (SINGLE_WEIGHT if self.chinese and len(self.words[j]) == 1 else 1.0)
                 for j, s in score.items()
-                if usable(j) and (j in first or agree[j] >= SUPPORT)
+                if usable(j) and (j in first or agree[j] >= support)
             }
             if weighted:
                 best = min(
