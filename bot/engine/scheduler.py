@@ -295,6 +295,9 @@ class _Columns:
     parked: np.ndarray  # whether each row is a candidate waiting for its group's choice
     logp: np.ndarray  # a candidate's log-probability of its line so far
     chars: np.ndarray  # and the characters in it
+    # Whether a row's state and next input are the row before it's (a candidate group's rows
+    # as its line starts, all from one state): the next step computes them once.
+    twin: np.ndarray
 
     @classmethod
     def of(cls, rows: list[_Row], order: int = 0, guard: int = 0) -> _Columns:
@@ -319,6 +322,7 @@ class _Columns:
             np.zeros(len(rows), bool),
             np.zeros(len(rows), np.float64),
             np.zeros(len(rows), np.int64),
+            np.array([r.group is not None and r.group.members[0] is not r for r in rows], bool),
         )
 
     def extend(self, other: _Columns) -> _Columns:
@@ -641,13 +645,30 @@ class Scheduler:
     def _step(self, plan: _Plan, states: list) -> tuple[np.ndarray, list]:
         """One step of the batch: the sampling rows' logits, and the new states. Candidates
         parked at their line's end wait unstepped (their state is kept in `_Parked`), so a
-        group whose lines differ in length costs the rows still writing, not all K."""
+        group whose lines differ in length costs the rows still writing, not all K; a group
+        whose line starts (its K rows one state, reading one character) is stepped as one row,
+        which gives each of them what it would have alone (a row's result does not depend on
+        the batch around it)."""
         cols = self._cols
-        if not cols.parked.any() or not isinstance(states[0], np.ndarray):
+        twins = cols.twin.any()
+        if not isinstance(states[0], np.ndarray) or not (twins or cols.parked.any()):
             logits, states = self.model.step(cols.next_id, states)  # (device states: all)
+            cols.twin[:] = False
             return logits[plan.sampling], states
         live = np.flatnonzero(~cols.parked)
-        logits, stepped = self.model.step(cols.next_id[live], [s[live] for s in states])
+        if twins:
+            # Each live row's source: the last row at or before it that is no one's twin (a
+            # group's rows are consecutive and all live as a line starts).
+            own = ~cols.twin[live]
+            lead = live[own]
+            source = np.cumsum(own) - 1
+            cols.twin[:] = False
+        else:
+            lead, source = live, None
+        logits, stepped = self.model.step(cols.next_id[lead], [s[lead] for s in states])
+        if source is not None:
+            stepped = [s[source] for s in stepped]
+            logits = logits[source]
         for state, new in zip(states, stepped, strict=True):
             state[live] = new
         return logits[np.searchsorted(live, plan.sampling)], states
@@ -778,6 +799,7 @@ class Scheduler:
                 m.rules = winner.rules.fork() if winner.rules is not None else None
                 m.error = winner.error
             cols.logp[i], cols.chars[i] = 0.0, 0
+            cols.twin[i] = m is not members[0]
         for m in members:
             m.parked = None
         _branch(members)
