@@ -26,9 +26,7 @@ def sample(
     """
     # float32 throughout the passes over the vocabulary (half the memory traffic of float64);
     # the running sums the draw compares run in float64.
-    z = np.array(logits, dtype=np.float32)
-    if banned is not None:
-        z[:, banned] = -np.inf
+    z = _shifted(logits, banned)
     hot = temperature > 0
     everyone = bool(hot.all())  # the common case: no row-selection copies
     chosen = np.zeros(len(z), np.int64) if everyone else np.argmax(z, axis=1)
@@ -37,12 +35,11 @@ def sample(
     rows = slice(None) if everyone else np.flatnonzero(hot)
     if not everyone:
         z = z[rows]
-    # The maximum comes off before dividing: a tiny temperature then sends every other logit
+    # The maximum came off before dividing: a tiny temperature then sends every other logit
     # to -inf (greedy, as it should) instead of overflowing to inf - inf = NaN.
     # A temperature too small for float32 is its smallest positive value: still greedy.
     scale = np.maximum(temperature[rows], _TINY).astype(np.float32)
     with np.errstate(over="ignore"):
-        z -= z.max(axis=1, keepdims=True)
         z /= scale[:, None]
     p = np.exp(z, out=z)
     k, top = top_k[rows], top_p[rows]
@@ -51,6 +48,30 @@ def sample(
         p[trim] = _nucleus(p[trim], k[trim], top[trim])
     chosen[rows] = _inverse_cdf(p, uniforms[rows])
     return chosen
+
+
+def _shifted(logits: np.ndarray, banned: int | None) -> np.ndarray:
+    """Each row less its maximum, in float32, in an array of its own, `banned` at -inf (its
+    own logit left out of the maximum). Over float32 logits the copy is the subtraction (one
+    pass over the batch fewer than copying, then subtracting in place; the same values: the
+    maximum is one of the row's own)."""
+    if logits.dtype != np.float32:
+        z = logits.astype(np.float32)
+        if banned is not None:
+            z[:, banned] = -np.inf
+        z -= z.max(axis=1, keepdims=True)
+        return z
+    if banned is None:
+        top = logits.max(axis=1, keepdims=True)
+    else:
+        top = np.full((len(logits), 1), -np.inf, np.float32)
+        for part in (logits[:, :banned], logits[:, banned + 1 :]):
+            if part.shape[1]:
+                np.maximum(top, part.max(axis=1, keepdims=True), out=top)
+    z = np.subtract(logits, top)
+    if banned is not None:
+        z[:, banned] = -np.inf
+    return z
 
 
 BLOCK = 64  # ids per block of the two-level draw over a large vocabulary

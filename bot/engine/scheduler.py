@@ -246,10 +246,26 @@ def _normaliser(scores: np.ndarray) -> np.ndarray:
     return _logsumexp(scores) if norm is None else norm
 
 
+def _group_normalisers(
+    scores: np.ndarray, grouped: np.ndarray, twin: np.ndarray | None
+) -> np.ndarray:
+    """`_normaliser` of the candidate rows `grouped` (indices into `scores`), computed once
+    for twins (`twin`, over the same rows as `scores`: a row that is the row before it, as a
+    group's line starts) and given to each."""
+    if twin is None or not twin[grouped].any():
+        return _normaliser(scores[grouped])
+    own = ~twin[grouped]
+    return _normaliser(scores[grouped[own]])[np.cumsum(own) - 1]
+
+
 def _own(scores: np.ndarray) -> np.ndarray:
-    """`scores` if it is an array of its own to write in (fancy indexing and the n-gram
-    mixture make one), else a copy: masks never write into the model's outputs."""
-    return scores if scores.flags.writeable and scores.base is None else scores.copy()
+    """`scores` if it is an array of its own to write in, else a copy: masks never write into
+    an array something else reads. Fancy indexing and the n-gram mixture make one; so does a
+    step: onnxruntime hands each run's outputs over as new arrays, each holding its memory
+    through a capsule (a view of another array, or a read-only one, is copied)."""
+    base = scores.base
+    mine = base is None or type(base).__name__ == "PyCapsule"
+    return scores if scores.flags.writeable and mine else scores.copy()
 
 
 def _yield_to_the_loop() -> None:
@@ -599,6 +615,7 @@ class Scheduler:
         ngram = self.model.ngram
         while True:
             plan = self._plan()
+            twin = cols.twin[plan.sampling] if cols.twin.any() else None  # (the step clears)
             scores, states = self._step(plan, states)
             if ngram is not None:
                 cols.ngram = ngram.advance(cols.ngram, cols.next_id)
@@ -608,7 +625,7 @@ class Scheduler:
             # Candidates are scored under the model's own distribution, before any mask.
             grouped = np.flatnonzero(cols.grouped[plan.sampling])
             if grouped.size:
-                norm = _normaliser(scores[grouped])
+                norm = _group_normalisers(scores, grouped, twin)
             temperature = plan.temperature
             ruled = np.flatnonzero(cols.ruled[plan.sampling])
             if ruled.size:
@@ -654,7 +671,8 @@ class Scheduler:
         if not isinstance(states[0], np.ndarray) or not (twins or cols.parked.any()):
             logits, states = self.model.step(cols.next_id, states)  # (device states: all)
             cols.twin[:] = False
-            return logits[plan.sampling], states
+            every = len(plan.sampling) == len(logits)  # (then in row order: no copy to take)
+            return (logits if every else logits[plan.sampling]), states
         live = np.flatnonzero(~cols.parked)
         if twins:
             # Each live row's source: the last row at or before it that is no one's twin (a
@@ -666,12 +684,13 @@ class Scheduler:
         else:
             lead, source = live, None
         logits, stepped = self.model.step(cols.next_id[lead], [s[lead] for s in states])
+        pick = np.searchsorted(live, plan.sampling)  # each sampling row's place among `live`
         if source is not None:
             stepped = [s[source] for s in stepped]
-            logits = logits[source]
+            pick = source[pick]
         for state, new in zip(states, stepped, strict=True):
             state[live] = new
-        return logits[np.searchsorted(live, plan.sampling)], states
+        return logits[pick], states
 
     def _constrain(
         self, plan: _Plan, ruled: np.ndarray, scores: np.ndarray
