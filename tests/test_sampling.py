@@ -126,7 +126,11 @@ def test_draws_over_a_large_vocabulary_follow_the_distribution_and_skip_empty_id
     vocab, n = 6500, 20000
     logits = rng.standard_normal(vocab) * 2.0
     logits[1000:1300] = -np.inf  # a run of impossible ids across block boundaries
-    picked = run(np.tile(logits, (n, 1)), temperature=1.0, banned=7, seed=9)
+    # Drawn 2,000 rows at a time (each row's draw is its own): the whole tile in float64
+    # would be a gigabyte.
+    u = np.random.default_rng(9).random(n)
+    rows = np.tile(logits.astype(np.float32), (2000, 1))
+    picked = np.concatenate([run(rows, u=u[i : i + 2000], banned=7) for i in range(0, n, 2000)])
     assert not np.isin(picked, [7, *range(1000, 1300)]).any()
     p = np.exp(logits - logits.max())
     p[7] = 0.0
