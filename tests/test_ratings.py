@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -21,6 +22,16 @@ pytestmark = pytest.mark.skipif(
     not all((DEFAULT_CORPORA / f).is_file() for f in CORPUS_FILES.values()),
     reason=f"the corpora are not in {DEFAULT_CORPORA}",
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def few_candidates():
+    """The sheets' poems written with 4 candidates a line (the styles' own are 8 to 64):
+    these tests read what a sheet shows and hides, not how well its poems are written."""
+    with pytest.MonkeyPatch.context() as patch:
+        few = dataclasses.replace(ratings.SETTINGS, candidates=4, about_candidates=4)
+        patch.setattr(ratings, "SETTINGS", few)
+        yield
 
 
 def write_sheets(out: Path) -> None:
