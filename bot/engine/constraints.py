@@ -43,7 +43,11 @@ class _Rows:
         return cls(allows, _ADDEND.take(allows.view(np.uint8)), int(np.count_nonzero(allows)))
 
     def leaves(self, ids: list[int]) -> bool:
-        """Whether anything stays allowed with `ids` banned too."""
+        """Whether anything stays allowed with `ids` banned too. Counted only where it could
+        be close: a row allowing more characters than there are ids keeps some whatever they
+        are (a tone's thousands against a poem's few dozen)."""
+        if self.count > len(ids):
+            return True
         return self.count - (int(np.count_nonzero(self.allows[ids])) if ids else 0) > 0
 
     def without(self, ids: list[int]) -> np.ndarray | None:

@@ -135,19 +135,20 @@ class TangWriter(themes.Keyed):
         if self._position == 0 and self._clause < len(self._heads):
             return Allowed(required=(self._heads[self._clause],), greedy=True)
         required = [self._sets["han"]]
-        banned = self._reused() | frozenset(self._keyword)
+        banned = self._reused()
+        banned.update(self._keyword)
         last = self._position == chars - 1
         if last and self._clause in self._rhyme_clauses:
             rhymes = self._rhymes_now()
             required.append(rhymes)
             banned |= self._used
             if len(rhymes) < len(banned) + MIN_RHYMES and len(rhymes - banned) < MIN_RHYMES:
-                banned = frozenset(self._used)
+                banned = self._used
         if tone is None:
-            return Allowed(required=tuple(required), banned=banned)
+            return Allowed(required=tuple(required), banned=frozenset(banned))
         return Allowed(
             required=tuple(required),
-            banned=banned,
+            banned=frozenset(banned),
             preferred=(self._sets[tone],),
             relax=f"tone at clause {self._clause + 1}, position {self._position + 1}",
         )
@@ -202,11 +203,14 @@ class TangWriter(themes.Keyed):
             return self._sets["first_rhyme"]
         return _rhymes(self._groups, self.vocab, self._readings)
 
-    def _reused(self) -> frozenset[str]:
+    def _reused(self) -> set[str]:
         """The characters no position but an acrostic head may take: those in the poem and
-        later clauses' heads, less the one just written unless it was itself a doubling."""
+        later clauses' heads, less the one just written unless it was itself a doubling (a
+        set of its own, for the caller to add to: built at every character of every
+        candidate row, so copied once)."""
         banned = tang.reuse_ban(self._seen, self._previous, self._doubled)
-        return frozenset(banned.union(*self._heads[self._clause + 1 :]))
+        banned.update(*self._heads[self._clause + 1 :])
+        return banned
 
     def advance(self, ch: str) -> None:
         self._fed += 1
