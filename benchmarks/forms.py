@@ -465,7 +465,7 @@ def english_rules(
         "ends_sentence": share(english.ends_sentence(t) for t in texts),
         "content_repeats": mean(r[0] for r in repeats) if form != "speech" else None,
         "repeated_lines": mean(r[1] for r in repeats),
-        "names_a_character": share(bool(names & set(english.words(t))) for t in texts),
+        "names_a_character": share(bool(english.names_in(t, names)) for t in texts),
         "lower_case_starts": share(c.islower() for c in firsts),
         "metre_lines": share(metre),
     }

@@ -310,6 +310,22 @@ def speaker_names(text: str) -> list[str]:
     return sorted(tagged - lower)
 
 
+def is_name(word: str, names: frozenset[str] | set[str]) -> bool:
+    """Whether a lowercase word is one of `names` (`speaker_names`) or a form of one: its
+    possessive ("tybalt's") or plural ("capulets"). Words the text writes in lower case are
+    never names, so no such word is taken for one."""
+    return (
+        word in names
+        or owner(word) in names
+        or (word.endswith("s") and len(word) > 1 and word[:-1] in names)
+    )
+
+
+def names_in(text: str, names: frozenset[str] | set[str]) -> list[str]:
+    """The words of `text` that name a character (`is_name`), in order."""
+    return [w for w in words(text) if is_name(w, names)] if names else []
+
+
 def content_words(text: str) -> list[str]:
     """The words of `text` that are not function words (`STOP_WORDS`), in order."""
     return [w for w in words(text) if w not in STOP_WORDS]

@@ -89,6 +89,7 @@ from bot.forms.english import (
     STOP_WORDS,
     Lexicon,
     Trie,
+    is_name,
     owner,
     poem_lines,
     words,
@@ -145,7 +146,7 @@ class _Plan:
         kept = [
             w
             for w in lexicon.words
-            if w not in leave_out and all(c in vocab or c.upper() in vocab for c in w)
+            if not is_name(w, leave_out) and all(c in vocab or c.upper() in vocab for c in w)
         ]
         self.trie = lexicon.trie if len(kept) == len(lexicon.words) else Trie(kept)
         self.syllables = {w: lexicon.syllables(w) for w in kept}

@@ -134,7 +134,7 @@ def content_words(text: str, names: frozenset[str] = frozenset()) -> list[str]:
     return [
         w
         for w in english.words(text)
-        if len(w) >= 3 and w not in english.STOP_WORDS and w not in names
+        if len(w) >= 3 and w not in english.STOP_WORDS and not english.is_name(w, names)
     ]
 
 
