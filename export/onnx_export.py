@@ -241,6 +241,9 @@ def prefill_parity(session: StepModel, ids: np.ndarray) -> float:
 
 
 INT8_SERVE_TOLERANCE = 0.002  # nats/char: an int8 graph this near fp32 may serve its style
+# A card's poem settings chosen for serving (blind readers against the latency), which a new
+# version inherits and a rebuilt poem section keeps.
+SERVING_KEYS = ("candidates", "about_candidates", "default_themes")
 
 
 def inherit_serving(models_dir: Path, style: str, card: dict[str, Any], log=print) -> None:
@@ -590,6 +593,11 @@ def add_poem(
         staged = bundle.path / f".{name}.tmp"
         write_table(staged, content)
         os.replace(staged, bundle.path / name)
+    # What the style was chosen to serve with stays (`inherit_serving`'s keys).
+    old = bundle.card.get("poem", {})
+    for key in SERVING_KEYS:
+        if key in old and (key != "default_themes" or "themes" in section):
+            section[key] = old[key]
     update_card(bundle.path, poem=section)
     log(f"{bundle.path}: poems are one {section['unit']}; forms {', '.join(section['forms'])}")
     return load_bundle(bundle.path)

@@ -171,6 +171,12 @@ def test_a_new_version_keeps_what_its_style_serves_with(runs, tmp_path, capsys):
     assert second["poem"]["default_themes"] == ["love", "war"]
     assert "its own themes for a poem asked without one (2), as tiny-lstm/v1" in said
     assert second["int8"]["serve"] == near and "nats/char from fp32" in said
+    # Its poem section rebuilt in place (`derive --poem`) keeps them as well.
+    derive = ["derive", str(models / "tiny-lstm" / "v2"), "--poem", "--corpus", CORPUS]
+    assert export_main(derive) == 0
+    rebuilt = load_bundle(models / "tiny-lstm" / "v2").card["poem"]
+    assert rebuilt["candidates"] == 32 and rebuilt["about_candidates"] == 48
+    assert rebuilt.get("default_themes") == (["love", "war"] if "themes" in rebuilt else None)
     # Without an int8 graph there is nothing to serve in int8: fp32, the candidates kept.
     assert export_main([str(runs["lstm"]), "--models", str(models), "--version", "v3"]) == 0
     third = load_bundle(models / "tiny-lstm" / "v3")
