@@ -311,9 +311,9 @@ def speaker_names(text: str) -> list[str]:
 
 
 def is_name(word: str, names: frozenset[str] | set[str]) -> bool:
-    """Whether a lowercase word is one of `names` (`speaker_names`) or a form of one: its
-    possessive ("tybalt's") or plural ("capulets"). Words the text writes in lower case are
-    never names, so no such word is taken for one."""
+    """Whether a lowercase word is one of `names` (`speaker_names`: words the text never
+    writes in lower case) or a form of one: its possessive ("tybalt's") or its plural
+    ("capulets"; so also "romans" after the speaker ROMAN)."""
     return (
         word in names
         or owner(word) in names
