@@ -221,6 +221,13 @@ def test_a_line_repeating_a_content_word_or_a_line_is_penalised_without_end():
             writer.advance(ch)
         assert writer.penalty() == math.inf, (first, second)
     assert english.repeats("Fortune is kind,\nAnd fortune's wheel is blind.\n") == (1, 0)
+    # Nor is the possessive offered where a longer word may come: "world" written, "world"
+    # again may go on to "worldly" or "worlds", not to "world's".
+    writer = EnglishWriter(lexicon, vocab, "sonnet")
+    for ch in "O world bright, thou keep'st the day,\nAnd world":
+        writer.advance(ch)
+    (offered,) = writer.allowed().required
+    assert "'" not in offered and offered & set("ls"), sorted(offered)
     speech = EnglishWriter(lexicon, vocab, "speech")
     for ch in "Good night.\nGood night.\n":
         speech.advance(ch)

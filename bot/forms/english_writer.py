@@ -122,6 +122,7 @@ PARTNERS: dict[str, dict[int, int]] = {
 _EMPTY: frozenset[str] = frozenset()
 _LETTERS = frozenset(string.ascii_letters)
 _LOWER = frozenset(string.ascii_lowercase)
+_APOSTROPHE = frozenset("'")
 _NO_TRIE = Trie(())
 _ACTIVE, _FULL, _FREE = 0, 1, 2  # how a word in progress is masked (see EnglishWriter)
 _ANY, _UPPER, _LOWER_ONLY = 0, 1, 2  # the case of the letters a mask offers
@@ -518,7 +519,11 @@ class EnglishWriter(themes.Keyed):
             return plan.mask(plan.trie.next_chars(word), _EMPTY, tail, case)
         ordinary, final = self._tries
         a, b = ordinary.next_chars(word), final.next_chars(word)
-        if (a or b) and base in self._used:
+        used = owner(base) in self._used
+        if used and "'" in a | b and (a | b) - _APOSTROPHE:
+            # nor its possessive, where another word may come ("world's" after "world")
+            a, b = a - _APOSTROPHE, b - _APOSTROPHE
+        if (a or b) and used:
             tail = _EMPTY  # a content word used already: only a longer word may come
         elif ordinary.is_word(base):
             tail = plan.gap if self._metred else self._tail(base)
@@ -530,7 +535,7 @@ class EnglishWriter(themes.Keyed):
             spent = frozenset(
                 c
                 for c in a | b
-                if word + c in self._used
+                if owner(word + c) in self._used
                 and not (ordinary.next_chars(word + c) or final.next_chars(word + c))
             )
             if spent and ((a | b) - spent or tail):
