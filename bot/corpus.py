@@ -102,7 +102,7 @@ _HEADING = re.compile(
 )
 
 
-def _works_text(name: str, text: str) -> str:
+def _works_text(text: str) -> str:
     """One Gutenberg text as speeches and poems only: stage directions, the persons of the
     play, headings, sonnet numbers and the speakers' names (abbreviated there, unlike Tiny
     Shakespeare's) left out; blocks apart by a blank line."""
@@ -116,7 +116,7 @@ def _works_text(name: str, text: str) -> str:
             blocks.append(block)
             block = []
     # A play starts at its first act; a poem (no acts) at once.
-    started = "sonnet" in name or not any(b[0].upper().startswith("ACT I") for b in blocks)
+    started = not any(b[0].upper().startswith("ACT I") for b in blocks)
     out = []
     for block in blocks:
         if not started:
@@ -137,7 +137,7 @@ def shakespeare_works(texts: dict[str, str]) -> str:
     in stem order, less WORKS_LEFT_OUT, in Tiny Shakespeare's 65 symbols (double quotes as
     single ones, brackets and the like dropped, lines with digits left out)."""
     parts = [
-        _works_text(stem, text)
+        _works_text(text)
         for stem, text in sorted(texts.items())
         if not stem.startswith(WORKS_LEFT_OUT)
     ]

@@ -520,7 +520,7 @@ class EnglishWriter(themes.Keyed):
         ordinary, final = self._tries
         a, b = ordinary.next_chars(word), final.next_chars(word)
         used = owner(base) in self._used
-        if used and "'" in a | b and (a | b) - _APOSTROPHE:
+        if used and ("'" in a or "'" in b) and (a | b) - _APOSTROPHE:
             # nor its possessive, where another word may come ("world's" after "world")
             a, b = a - _APOSTROPHE, b - _APOSTROPHE
         if (a or b) and used:
