@@ -1,10 +1,18 @@
 """Poetic forms: what the form writers keep, what keeping it costs, against free sampling and
 against the corpus's own poems.
 
-    python -m benchmarks.forms [--seeds 200] [--corpora DIR] [--quick] [--styles S ...]
+    python -m benchmarks.forms [--seeds 200] [--corpora DIR] [--quick] [--styles S ...] [--served]
 
 Results go to forms.json and forms.md (the three styles measured by default), or, for other
-`--styles`, to forms_<styles>.json and .md (`--styles songci`: forms_songci.md).
+`--styles`, to forms_<styles>.json and .md (`--styles songci`: forms_songci.md); with
+`--served`, to forms_served.json and .md (forms_songci_served.md).
+
+`--served` measures the poems users get rather than the writers alone: each constrained poem
+is asked the way `/poem style form seed` asks it (`bot.poems.plan_request` with the bot's
+settings, `.env` included: the style's own candidates a line, its default themes, the default
+temperature) of the model at its served precision (`load_model`: int8 where the card says so).
+Without it, each line is written once by the fp32 network at temperature 0.8: the writer's
+rules alone, without the candidates' choice.
 
 For each form of the shipped styles (tang: wujue, qijue, wulv, qilv; shakespeare: speech,
 sonnet, couplet; jaychou: verse; songci: its bundle's tunes, `--styles songci`), over N
@@ -67,12 +75,15 @@ import numpy as np
 
 from benchmarks.kneser_ney import KneserNey
 from benchmarks.stats import percentile, write_results
+from bot.config import Settings
 from bot.corpus import load_corpus, split
 from bot.engine.bundle import active_version
+from bot.engine.registry import Live
 from bot.engine.scheduler import Generation, Limits, Request, Scheduler
-from bot.engine.sessions import StepModel
+from bot.engine.sessions import StepModel, load_model
 from bot.forms import catalog, ci, english, lyrics, script, tang
 from bot.forms.lines import training_lines
+from bot.poems import candidates_for, plan_request
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -148,6 +159,7 @@ class Style:
     tables: Any = None  # the bundle's readings (Tang, lyrics) or characters' names (English)
     train_units: frozenset[str] = frozenset()  # training lines (Tang: clauses), stripped
     kn: KneserNey | None = None
+    served: Settings | None = None  # `--served`: constrained poems asked as the bot asks them
 
     @property
     def card(self) -> dict[str, Any]:
@@ -170,14 +182,19 @@ def forms_of(style: Style) -> tuple[str, ...]:
     return STYLE_FORMS[style.name]
 
 
-def load_style(name: str, corpora: Path, models: Path = ROOT / "models") -> Style:
+def load_style(
+    name: str, corpora: Path, models: Path = ROOT / "models", served: Settings | None = None
+) -> Style:
+    """A style's live bundle, its corpus and tables; its model at the precision it is served
+    at where `served`, else fp32."""
     version = active_version(models, name)
     if version is None:
         raise SystemExit(f"no live version of {name} in {models}")
     bundle = models / name / version
     corpus = load_corpus(str(corpora / CORPUS_FILES[name]))
     train, val = split(corpus.text)
-    style = Style(name, bundle, StepModel.load(bundle, providers="cpu"), corpus.text, train, val)
+    model = load_model(bundle, "cpu") if served else StepModel.load(bundle, providers="cpu")
+    style = Style(name, bundle, model, corpus.text, train, val, served=served)
     if name == "tang":
         style.train_units = frozenset(_CLAUSE.findall(train))
     elif name == "songci":
@@ -202,15 +219,19 @@ def fit_kn(style: Style, texts: Iterable[str]) -> None:
 # --- generating ------------------------------------------------------------------------------
 
 
-def generate(model: StepModel, requests: list[Request]) -> list[Generation | Exception]:
-    """All requests through one scheduler (up to 64 at a time); failures come back as the
-    exception raised."""
+def generate(
+    model: StepModel, requests: list[Request] | Callable[[Live], list[Request]]
+) -> list[Generation | Exception]:
+    """All requests through one scheduler (as many rows at a time as its batch takes);
+    failures come back as the exception raised. `requests` may be made from the live model
+    (`plan_request` takes one)."""
 
     async def run() -> list[Generation | Exception]:
         scheduler = Scheduler(model, Limits(max_queue=100_000, deadline=3600.0))
+        asked = requests(Live(model.bundle, scheduler)) if callable(requests) else requests
         try:
             return await asyncio.gather(
-                *(scheduler.generate(r) for r in requests), return_exceptions=True
+                *(scheduler.generate(r) for r in asked), return_exceptions=True
             )
         finally:
             await scheduler.close()
@@ -240,33 +261,52 @@ class Written:
     acrostic: str | None
     generation: Generation | None
     error: str | None
+    theme: tuple[str, ...] = ()  # `--served`: the theme's words (the bot's default themes)
 
 
 def write_constrained(style: Style, form: str, seeds: list[int]) -> list[Written]:
-    plans: dict[str | None, catalog.PoemPlan] = {}
-    asked: list[tuple[int, str | None]] = []
-    requests = []
-    for seed in seeds:
-        acrostic = acrostic_for(seed, tang.FORMS[form].lines) if style.name == "tang" else None
-        if acrostic not in plans:
-            plans[acrostic] = plan_for(style, form, acrostic)
-        plan = plans[acrostic]
-        asked.append((seed, acrostic))
-        requests.append(
-            Request(
-                prompt=plan.prompt,
-                length=plan.length,
-                temperature=TEMPERATURE,
-                seed=seed,
-                rules=plan.rules,
-            )
+    """The form's poems of `seeds` (Tang's odd seeds with an acrostic): the writer alone at
+    one candidate a line, or, `--served`, asked as the bot asks them."""
+    tang_lines = tang.FORMS[form].lines if style.name == "tang" else 0
+    asked = [(seed, acrostic_for(seed, tang_lines) if tang_lines else None) for seed in seeds]
+    settings = style.served
+    if settings is not None:
+        themes: list[tuple[str, ...]] = []
+
+        def served(live: Live) -> list[Request]:
+            requests = []
+            for seed, acrostic in asked:
+                plan, request = plan_request(
+                    settings, live, form=form, seed=seed, acrostic=acrostic
+                )
+                themes.append(plan.theme.words if plan.theme else ())
+                requests.append(request)
+            return requests
+
+        got = generate(style.model, served)
+    else:
+        plans = {a: plan_for(style, form, a) for a in dict.fromkeys(a for _, a in asked)}
+        got = generate(
+            style.model,
+            [
+                Request(
+                    prompt=plans[acrostic].prompt,
+                    length=plans[acrostic].length,
+                    temperature=TEMPERATURE,
+                    seed=seed,
+                    rules=plans[acrostic].rules,
+                )
+                for seed, acrostic in asked
+            ],
         )
+        themes = [()] * len(asked)
     out = []
-    for (seed, acrostic), got in zip(asked, generate(style.model, requests), strict=True):
-        if isinstance(got, Exception):
-            out.append(Written(seed, acrostic, None, f"{type(got).__name__}: {got}"))
+    for (seed, acrostic), result, theme in zip(asked, got, themes, strict=True):
+        if isinstance(result, Exception):
+            error = f"{type(result).__name__}: {result}"
+            out.append(Written(seed, acrostic, None, error, theme))
         else:
-            out.append(Written(seed, acrostic, got, None))
+            out.append(Written(seed, acrostic, result, None, theme))
     return out
 
 
@@ -545,6 +585,15 @@ def measure(
     return out
 
 
+def theme_recalls(text: str, theme: tuple[str, ...]) -> int:
+    """How many of the theme's words an English poem writes a second time (each counted
+    once: the close takes one of them again); the rest of its repeats are `english.repeats`'s
+    less these."""
+    used = Counter(english.owner(w) for w in english.content_words(text))
+    owners = {english.owner(w) for word in theme for w in english.words(word)}
+    return sum(used[w] > 1 for w in owners)
+
+
 def constrained_report(style: Style, form: str, written: list[Written]) -> dict[str, Any]:
     ok = [w for w in written if w.generation is not None]
     texts = [w.generation.text for w in ok]
@@ -560,6 +609,13 @@ def constrained_report(style: Style, form: str, written: list[Written]) -> dict[
     out["whole_but_end_wrong"] = sum(
         w.generation.whole and not whole_end(w.generation.text, style.name, form) for w in ok
     )
+    if out.get("content_repeats") is not None and any(w.theme for w in ok):
+        # A sonnet ends on its subject: its last line takes the theme's word again
+        # (`themes.Thread.choose`'s close, README "A sonnet or a lyric verse ends on its
+        # subject"). Counted apart from the repeats issue 22 rules out.
+        recalls = mean(theme_recalls(w.generation.text, w.theme) for w in ok)
+        out["theme_word_recalls"] = recalls
+        out["content_repeats"] -= recalls
     out["forms_written"] = dict(Counter(w.generation.form for w in ok))
     relaxed = [len(w.generation.relaxed) for w in ok]
     out["relaxed_mean"] = statistics.mean(relaxed) if relaxed else None
@@ -681,6 +737,7 @@ def finish_form(style: Style, draft: dict[str, Any]) -> dict[str, Any]:
             {
                 "seed": w.seed,
                 "acrostic": w.acrostic,
+                "theme": list(w.theme),
                 "text": w.generation.text if w.generation else None,
                 "error": w.error,
                 "whole": w.generation.whole if w.generation else None,
@@ -694,10 +751,10 @@ def finish_form(style: Style, draft: dict[str, Any]) -> dict[str, Any]:
 
 
 def style_report(
-    name: str, corpora: Path, seeds: list[int], models: Path
+    name: str, corpora: Path, seeds: list[int], models: Path, served: Settings | None = None
 ) -> tuple[Style, dict[str, Any]]:
     started = time.perf_counter()
-    style = load_style(name, corpora, models)
+    style = load_style(name, corpora, models, served)
     say(f"{name}: {shown(style.bundle)}, writing {len(seeds)} free samples")
     free = write_free(style, seeds)
     drafts, texts = [], [t for t in free if t]
@@ -1092,7 +1149,12 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{form} constrained: names a character, lines in lower case, content words "
                 "again / poem, lines again / poem",
                 f"{pct(c['names_a_character'])}, {pct(c['lower_case_starts'])}, "
-                f"{c['content_repeats']:.2f}, {c['repeated_lines']:.2f}",
+                f"{c['content_repeats']:.2f}, {c['repeated_lines']:.2f}"
+                + (
+                    f" (and the theme's word again at the close: {c['theme_word_recalls']:.2f})"
+                    if c.get("theme_word_recalls") is not None
+                    else ""
+                ),
                 "0 each",
                 max(
                     c["names_a_character"],
@@ -1269,6 +1331,24 @@ def style_table(sty: dict[str, Any]) -> list[str]:
     return lines
 
 
+def constrained_line(report: dict[str, Any]) -> str:
+    """What the markdown says the constrained poems were: the writers alone, or the poems
+    `/poem` gives (`--served`), with each style's candidates, precision and themes."""
+    if not report.get("served"):
+        return "- constrained: the form's writer (`catalog.plan`) in `Request.rules`;"
+    each = "; ".join(
+        f"{s['style']} {s['served']['candidates']} candidates a line, {s['served']['precision']}, "
+        f"temperature {s['served']['temperature']:g}"
+        + (", its default themes" if s["served"]["default_themes"] else "")
+        for s in report["styles"]
+    )
+    return (
+        "- constrained: the poems `/poem style form seed` gives (`--served`: "
+        f"`bot.poems.plan_request` with the bot's settings: {each}), the free samples below "
+        "at temperature 0.8 from the same model;"
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     n = report["seeds"]
     out = [
@@ -1282,7 +1362,7 @@ def markdown(report: dict[str, Any]) -> str:
         "acrostic of 4 or 8 characters (春夏秋冬, 風花雪月, 江山如畫, ...; 8: 春夏秋冬風花雪月, "
         "...). Three kinds of text per form:",
         "",
-        "- constrained: the form's writer (`catalog.plan`) in `Request.rules`;",
+        constrained_line(report),
         "- unconstrained, first unit: `Request(rules=None)` of the same seeds "
         f"({', '.join(f'{s} {FREE_LENGTH[s]}' for s in FREE_LENGTH)} characters), its first "
         "unit: Tang the first line, Shakespeare the first speech (up to its blank line), "
@@ -1468,7 +1548,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-speed", action="store_true", help="leave out the speed runs and the engine's"
     )
+    p.add_argument(
+        "--served",
+        action="store_true",
+        help="constrained poems as /poem asks them: the style's candidates, themes, precision",
+    )
     args = p.parse_args(argv)
+    served = Settings.from_env() if args.served else None
     n = args.seeds or (20 if args.quick else 200)
     seeds = list(range(n))
     started = time.perf_counter()
@@ -1477,7 +1563,16 @@ def main(argv: list[str] | None = None) -> int:
     styles: dict[str, Style] = {}
     reports = []
     for name in args.styles:
-        style, rep = style_report(name, args.corpora, seeds, args.models)
+        style, rep = style_report(name, args.corpora, seeds, args.models, served)
+        if served is not None:
+            rep["served"] = {
+                "precision": "int8" if style.model.int8 else "fp32",
+                "candidates": candidates_for(served, style.card),
+                "temperature": served.default_temperature,
+                "default_themes": bool(
+                    served.default_themes and style.card["poem"].get("default_themes")
+                ),
+            }
         styles[name] = style
         reports.append(rep)
 
@@ -1508,6 +1603,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "benchmarks.forms", *argv]),
         "seeds": n,
+        "served": served is not None,
         "temperature": TEMPERATURE,
         "kn_order": KN_ORDER,
         "acrostics": {str(k): list(v) for k, v in ACROSTICS.items()},
@@ -1530,6 +1626,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     # Some styles only: their own file, so that forms.md (the bundled three) is not replaced.
     name = "forms" if args.styles == list(STYLE_FORMS) else "_".join(("forms", *args.styles))
+    if served is not None:
+        name += "_served"
     write_results(args.out, name, report, markdown(report))
     say(f"wrote {args.out / name}.json and .md in {report['seconds']} s")
     return 0
