@@ -1339,7 +1339,12 @@ def constrained_line(report: dict[str, Any]) -> str:
     each = "; ".join(
         f"{s['style']} {s['served']['candidates']} candidates a line, {s['served']['precision']}, "
         f"temperature {s['served']['temperature']:g}"
-        + (", its default themes" if s["served"]["default_themes"] else "")
+        + (
+            f", its default themes (a poem about one: {s['served']['about_candidates']} "
+            "candidates a line)"
+            if s["served"]["default_themes"]
+            else ""
+        )
         for s in report["styles"]
     )
     return (
@@ -1568,6 +1573,7 @@ def main(argv: list[str] | None = None) -> int:
             rep["served"] = {
                 "precision": "int8" if style.model.int8 else "fp32",
                 "candidates": candidates_for(served, style.card),
+                "about_candidates": candidates_for(served, style.card, about=True),
                 "temperature": served.default_temperature,
                 "default_themes": bool(
                     served.default_themes and style.card["poem"].get("default_themes")

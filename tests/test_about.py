@@ -332,6 +332,20 @@ def test_an_english_plan_takes_the_words_related_to_the_users_first():
         assert any(firsts) and firsts == sorted(firsts, reverse=True), (about, plan)
 
 
+def test_an_english_plan_holds_each_word_once_not_again_as_its_plural_or_possessive():
+    """A sonnet writes no content word twice, and its plan's keywords are forced into their
+    lines: a plan holding love and love's, or king and kings, wrote the word twice in every
+    such sonnet. Over the live model's own themes, no plan word is another's form."""
+    models = ROOT / "models"
+    live = models / "shakespeare" / active_version(models, "shakespeare")
+    card = load_bundle(live).card
+    for about in card["poem"]["default_themes"]:
+        plan = plan_of(live, form="sonnet", about=about).theme.plan
+        for i, word in enumerate(plan):
+            again = [w for w in plan[:i] if english.owner(word) in english.forms_of(w)]
+            assert not again, (about, word, again, plan)
+
+
 def test_a_keyword_that_ends_a_training_clause_is_judged_not_stuck():
     """Where the line guard would ban the only character the writer allows (a keyword's
     last, completing a training clause), the line is written and its penalty rejects it."""

@@ -23,7 +23,7 @@ from bot.engine.bundle import active_version, load_bundle
 from bot.engine.constraints import fork
 from bot.engine.scheduler import Generation, Limits, Request, Scheduler
 from bot.engine.sessions import StepModel
-from bot.forms import catalog, english, lyrics, tang
+from bot.forms import catalog, english, lyrics, tang, themes
 from bot.forms.english_writer import EnglishWriter
 from bot.forms.lines import LineGuard
 from bot.forms.lyric_writer import VerseWriter
@@ -228,6 +228,17 @@ def test_a_line_repeating_a_content_word_or_a_line_is_penalised_without_end():
         writer.advance(ch)
     (offered,) = writer.allowed().required
     assert "'" not in offered and offered & set("ls"), sorted(offered)
+    # A plan's word is kept for its own line, in whichever form the plan holds it: with
+    # "death's" planned, "death" elsewhere is the word again (seven sonnets about youth did).
+    for line, penalty in (
+        ("My life and death are like the sea,\n", math.inf),
+        ("My life and sorrow like the sea,\n", 0.0),
+    ):
+        thread = themes.Thread(("youth", "death's"), frozenset({"youth"}))
+        writer = EnglishWriter(lexicon, vocab, "sonnet", thread=thread)
+        for ch in line:
+            writer.advance(ch)
+        assert writer.penalty() == penalty, line
     speech = EnglishWriter(lexicon, vocab, "speech")
     for ch in "Good night.\nGood night.\n":
         speech.advance(ch)

@@ -337,6 +337,19 @@ def owner(word: str) -> str:
     return word[:-2] if word.endswith("'s") and len(word) > 2 else word
 
 
+def forms_of(word: str) -> set[str]:
+    """The spellings that are `word` again for a reader, `owner`ed: itself, its plural
+    (king, kings; kiss, kisses) and, for a plural, its singular. A theme's plan holds one of
+    them (`themes.Related.plan`): love and love's, or day and days, are one keyword twice."""
+    base = owner(word)
+    found = {base, base + "s", base + "es"}
+    if base.endswith("s") and len(base) > 2:
+        found.add(base[:-1])
+    if base.endswith("es") and len(base) > 3:
+        found.add(base[:-2])
+    return found
+
+
 def repeats(text: str, content: bool = True) -> tuple[int, int]:
     """(content words used again, a possessive counting as its word; lines written again) in a
     poem (`poem_lines`); with `content` False only lines count (a speech may repeat its

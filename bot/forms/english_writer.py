@@ -368,8 +368,8 @@ class EnglishWriter(themes.Keyed):
         self._repeated = False  # the current line repeats a content word
         self._penalty = 0.0  # of the last closed line (see `penalty`)
         self._start_theme(thread, seed)
-        if thread and self._metred:
-            self._used.update(w for w in thread.words if w not in STOP_WORDS)
+        if thread and self._metred:  # the plan's words, each kept for its own line
+            self._used.update(owner(w) for w in thread.words if w not in STOP_WORDS)
         self._placed = False  # the line's keyword is written
         self._forcing = False  # the word in progress is the keyword
         self._words = 0  # words started on this line

@@ -398,6 +398,9 @@ class Related:
         allowed = None if fits is None else frozenset(fits)
         chosen = list(dict.fromkeys(users))
         used = set("".join(chosen)) if self.chinese else set()
+        taken: set[str] = set()  # English: the chosen words' forms (a plural, a possessive)
+        for word in () if self.chinese else chosen:
+            taken |= english.forms_of(word)
         score: dict[int, float] = defaultdict(float)
         agree: dict[int, int] = defaultdict(int)  # chosen words a later word is related to
 
@@ -416,7 +419,9 @@ class Related:
             word = self.words[j]
             if word in chosen or (allowed is not None and word not in allowed):
                 return False
-            return not (self.chinese and used & set(word))
+            if self.chinese:
+                return not used & set(word)
+            return english.owner(word) not in taken  # not love's after love, kings after king
 
         for word in chosen:
             spread(word, 1.0)
@@ -439,7 +444,10 @@ class Related:
                     break
             word = self.words[best]
             chosen.append(word)
-            used.update(word if self.chinese else ())
+            if self.chinese:
+                used.update(word)
+            else:
+                taken |= english.forms_of(word)
             score.pop(best, None)
             spread(word, SECOND_ORDER)
         return tuple(chosen)
