@@ -4,9 +4,10 @@
   (training.model.CharModel.sample_softmax); validation keeps the full softmax;
 - bfloat16 mixed precision, where the hardware computes it natively (AVX-512 BF16 or AMX on a
   CPU, compute capability 8 or more on a GPU); elsewhere it would be emulated, slower. `auto`
-  takes it only where it was measured faster: a GPU, AMX, AVX-512 BF16 on AMD (Zen 4: 1.35x
-  float32 on the Tang shape), not AVX-512 BF16 alone on Intel (a Xeon without AMX: 0.48x;
-  benchmarks/results/train_options.md and train_options_intel.md);
+  takes it only where it was measured faster: a GPU, AMX (a Xeon with AMX: 1.6x float32 per
+  CPU-second on the tang/v3 shape), AVX-512 BF16 on AMD (Zen 4: 1.35x float32 on the Tang
+  shape), not AVX-512 BF16 alone on Intel (a Xeon without AMX: 0.48x;
+  benchmarks/results/train_options.md, train_options_amx.md and train_options_intel.md);
 - XLA (`jit_compile`) for the training and validation steps.
 
 benchmarks/train_throughput.py measures each on the Tang shape; the defaults are the winners.
