@@ -1576,7 +1576,7 @@ def main(argv: list[str] | None = None) -> int:
                 "about_candidates": candidates_for(served, style.card, about=True),
                 "temperature": served.default_temperature,
                 "default_themes": bool(
-                    served.default_themes and style.card["poem"].get("default_themes")
+                    served.default_themes and style.card.get("poem", {}).get("default_themes")
                 ),
             }
         styles[name] = style
