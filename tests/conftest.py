@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from .loopback.records import Signal
 from .postgres import PostgresServer
 
 # Hypothesis's timing checks (a per-example deadline, "input generation is slow") judge the
@@ -18,6 +19,14 @@ settings.register_profile(
     "any-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("any-machine")
+
+# The loopback's waits (a reply's `final`, `wait_for`, ...) check what the bot does, never how
+# fast: a timeout written at a call is what it takes on a quiet machine, and the wait gives up
+# only after five times that. With both cores busy, or on one core, the suite runs 2.5-3x
+# slower, and a test beside a heavy one on the other worker slower still: a sonnet's 30 s
+# wait ran out so on a Xeon whose two cores two busy processes held. A hang still fails, there
+# or at pytest-timeout's limit.
+Signal.PATIENCE = 5.0
 
 _databases = itertools.count()
 
