@@ -246,6 +246,18 @@ INT8_SERVE_TOLERANCE = 0.002  # nats/char: an int8 graph this near fp32 may serv
 SERVING_KEYS = ("candidates", "about_candidates", "default_themes")
 
 
+def serving_kept(old: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
+    """What of an old poem section (`SERVING_KEYS`) a new one keeps: each that is set, its
+    default themes only where the new one can plan themes."""
+    kept = {}
+    for key in SERVING_KEYS:
+        value = old.get(key)
+        if value is None or (key == "default_themes" and not (value and "themes" in section)):
+            continue
+        kept[key] = list(value) if isinstance(value, list) else value
+    return kept
+
+
 def inherit_serving(models_dir: Path, style: str, card: dict[str, Any], log=print) -> None:
     """A new version of a style keeps what its live version was chosen to serve with: its
     candidates a line (`poem.candidates` and, for a poem about a theme,
@@ -261,15 +273,15 @@ def inherit_serving(models_dir: Path, style: str, card: dict[str, Any], log=prin
     except (BundleError, OSError, ValueError) as err:
         log(f"the live {style}/{live} could not be read ({err}); nothing inherited")
         return
-    for key, what in (("candidates", ""), ("about_candidates", " about a theme")):
-        candidates = old.get("poem", {}).get(key)
-        if candidates is not None and "poem" in card:
-            card["poem"][key] = candidates
-            log(f"{candidates} candidates a line{what}, as {style}/{live}")
-    own = old.get("poem", {}).get("default_themes")
-    if own and "poem" in card and "themes" in card["poem"]:
-        card["poem"]["default_themes"] = list(own)
-        log(f"its own themes for a poem asked without one ({len(own)}), as {style}/{live}")
+    if "poem" in card:
+        kept = serving_kept(old.get("poem", {}), card["poem"])
+        card["poem"].update(kept)
+        for key, what in (("candidates", ""), ("about_candidates", " about a theme")):
+            if key in kept:
+                log(f"{kept[key]} candidates a line{what}, as {style}/{live}")
+        if "default_themes" in kept:
+            own = kept["default_themes"]
+            log(f"its own themes for a poem asked without one ({len(own)}), as {style}/{live}")
     if not old.get("int8", {}).get("serve") or "int8" not in card:
         return
     metrics = card["metrics"]
@@ -593,11 +605,7 @@ def add_poem(
         staged = bundle.path / f".{name}.tmp"
         write_table(staged, content)
         os.replace(staged, bundle.path / name)
-    # What the style was chosen to serve with stays (`inherit_serving`'s keys).
-    old = bundle.card.get("poem", {})
-    for key in SERVING_KEYS:
-        if key in old and (key != "default_themes" or "themes" in section):
-            section[key] = old[key]
+    section.update(serving_kept(bundle.card.get("poem", {}), section))  # as it served
     update_card(bundle.path, poem=section)
     log(f"{bundle.path}: poems are one {section['unit']}; forms {', '.join(section['forms'])}")
     return load_bundle(bundle.path)

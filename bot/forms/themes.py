@@ -397,10 +397,13 @@ class Related:
         first-order ones left are often single characters of a common word (天, 中)."""
         allowed = None if fits is None else frozenset(fits)
         chosen = list(dict.fromkeys(users))
-        used = set("".join(chosen)) if self.chinese else set()
-        taken: set[str] = set()  # English: the chosen words' forms (a plural, a possessive)
-        for word in () if self.chinese else chosen:
-            taken |= english.forms_of(word)
+
+        def marks(word: str) -> set[str]:
+            """What a chosen word rules out of the words after it: Chinese, its characters;
+            English, its forms (love's and loves after love, king after kings)."""
+            return set(word) if self.chinese else english.forms_of(word)
+
+        taken: set[str] = set().union(*map(marks, chosen))
         score: dict[int, float] = defaultdict(float)
         agree: dict[int, int] = defaultdict(int)  # chosen words a later word is related to
 
@@ -420,8 +423,8 @@ class Related:
             if word in chosen or (allowed is not None and word not in allowed):
                 return False
             if self.chinese:
-                return not used & set(word)
-            return english.owner(word) not in taken  # not love's after love, kings after king
+                return not taken & set(word)
+            return english.owner(word) not in taken
 
         for word in chosen:
             spread(word, 1.0)
@@ -444,10 +447,7 @@ class Related:
                     break
             word = self.words[best]
             chosen.append(word)
-            if self.chinese:
-                used.update(word)
-            else:
-                taken |= english.forms_of(word)
+            taken |= marks(word)
             score.pop(best, None)
             spread(word, SECOND_ORDER)
         return tuple(chosen)
