@@ -113,7 +113,20 @@ def windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int | None) ->
 
     ds = ds.map(window, num_parallel_calls=tf.data.AUTOTUNE)
     # A partial final batch would retrace the graph; training drops it, validation keeps it.
-    return ds.batch(batch_size, drop_remainder=seed is not None).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=seed is not None).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(untuned())
+
+
+def untuned() -> tf.data.Options:
+    """tf.data options without the autotuner. Its thread wakes after 10, 20, 40 ms ... (the
+    period doubles), and an iterator's teardown waits for the next wake: a pass over the data
+    that took 5.3 s ended at 10.24 s, one of 11.3 s at 20.48 s (a Xeon with AMX, the tang/v3
+    shape), once per fit, validation pass and epoch. These windows are slices of one array,
+    fed at 2M characters/s untuned, some 150 times what training takes: nothing to tune.
+    (benchmarks/results/train_options_amx.md)"""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def float32_model(model_cfg: ModelConfig) -> keras.Model:
