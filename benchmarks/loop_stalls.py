@@ -30,7 +30,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load import Outcome, Report, Shape, prompts_for, run_load
+from benchmarks.load import (
+    Outcome,
+    Report,
+    Shape,
+    add_env_option,
+    env_changes,
+    prompts_for,
+    run_load,
+)
 from benchmarks.stats import cpu_name, percentile, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -295,18 +303,23 @@ def main() -> None:
     p.add_argument("--threshold-ms", type=float, default=2.0)
     p.add_argument("--models", type=Path, default=ROOT / "models")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    add_env_option(p, "a bot setting over .env.example's (repeatable), e.g. GIL_SWITCH_MS=5")
     args = p.parse_args()
+    changes = env_changes(p, args.env)
     shape = dataclasses.replace(Shape(), interactions=args.interactions, seconds=args.seconds)
     prompts = prompts_for(args.models)
     with tempfile.TemporaryDirectory() as tmp:
         load, records = asyncio.run(
-            watched_load(Path(tmp), args.models.resolve(), shape, prompts, args.threshold_ms)
+            watched_load(
+                Path(tmp), args.models.resolve(), shape, prompts, args.threshold_ms, **changes
+            )
         )
     if not records:
         raise SystemExit("the bot process wrote nothing (did it exit cleanly?)")
     report = {
         "command": f"python -m benchmarks.loop_stalls --interactions {args.interactions} "
-        f"--seconds {args.seconds:g} --threshold-ms {args.threshold_ms:g}",
+        f"--seconds {args.seconds:g} --threshold-ms {args.threshold_ms:g}"
+        + "".join(f" --env {item}" for item in args.env),
         "cpu": cpu_name(),
         "threshold_ms": args.threshold_ms,
         "ack_ms": load.summary["ack_ms"],
