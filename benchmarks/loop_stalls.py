@@ -303,7 +303,7 @@ def main() -> None:
     p.add_argument("--threshold-ms", type=float, default=2.0)
     p.add_argument("--models", type=Path, default=ROOT / "models")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    add_env_option(p, "a bot setting over .env.example's (repeatable), e.g. GIL_SWITCH_MS=5")
+    add_env_option(p, "a bot setting over .env.example's (repeatable), e.g. GC_SECONDS=0")
     args = p.parse_args()
     changes = env_changes(p, args.env)
     shape = dataclasses.replace(Shape(), interactions=args.interactions, seconds=args.seconds)
